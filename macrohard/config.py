@@ -1,0 +1,126 @@
+"""Settings from `macrohard.toml`, `MACROHARD_*` environment variables and CLI flags.
+
+Precedence, highest first: flags, environment, the TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from macrohard.errors import ConfigError
+
+CONFIG_FILE = "macrohard.toml"
+
+
+class ModelSettings(BaseModel):
+    """Where one role's model lives. Any OpenAI-compatible endpoint works."""
+
+    model: str | None = None
+    base_url: str | None = None  # None: the openai SDK's default (api.openai.com)
+    # The key itself never goes in the file: name the variable that holds it.
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float | None = None
+    timeout_s: float = 300.0
+    max_retries: int = 4  # transient failures only: rate limits, connection, 5xx
+
+    def merged(self, override: ModelSettings | None) -> ModelSettings:
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class SandboxSettings(BaseModel):
+    image: str = "macrohard-sandbox:latest"
+    network: bool = False
+    memory: str = "1g"
+    cpus: float = 1.0
+    pids_limit: int = 256
+    tmpfs_size: str = "64m"
+    timeout_s: float = 120.0
+    output_limit_bytes: int = 64_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MACROHARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    # Per-role overrides of `model`, e.g. [roles.engineer] model = "gpt-4.1".
+    roles: dict[str, ModelSettings] = Field(default_factory=dict)
+    roles_dir: Path | None = None  # None: ./roles if present, else the bundled roles
+    workspaces: Path = Path("workspaces")
+    max_attempts: int = Field(default=3, ge=1)
+    max_parallel: int = Field(default=2, ge=1)
+    recursion_limit: int = Field(default=400, ge=10)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+
+    @field_validator("roles_dir", "workspaces", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return Path(os.path.expanduser(v)) if isinstance(v, str) else v
+
+    def model_for(self, role: str) -> ModelSettings:
+        return self.model.merged(self.roles.get(role))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", "fix the file or remove it") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Load settings; `overrides` are CLI flags and win over everything else."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist", "check the --config path")
+        file_values = _read_toml(config_file)
+    elif Path(CONFIG_FILE).is_file():
+        file_values = _read_toml(Path(CONFIG_FILE))
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        # Settings() reads only the environment here; the file fills in what the
+        # environment left unset and flags override both.
+        env_values = Settings().model_dump(exclude_unset=True)
+        return Settings(**_deep_merge(_deep_merge(file_values, env_values), flags))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        source = str(config_file or CONFIG_FILE)
+        raise ConfigError(
+            f"bad setting {where!r}: {first['msg']}",
+            f"check {source} and MACROHARD_* environment variables",
+        ) from e

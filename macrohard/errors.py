@@ -1,0 +1,35 @@
+"""Errors a user can act on. The CLI prints them as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class MacrohardError(Exception):
+    """An expected failure: says what went wrong and what to do about it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(MacrohardError):
+    """Settings, role files or a spec that cannot be used."""
+
+
+class ModelError(MacrohardError):
+    """The model endpoint refused a request or could not be reached after retries."""
+
+
+class ScriptError(MacrohardError):
+    """A scripted model's script ran out or does not match what was asked."""
+
+
+class SandboxError(MacrohardError):
+    """The Docker engine or the sandbox image is not usable."""
+
+
+class WorkspaceError(MacrohardError):
+    """A git operation on the product repository failed."""

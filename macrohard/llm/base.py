@@ -1,0 +1,50 @@
+"""The model layer's protocol: messages and tool schemas in, an assistant message out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from macrohard.models import Usage
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    # Raw JSON text as the model sent it: it may be malformed, and the agent loop
+    # answers that with an error message rather than crashing.
+    arguments: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+class ToolSpec(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+
+
+class ModelRequest(BaseModel):
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    # Who is asking and for what: the scripted model replays per role and task,
+    # and the transcript records both.
+    role: str
+    task: str
+
+
+class ModelResponse(BaseModel):
+    message: Message  # role == "assistant"
+    usage: Usage
+    model: str
+    latency_s: float
+
+
+class ChatModel(Protocol):
+    def complete(self, request: ModelRequest) -> ModelResponse: ...

@@ -1,0 +1,91 @@
+"""Domain models: the typed artefacts the company passes around. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class Spec(BaseModel):
+    """What the user asked for."""
+
+    title: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+class TicketStatus(str, Enum):
+    # Module-level enum: LangGraph's serializer rebuilds nested enums as None.
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    PASSED = "passed"  # suite green on the ticket branch, waiting for integration
+    MERGED = "merged"
+    FAILED = "failed"  # attempts ran out
+    BLOCKED = "blocked"  # a ticket it depends on failed
+
+
+class Ticket(BaseModel):
+    id: str
+    title: str
+    description: str
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    status: TicketStatus = TicketStatus.TODO
+    attempts: int = 0
+    branch: str | None = None
+    head_sha: str | None = None
+    merge_sha: str | None = None
+    # Short tail of the last failing run or merge conflict, handed back to the engineer.
+    last_failure: str | None = None
+    failure_reason: str | None = None
+
+
+class PRD(BaseModel):
+    """The product manager's plan: a document in the repo and the tickets it implies."""
+
+    path: str
+    tickets: list[Ticket]
+
+
+class TestReport(BaseModel):
+    """A test-suite run, judged by its exit code alone."""
+
+    __test__ = False  # not a pytest test class
+
+    ticket: str | None
+    command: str
+    exit_code: int
+    passed: bool
+    duration_s: float
+    output_tail: str
+    timed_out: bool = False
+    event_id: str | None = None
+
+
+class Release(BaseModel):
+    tag: str
+    sha: str
+    notes_path: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # True when the count was estimated (the scripted model) rather than reported.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            estimated=self.estimated or other.estimated,
+        )

@@ -1,0 +1,35 @@
+"""The sandbox protocol: somewhere to run generated code that is not the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+
+class ExecResult(BaseModel):
+    command: str
+    exit_code: int
+    duration_s: float
+    # Combined stdout and stderr, capped: the head and the tail are kept.
+    output: str
+    output_bytes: int  # the true size before capping
+    truncated: bool = False
+    timed_out: bool = False
+    oom_killed: bool = False
+
+    def tail(self, chars: int = 2000) -> str:
+        return self.output[-chars:]
+
+
+class Sandbox(Protocol):
+    """One running container with a host directory mounted at /workspace."""
+
+    def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult: ...
+
+    def stop(self) -> None: ...
+
+
+class SandboxProvider(Protocol):
+    def start(self, workdir: Path, *, labels: dict[str, str]) -> Sandbox: ...
