@@ -1,0 +1,133 @@
+"""The run's transcript: an append-only JSONL file whose events are chained by hash.
+
+Each event's hash covers its content and the previous event's hash, so editing,
+removing, inserting or reordering any line breaks the chain from that point on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+GENESIS = "0" * 64
+
+
+class Event(BaseModel):
+    seq: int
+    id: str
+    ts: float
+    run_id: str
+    kind: str  # e.g. model.request, model.response, tool.call, sandbox.exec, git.commit, node
+    role: str | None = None
+    ticket: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str = ""
+
+    def compute_hash(self) -> str:
+        body = self.model_dump(exclude={"hash"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+Listener = Callable[[Event], None]
+
+
+class TranscriptLog:
+    """Append-only event log for one run; safe to append from parallel branches."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._seq, self._last_hash = self._tail()
+
+    def _tail(self) -> tuple[int, str]:
+        # A resumed run continues the chain where the file ends.
+        last: str | None = None
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                for line in f:
+                    if line.strip():
+                        last = line.decode()
+        if last is None:
+            return 0, GENESIS
+        event = Event.model_validate_json(last)
+        return event.seq, event.hash
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def append(
+        self,
+        kind: str,
+        *,
+        role: str | None = None,
+        ticket: str | None = None,
+        **data: Any,
+    ) -> Event:
+        with self._lock:
+            seq = self._seq + 1
+            event = Event(
+                seq=seq,
+                id=f"ev-{seq:06d}",
+                ts=time.time(),
+                run_id=self.run_id,
+                kind=kind,
+                role=role,
+                ticket=ticket,
+                data=data,
+                prev_hash=self._last_hash,
+            )
+            event.hash = event.compute_hash()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(event.model_dump_json() + "\n")
+                f.flush()
+            self._seq, self._last_hash = seq, event.hash
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+
+def read_events(path: Path) -> Iterator[Event]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield Event.model_validate_json(line)
+
+
+class ChainBreak(BaseModel):
+    line: int  # 1-based line in transcript.jsonl
+    event_id: str | None
+    reason: str
+
+
+def verify_chain(path: Path) -> ChainBreak | None:
+    """Return the first place the hash chain breaks, or None when it is intact."""
+    prev = GENESIS
+    expected_seq = 1
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = Event.model_validate_json(line)
+            except ValueError:
+                return ChainBreak(line=n, event_id=None, reason="line is not a valid event")
+            if event.prev_hash != prev:
+                return ChainBreak(line=n, event_id=event.id, reason="does not follow the previous event")
+            if event.compute_hash() != event.hash:
+                return ChainBreak(line=n, event_id=event.id, reason="content does not match its hash")
+            if event.seq != expected_seq:
+                return ChainBreak(line=n, event_id=event.id, reason=f"sequence {event.seq}, expected {expected_seq}")
+            prev, expected_seq = event.hash, expected_seq + 1
+    return None
