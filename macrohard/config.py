@@ -22,12 +22,12 @@ class ModelSettings(BaseModel):
     """Where one role's model lives. Any OpenAI-compatible endpoint works."""
 
     model: str | None = None
-    base_url: str | None = None  # None: the openai SDK's default (api.openai.com)
+    base_url: str | None = None  # None: https://api.openai.com/v1
     # The key itself never goes in the file: name the variable that holds it.
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float | None = None
-    timeout_s: float = 300.0
-    max_retries: int = 4  # transient failures only: rate limits, connection, 5xx
+    timeout_s: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)  # transient failures only: rate limits, connection, 5xx
 
     def merged(self, override: ModelSettings | None) -> ModelSettings:
         if override is None:
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     workspaces: Path = Path("workspaces")
     max_attempts: int = Field(default=3, ge=1)
     max_parallel: int = Field(default=2, ge=1)
+    # The verdict: a ticket passes when this exits 0 in its sandbox.
+    test_command: str = "python3 -m pytest -q -p no:cacheprovider"
+    # Simulated seconds per scripted model call, for benchmarks of the orchestration.
+    scripted_latency_s: float = Field(default=0.0, ge=0)
     recursion_limit: int = Field(default=400, ge=10)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 

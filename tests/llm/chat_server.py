@@ -1,0 +1,135 @@
+"""A scriptable OpenAI chat-completions server on 127.0.0.1, for tests over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer; `drop` closes the connection without answering."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    drop: bool = False
+
+
+@dataclass
+class Received:
+    """One request as the server saw it; header names in lower case."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+def completion(
+    content: str | None = "ok",
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    model: str = "served-model",
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A chat.completion body as an OpenAI-compatible server would send it."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    body: dict[str, Any] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
+        ],
+    }
+    if usage is not None:
+        body["usage"] = {**usage, "total_tokens": sum(usage.values())}
+    return body
+
+
+def error(status: int, message: str, **headers: str) -> Reply:
+    """An error reply shaped like OpenAI's `{"error": {...}}`."""
+    return Reply(status, {"error": {"message": message, "type": "test_error", "code": None}}, headers)
+
+
+class ChatServer:
+    """Answers POST /v1/chat/completions from a queue of `Reply`s and records each request."""
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        # A short poll keeps shutdown(), and so each test's teardown, fast.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def push(self, *replies: Reply | dict[str, Any]) -> None:
+        """Queue replies; a bare dict is a 200 with that JSON body."""
+        for r in replies:
+            self.replies.append(r if isinstance(r, Reply) else Reply(body=r))
+
+    def start(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def _next(self, received: Received) -> Reply:
+        with self._lock:
+            self.received.append(received)
+            if received.path != "/v1/chat/completions":
+                return error(404, f"no route {received.path}")
+            # 418 is not retried, so a script that ran short fails the test at once.
+            return self.replies.popleft() if self.replies else error(418, "script ran out")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply = server._next(Received(self.path, headers, body))
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                data = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test): nothing to answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep pytest output clean
+
+        return Handler
