@@ -1,0 +1,612 @@
+"""The product repository: the one module that talks to git.
+
+A run keeps its product in ``workspaces/<run-id>/repo`` (branch ``main``) and gives
+each ticket in progress a worktree in ``workspaces/<run-id>/worktrees/<T-n>`` on
+branch ``ticket/<T-n>``. Every commit, merge and tag carries provenance trailers, and
+every side effect first looks for the trailer an earlier attempt would have left, so
+a resumed run neither loses nor duplicates a commit.
+
+Pipelines of different tickets commit concurrently, each in its own worktree; what
+touches shared metadata (worktree registration, main, tags) runs under one lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import git as gitpython
+from pydantic import BaseModel, Field, field_validator
+
+from macrohard.errors import WorkspaceError
+
+MAIN = "main"
+RUN_TRAILER = "Macrohard-Run"
+ROLE_TRAILER = "Macrohard-Role"
+TICKET_TRAILER = "Macrohard-Ticket"
+EVENT_TRAILER = "Macrohard-Event"
+
+MACROHARD_NAME = "macrohard"
+EMAIL_DOMAIN = "macrohard.invalid"
+
+GITIGNORE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+
+# Repo-local settings that override anything in the user's global or system config
+# that would change what a commit, merge or log looks like.
+_REPO_CONFIG: dict[str, str] = {
+    "user.name": MACROHARD_NAME,
+    "user.email": f"{MACROHARD_NAME}@{EMAIL_DOMAIN}",
+    "commit.gpgsign": "false",
+    "tag.gpgsign": "false",
+    # A user's global hooks (secret scanners, linters) must not veto or alter
+    # commits made by the company; /dev/null holds no hooks.
+    "core.hooksPath": os.devnull,
+    "core.autocrlf": "false",
+    # rerere could silently resolve a conflict the engineer is supposed to see.
+    "rerere.enabled": "false",
+    "merge.conflictStyle": "merge",
+    "color.ui": "false",
+    "log.showSignature": "false",
+    # Background gc racing concurrent worktree commits buys nothing in small repos.
+    "gc.auto": "0",
+}
+
+# Inherited from a parent git process (e.g. when run from a hook), these would point
+# our commands at another repository or index and corrupt it.
+_REDIRECTING_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_NAMESPACE",
+)
+
+_BASE_ENV: dict[str, str] = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "GIT_MERGE_AUTOEDIT": "no",
+}
+
+_TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):[ \t]*(.*)$")
+
+
+class Provenance(BaseModel):
+    """Who made a change and which transcript event caused it."""
+
+    run_id: str
+    role: str
+    ticket: str | None = None
+    event_id: str
+
+    @field_validator("run_id", "role", "event_id", "ticket")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        # A newline would let a value forge further trailers.
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or "\n" in value or "\r" in value:
+            raise ValueError("must be a non-empty single line")
+        return value
+
+    def trailer_dict(self) -> dict[str, str]:
+        """The trailers as key/value pairs, in their rendering order."""
+        items = {RUN_TRAILER: self.run_id, ROLE_TRAILER: self.role}
+        if self.ticket is not None:
+            items[TICKET_TRAILER] = self.ticket
+        items[EVENT_TRAILER] = self.event_id
+        return items
+
+    def trailers(self) -> str:
+        """The trailer block appended to commit and tag messages."""
+        return "\n".join(f"{key}: {value}" for key, value in self.trailer_dict().items())
+
+    @classmethod
+    def from_trailers(cls, trailers: Mapping[str, str]) -> Provenance | None:
+        """Rebuild provenance from parsed trailers; None for commits made outside a run."""
+        try:
+            return cls(
+                run_id=trailers[RUN_TRAILER],
+                role=trailers[ROLE_TRAILER],
+                ticket=trailers.get(TICKET_TRAILER),
+                event_id=trailers[EVENT_TRAILER],
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+class CommitInfo(BaseModel):
+    sha: str
+    author: str
+    author_email: str
+    subject: str
+    trailers: dict[str, str] = Field(default_factory=dict)
+    parents: int
+
+
+class MergeResult(BaseModel):
+    merged: bool
+    sha: str | None = None
+    previous_sha: str | None = None
+    conflicts: list[str] = Field(default_factory=list)
+    detail: str = ""
+
+
+def parse_trailers(message: str) -> dict[str, str]:
+    """Trailers in the last paragraph of a message (never in its subject paragraph)."""
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.strip()) if p.strip()]
+    if len(paragraphs) < 2:
+        return {}
+    lines = [line for line in paragraphs[-1].splitlines() if line.strip()]
+    parsed: dict[str, str] = {}
+    for line in lines:
+        match = _TRAILER_LINE.match(line)
+        if match is None:
+            # Prose in the last paragraph: it is not a trailer block.
+            return {}
+        parsed[match.group(1)] = match.group(2).strip()
+    return parsed
+
+
+def role_email(role: str) -> str:
+    """``<role>@macrohard.invalid``, with the role reduced to characters an address allows."""
+    local = re.sub(r"[^a-z0-9._-]+", "-", role.lower()).strip("-.") or "agent"
+    return f"{local}@{EMAIL_DOMAIN}"
+
+
+def _identity(name: str, email: str) -> dict[str, str]:
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def _role_identity(role: str) -> dict[str, str]:
+    return _identity(role, role_email(role))
+
+
+def _compose(message: str, prov: Provenance) -> str:
+    body = message.strip()
+    if not body:
+        raise WorkspaceError("empty commit message", hint="pass a message with at least a subject line")
+    return f"{body}\n\n{prov.trailers()}\n"
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line
+    return ""
+
+
+def _summary(text: str) -> str:
+    """Git's output on one line, with what it considers the error first."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return " / ".join(errors or lines)[:500]
+
+
+def _split_z(output: str) -> list[str]:
+    return [item for item in output.split("\0") if item]
+
+
+class GitWorkspace:
+    """The git side of one run: the product repo and one worktree per ticket."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        # Reentrant: locked operations call other locked helpers.
+        self._lock = threading.RLock()
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.run_dir / "repo"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.run_dir / "worktrees"
+
+    def worktree_path(self, ticket_id: str) -> Path:
+        return self.worktrees_dir / _check_ticket_id(ticket_id)
+
+    # -- running git -----------------------------------------------------------
+
+    def _run(
+        self,
+        cwd: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        hint: str | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, str]:
+        """Run ``git <args>`` in cwd; (status, stdout, stderr). Raises WorkspaceError when check fails."""
+        leaked = [name for name in _REDIRECTING_ENV if os.environ.get(name)]
+        if leaked:
+            raise WorkspaceError(
+                f"{', '.join(leaked)} is set in the environment and would point git at another repository",
+                hint=f"unset {' '.join(leaked)} before running macrohard",
+            )
+        full_env = {**_BASE_ENV, **(env or {})}
+        runner = gitpython.Git(str(cwd))
+        overrides = [arg for key, value in (config or {}).items() for arg in ("-c", f"{key}={value}")]
+        try:
+            status, out, err = runner.execute(
+                [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *overrides, *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                stdout_as_string=False,
+                env=full_env,
+            )
+        except gitpython.GitCommandNotFound as exc:
+            raise WorkspaceError("git could not be run", hint="install git 2.39 or newer and put it on PATH") from exc
+        except gitpython.GitError as exc:
+            raise WorkspaceError(f"git {args[0]} failed: {_first_line(str(exc))}", hint=hint) from exc
+        stdout = out.decode("utf-8", errors="replace") if isinstance(out, bytes) else str(out or "")
+        stderr = err if isinstance(err, str) else (err or b"").decode("utf-8", errors="replace")
+        if check and status != 0:
+            detail = _summary(stderr) or _summary(stdout) or f"exit status {status}"
+            raise WorkspaceError(f"git {args[0]} failed in {cwd}: {detail}", hint=hint)
+        return status, stdout, stderr
+
+    def _out(self, cwd: Path, *args: str, hint: str | None = None, env: Mapping[str, str] | None = None) -> str:
+        return self._run(cwd, *args, env=env, hint=hint)[1].strip()
+
+    def _ok(self, cwd: Path, *args: str) -> bool:
+        return self._run(cwd, *args, check=False)[0] == 0
+
+    def _rev(self, cwd: Path, ref: str) -> str | None:
+        status, out, _ = self._run(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        return out.strip() if status == 0 else None
+
+    def _merging(self, cwd: Path) -> bool:
+        return self._rev(cwd, "MERGE_HEAD") is not None
+
+    def _unmerged(self, cwd: Path) -> list[str]:
+        out = self._run(cwd, "ls-files", "--unmerged", "-z")[1]
+        return sorted({entry.split("\t", 1)[1] for entry in _split_z(out) if "\t" in entry})
+
+    def _dirty(self, cwd: Path, *, untracked: bool = True) -> bool:
+        mode = "--untracked-files=all" if untracked else "--untracked-files=no"
+        return bool(self._run(cwd, "status", "--porcelain", "-z", mode)[1].strip("\0\n"))
+
+    def _require_repo(self) -> None:
+        if not (self.repo_dir / ".git").exists():
+            raise WorkspaceError(f"no product repository at {self.repo_dir}", hint="call GitWorkspace.init() first")
+
+    def _require_main_checked_out(self) -> None:
+        self._require_repo()
+        branch = self._run(self.repo_dir, "symbolic-ref", "--quiet", "HEAD", check=False)[1].strip()
+        if branch != f"refs/heads/{MAIN}":
+            raise WorkspaceError(
+                f"{self.repo_dir} has {branch or 'a detached HEAD'} checked out, not {MAIN}",
+                hint=f"run `git checkout {MAIN}` in the product repository",
+            )
+
+    def _owned_dir(self, path: Path) -> Path:
+        """The repo or one of its ticket worktrees; anything else is refused."""
+        resolved = Path(path).resolve()
+        if resolved == self.repo_dir.resolve() or resolved.parent == self.worktrees_dir.resolve():
+            if (resolved / ".git").exists():
+                return resolved
+        raise WorkspaceError(
+            f"{path} is not this run's repository or one of its ticket worktrees",
+            hint=f"commit in {self.repo_dir} or a directory created by worktree()",
+        )
+
+    def _registered_worktrees(self) -> list[Path]:
+        out = self._run(self.repo_dir, "worktree", "list", "--porcelain")[1]
+        return [Path(line[len("worktree ") :]).resolve() for line in out.splitlines() if line.startswith("worktree ")]
+
+    def _find(self, cwd: Path, ref: str, run_id: str, event_id: str) -> str | None:
+        if self._rev(cwd, ref) is None:
+            return None
+        # --grep narrows the walk; the exact match is on the parsed trailers.
+        out = self._run(
+            cwd, "log", ref, "-z", "--fixed-strings", f"--grep={EVENT_TRAILER}: {event_id}", "--format=%H%n%B"
+        )[1]
+        for record in _split_z(out):
+            sha, _, message = record.partition("\n")
+            trailers = parse_trailers(message)
+            if trailers.get(RUN_TRAILER) == run_id and trailers.get(EVENT_TRAILER) == event_id:
+                return sha.strip()
+        return None
+
+    # -- repository ------------------------------------------------------------
+
+    def init(self) -> str:
+        """Create the product repo on branch main with an initial commit; returns main's sha."""
+        with self._lock:
+            self.repo_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.repo_dir / ".git").exists():
+                # Before the repo has its config, init itself must not run global hooks.
+                self._run(self.repo_dir, "init", f"--initial-branch={MAIN}", config=_REPO_CONFIG)
+            for key, value in _REPO_CONFIG.items():
+                self._run(self.repo_dir, "config", "--local", key, value)
+            existing = self._rev(self.repo_dir, MAIN)
+            if existing is not None:
+                return existing
+            # Also reached when an earlier init died between `git init` and the commit.
+            (self.repo_dir / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+            self._run(self.repo_dir, "add", "--", ".gitignore")
+            self._run(
+                self.repo_dir,
+                "commit",
+                "--no-verify",
+                "--cleanup=whitespace",
+                "-m",
+                "Initialize repository",
+                env=_identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
+            )
+            return self._out(self.repo_dir, "rev-parse", "HEAD")
+
+    def head(self, ref: str = MAIN) -> str:
+        """The commit sha ref points at."""
+        self._require_repo()
+        sha = self._rev(self.repo_dir, ref)
+        if sha is None:
+            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        return sha
+
+    # -- worktrees -------------------------------------------------------------
+
+    def worktree(self, ticket_id: str, base: str = MAIN) -> Path:
+        """The ticket's worktree on branch ticket/<id>, created from base if needed."""
+        path = self.worktree_path(ticket_id)
+        branch = f"ticket/{ticket_id}"
+        with self._lock:
+            self._require_repo()
+            if path.exists() and path.resolve() in self._registered_worktrees():
+                return path
+            # Forget registrations whose directory was deleted by hand.
+            self._run(self.repo_dir, "worktree", "prune")
+            self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+            hint = f"remove {path} if it is a leftover, then retry"
+            if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:
+                # The branch outlived an earlier remove_worktree: check it out again.
+                self._run(self.repo_dir, "worktree", "add", str(path), branch, hint=hint)
+            else:
+                if self._rev(self.repo_dir, base) is None:
+                    raise WorkspaceError(f"unknown base ref {base!r} for {branch}", hint="check the branch or sha")
+                self._run(self.repo_dir, "worktree", "add", "-b", branch, str(path), base, hint=hint)
+            return path
+
+    def remove_worktree(self, ticket_id: str) -> None:
+        """Delete the ticket's worktree, uncommitted changes included; the branch stays."""
+        path = self.worktree_path(ticket_id)
+        with self._lock:
+            self._require_repo()
+            if path.resolve() in self._registered_worktrees():
+                self._run(self.repo_dir, "worktree", "remove", "--force", str(path))
+            self._run(self.repo_dir, "worktree", "prune")
+
+    # -- commits ---------------------------------------------------------------
+
+    def commit(self, path: Path, message: str, prov: Provenance) -> str | None:
+        """Commit everything in path as prov.role; None when there is nothing to commit.
+
+        Concludes a merge in progress. Returns the earlier commit instead when the
+        current branch already has one with the same run and event trailers.
+        """
+        cwd = self._owned_dir(path)
+        full_message = _compose(message, prov)
+        on_main = cwd == self.repo_dir.resolve()
+        # Commits on main must not interleave with merges and resets of main.
+        with self._lock if on_main else contextlib.nullcontext():
+            earlier = self._find(cwd, "HEAD", prov.run_id, prov.event_id)
+            if earlier is not None:
+                return earlier
+            self._run(cwd, "add", "-A")
+            merging = self._merging(cwd)
+            staged = not self._ok(cwd, "diff", "--cached", "--quiet")
+            if not staged and not merging:
+                return None
+            self._run(
+                cwd,
+                "commit",
+                "--no-verify",
+                "--cleanup=whitespace",
+                "-m",
+                full_message,
+                env=_role_identity(prov.role),
+                hint=f"inspect the working tree {cwd}",
+            )
+            return self._out(cwd, "rev-parse", "HEAD")
+
+    def find_commit(self, ref: str, run_id: str, event_id: str) -> str | None:
+        """The newest commit reachable from ref with these run and event trailers."""
+        self._require_repo()
+        return self._find(self.repo_dir, ref, run_id, event_id)
+
+    def history(self, ref: str = MAIN, max_count: int | None = None) -> list[CommitInfo]:
+        """Commits reachable from ref, newest first."""
+        self._require_repo()
+        if self._rev(self.repo_dir, ref) is None:
+            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        args = ["log", ref, "-z", "--format=%H%n%P%n%an%n%ae%n%B"]
+        if max_count is not None:
+            args.append(f"--max-count={max_count}")
+        commits: list[CommitInfo] = []
+        for record in _split_z(self._run(self.repo_dir, *args)[1]):
+            sha, parents, author, email, message = (record.split("\n", 4) + [""] * 5)[:5]
+            commits.append(
+                CommitInfo(
+                    sha=sha.strip(),
+                    author=author,
+                    author_email=email,
+                    subject=_first_line(message),
+                    trailers=parse_trailers(message),
+                    parents=len(parents.split()),
+                )
+            )
+        return commits
+
+    # -- integration -----------------------------------------------------------
+
+    def merge_ticket(self, ticket_id: str, prov: Provenance, title: str = "") -> MergeResult:
+        """Merge ticket/<id> into main with --no-ff; on conflict abort and report the paths."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        with self._lock:
+            self._require_main_checked_out()
+            repo = self.repo_dir
+            if self._merging(repo):
+                # Left behind by a run killed mid-merge.
+                self._run(repo, "merge", "--abort")
+            ticket_head = self._rev(repo, f"refs/heads/{branch}")
+            if ticket_head is None:
+                raise WorkspaceError(f"branch {branch} does not exist", hint="create it with worktree() first")
+            before = self.head(MAIN)
+            contained = self._ok(repo, "merge-base", "--is-ancestor", ticket_head, MAIN)
+            if contained:
+                earlier = self._find(repo, MAIN, prov.run_id, prov.event_id)
+                if earlier is not None:
+                    first_parent = self._rev(repo, f"{earlier}^1")
+                    return MergeResult(merged=True, sha=earlier, previous_sha=first_parent, detail="already merged")
+                # Merged earlier under another event: nothing to do, and nothing new to report.
+                detail = f"{MAIN} already contains {branch}"
+                return MergeResult(merged=True, sha=before, previous_sha=before, detail=detail)
+            if self._dirty(repo, untracked=False):
+                raise WorkspaceError(
+                    f"{MAIN}'s working tree in {repo} has uncommitted changes",
+                    hint="commit them or reset_main() before merging",
+                )
+            subject = f"Merge {branch}: {title.strip()}" if title.strip() else f"Merge {branch} into {MAIN}"
+            status, out, err = self._run(
+                repo,
+                "merge",
+                "--no-ff",
+                "--no-edit",
+                "--no-verify",
+                "--cleanup=whitespace",
+                "-m",
+                _compose(subject, prov),
+                branch,
+                env=_role_identity(prov.role),
+                check=False,
+            )
+            if status == 0:
+                return MergeResult(merged=True, sha=self.head(MAIN), previous_sha=before)
+            conflicts = self._unmerged(repo)
+            if self._merging(repo) or conflicts:
+                self._run(repo, "merge", "--abort")
+            if conflicts:
+                return MergeResult(
+                    merged=False, previous_sha=before, conflicts=conflicts, detail=(out + "\n" + err).strip()
+                )
+            raise WorkspaceError(
+                f"git merge of {branch} failed: {_summary(err) or _summary(out)}",
+                hint=f"inspect {repo}; main was left at {before[:12]}",
+            )
+
+    def reset_main(self, sha: str) -> None:
+        """Move main and its working tree back to sha (after a merge turned main red)."""
+        with self._lock:
+            self._require_main_checked_out()
+            target = self._rev(self.repo_dir, sha)
+            if target is None:
+                raise WorkspaceError(f"cannot reset {MAIN} to unknown commit {sha!r}", hint="pass a sha from this repo")
+            if self._merging(self.repo_dir):
+                self._run(self.repo_dir, "merge", "--abort")
+            self._run(self.repo_dir, "reset", "--hard", "--quiet", target)
+
+    def update_from_main(self, ticket_id: str) -> list[str]:
+        """Merge main into the ticket branch; returns conflicted paths, leaving the merge open."""
+        path = self.worktree_path(ticket_id)
+        branch = f"ticket/{ticket_id}"
+        cwd = self._owned_dir(path)
+        if self._merging(cwd):
+            # An earlier update never concluded (the run died while the engineer was
+            # resolving it); start over against today's main.
+            self._run(cwd, "merge", "--abort")
+        if self._dirty(cwd):
+            raise WorkspaceError(
+                f"worktree {path} has uncommitted changes",
+                hint="commit or discard them before updating the ticket from main",
+            )
+        # One snapshot of main: integration may move it while we merge.
+        main_sha = self.head(MAIN)
+        if self._ok(cwd, "merge-base", "--is-ancestor", main_sha, "HEAD"):
+            return []
+        status, out, err = self._run(
+            cwd,
+            "merge",
+            "--ff",
+            "--no-edit",
+            "--no-verify",
+            "--cleanup=whitespace",
+            "-m",
+            f"Merge {MAIN} into {branch}",
+            main_sha,
+            env=_identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
+            check=False,
+        )
+        if status == 0:
+            return []
+        conflicts = self._unmerged(cwd)
+        if conflicts:
+            return conflicts
+        if self._merging(cwd):
+            self._run(cwd, "merge", "--abort")
+        raise WorkspaceError(
+            f"git merge of {MAIN} into {branch} failed: {_summary(err) or _summary(out)}",
+            hint=f"inspect the worktree {path}",
+        )
+
+    # -- releases and inspection -----------------------------------------------
+
+    def tag(self, name: str, message: str, prov: Provenance, ref: str = MAIN) -> str:
+        """Create annotated tag name at ref; returns the tagged commit's sha."""
+        with self._lock:
+            self._require_repo()
+            if not self._ok(self.repo_dir, "check-ref-format", f"refs/tags/{name}"):
+                raise WorkspaceError(f"invalid tag name {name!r}", hint="use something like v0.1.0")
+            target = self.head(ref)
+            existing = self._rev(self.repo_dir, f"refs/tags/{name}")
+            if existing is not None:
+                if existing == target:
+                    return existing
+                raise WorkspaceError(
+                    f"tag {name} already exists at {existing[:12]}, not at {ref} ({target[:12]})",
+                    hint="choose a new tag name",
+                )
+            self._run(
+                self.repo_dir,
+                "tag",
+                "--annotate",
+                "--cleanup=whitespace",
+                "-m",
+                _compose(message, prov),
+                name,
+                target,
+                env=_role_identity(prov.role),
+            )
+            return target
+
+    def changed_files(self, ticket_id: str) -> list[str]:
+        """Files the ticket branch changed since it forked from main (committed changes only)."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        self._require_repo()
+        out = self._run(self.repo_dir, "diff", "--name-only", "-z", "--no-renames", f"{MAIN}...{branch}")[1]
+        return sorted(set(_split_z(out)))
+
+    def diff(self, ticket_id: str) -> str:
+        """The ticket branch's committed changes against its merge-base with main."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        self._require_repo()
+        return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
+
+
+def _check_ticket_id(ticket_id: str) -> str:
+    # The id becomes a directory and a branch name: keep it to one safe path segment.
+    if not _TICKET_ID.match(ticket_id) or ".." in ticket_id or ticket_id.endswith(".lock"):
+        raise WorkspaceError(f"invalid ticket id {ticket_id!r}", hint="use ids like T-1 (letters, digits, . _ -)")
+    return ticket_id

@@ -1,0 +1,349 @@
+"""GitWorkspace against real git repositories in tmp_path."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from macrohard.errors import WorkspaceError
+from macrohard.workspace.git import (
+    GITIGNORE,
+    GitWorkspace,
+    Provenance,
+    parse_trailers,
+)
+
+RUN = "run-1"
+
+
+def prov(event: str, role: str = "engineer", ticket: str | None = "T-1") -> Provenance:
+    return Provenance(run_id=RUN, role=role, ticket=ticket, event_id=event)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Independent check through the git CLI, not through the code under test."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def hostile_global_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A global config that signs commits, runs a failing hook and sets no identity."""
+    home = tmp_path_factory.mktemp("home")
+    hooks = home / "hooks"
+    # reference-transaction cannot be skipped with --no-verify: only hooksPath helps.
+    for hook in ("pre-commit", "commit-msg", "pre-merge-commit", "reference-transaction"):
+        write(hooks / hook, "#!/bin/sh\nexit 1\n")
+        (hooks / hook).chmod(0o755)
+    config = home / "gitconfig"
+    write(
+        config,
+        "[commit]\n\tgpgsign = true\n[tag]\n\tgpgsign = true\n"
+        f"[core]\n\thooksPath = {hooks}\n[init]\n\tdefaultBranch = trunk\n"
+        "[merge]\n\tff = only\n[color]\n\tui = always\n[rerere]\n\tenabled = true\n",
+    )
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    return config
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> GitWorkspace:
+    workspace = GitWorkspace(tmp_path / "run-1")
+    workspace.init()
+    return workspace
+
+
+def test_provenance_renders_trailers_exactly() -> None:
+    assert prov("ev-9").trailers() == (
+        "Macrohard-Run: run-1\nMacrohard-Role: engineer\nMacrohard-Ticket: T-1\nMacrohard-Event: ev-9"
+    )
+    assert prov("ev-9", role="deployer", ticket=None).trailers() == (
+        "Macrohard-Run: run-1\nMacrohard-Role: deployer\nMacrohard-Event: ev-9"
+    )
+    with pytest.raises(ValueError):
+        Provenance(run_id=RUN, role="engineer", ticket=None, event_id="ev\nMacrohard-Run: forged")
+
+
+def test_parse_trailers_ignores_subject_and_prose() -> None:
+    assert parse_trailers("Fix: a bug") == {}
+    assert parse_trailers("Subject\n\nsome prose: here\nand more") == {}
+    assert parse_trailers("Subject\n\nbody\n\nA-B: 1\nC: two words\n") == {"A-B": "1", "C": "two words"}
+
+
+def test_init_is_idempotent_and_independent_of_global_config(tmp_path: Path) -> None:
+    workspace = GitWorkspace(tmp_path / "run-1")
+    sha = workspace.init()
+    assert workspace.init() == sha
+    repo = workspace.repo_dir
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert (repo / ".gitignore").read_text() == GITIGNORE
+    assert git(repo, "config", "--local", "commit.gpgsign") == "false"
+    assert git(repo, "log", "--format=%an <%ae>|%cn", "main") == "macrohard <macrohard@macrohard.invalid>|macrohard"
+    assert len(workspace.history()) == 1
+    assert workspace.head() == sha
+
+
+def test_worktree_per_ticket_on_its_own_branch(ws: GitWorkspace) -> None:
+    one = ws.worktree("T-1")
+    two = ws.worktree("T-2")
+    assert one == ws.worktrees_dir / "T-1" and two == ws.worktrees_dir / "T-2"
+    assert git(one, "rev-parse", "--abbrev-ref", "HEAD") == "ticket/T-1"
+    assert git(two, "rev-parse", "--abbrev-ref", "HEAD") == "ticket/T-2"
+    assert ws.worktree("T-1") == one  # idempotent
+
+    write(one / "a.txt", "a\n")
+    sha = ws.commit(one, "Add a", prov("e1"))
+    ws.remove_worktree("T-1")
+    assert not one.exists()
+    assert ws.head("ticket/T-1") == sha  # the branch survives
+
+    again = ws.worktree("T-1")  # re-attaches the existing branch
+    assert (again / "a.txt").read_text() == "a\n"
+    ws.remove_worktree("T-1")
+    ws.remove_worktree("T-1")  # no-op the second time
+
+
+def test_invalid_ticket_id_is_refused(ws: GitWorkspace) -> None:
+    for bad in ("../escape", "T 1", "", "a..b", "x.lock"):
+        with pytest.raises(WorkspaceError):
+            ws.worktree(bad)
+
+
+def test_commit_authored_by_role_with_trailers(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "app.py", "print('hi')\n")
+    sha = ws.commit(wt, "Add app\n\nFirst version.", prov("ev-1"))
+    assert sha == git(wt, "rev-parse", "HEAD")
+    assert git(wt, "log", "-1", "--format=%an|%ae|%cn|%ce") == (
+        "engineer|engineer@macrohard.invalid|engineer|engineer@macrohard.invalid"
+    )
+
+    latest = ws.history("ticket/T-1")[0]
+    assert latest.sha == sha
+    assert latest.author == "engineer"
+    assert latest.subject == "Add app"
+    assert latest.parents == 1
+    assert latest.trailers == {
+        "Macrohard-Run": RUN,
+        "Macrohard-Role": "engineer",
+        "Macrohard-Ticket": "T-1",
+        "Macrohard-Event": "ev-1",
+    }
+    assert Provenance.from_trailers(latest.trailers) == prov("ev-1")
+    assert ws.find_commit("ticket/T-1", RUN, "ev-1") == sha
+    assert ws.find_commit("ticket/T-1", RUN, "ev-") is None
+    assert ws.find_commit("ticket/T-1", "other-run", "ev-1") is None
+    assert ws.find_commit("main", RUN, "ev-1") is None
+
+
+def test_commit_with_nothing_to_commit_returns_none(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    before = ws.head("ticket/T-1")
+    assert ws.commit(wt, "Nothing", prov("ev-1")) is None
+    write(wt / "__pycache__" / "x.pyc", "ignored")
+    assert ws.commit(wt, "Still nothing", prov("ev-2")) is None
+    assert ws.head("ticket/T-1") == before
+
+
+def test_commit_is_idempotent_per_event(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "a.txt", "1\n")
+    first = ws.commit(wt, "One", prov("ev-1"))
+    write(wt / "a.txt", "2\n")
+    assert ws.commit(wt, "One again", prov("ev-1")) == first
+    assert len(ws.history("ticket/T-1")) == 2
+    assert ws.commit(wt, "Two", prov("ev-2")) not in (None, first)
+    assert len(ws.history("ticket/T-1")) == 3
+
+
+def test_commit_outside_the_run_is_refused(ws: GitWorkspace, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError):
+        ws.commit(tmp_path, "x", prov("ev-1"))
+
+
+def _ticket(ws: GitWorkspace, ticket: str, files: dict[str, str], event: str) -> str:
+    wt = ws.worktree(ticket)
+    for name, text in files.items():
+        write(wt / name, text)
+    sha = ws.commit(wt, f"Work on {ticket}", prov(event, ticket=ticket))
+    assert sha is not None
+    return sha
+
+
+def test_tickets_touching_different_files_merge_no_ff(ws: GitWorkspace) -> None:
+    start = ws.head()
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    _ticket(ws, "T-2", {"two.py": "TWO = 2\n"}, "e2")
+    assert ws.changed_files("T-1") == ["one.py"]
+    assert "+ONE = 1" in ws.diff("T-1")
+
+    first = ws.merge_ticket("T-1", prov("m1", role="integrator"), title="first ticket")
+    assert first.merged and first.previous_sha == start and not first.conflicts
+    second = ws.merge_ticket("T-2", prov("m2", role="integrator", ticket="T-2"))
+    assert second.merged and second.previous_sha == first.sha and second.sha == ws.head()
+
+    merges = [c for c in ws.history() if c.parents == 2]
+    assert [m.sha for m in merges] == [second.sha, first.sha]
+    assert merges[1].subject == "Merge ticket/T-1: first ticket"
+    assert merges[0].author == "integrator"
+    assert merges[0].trailers["Macrohard-Event"] == "m2"
+    assert sorted(git(ws.repo_dir, "ls-files").split()) == [".gitignore", "one.py", "two.py"]
+
+    # A resumed integration must not merge twice.
+    count = len(ws.history())
+    again = ws.merge_ticket("T-2", prov("m2", role="integrator", ticket="T-2"))
+    assert again.merged and again.sha == second.sha and again.previous_sha == first.sha
+    assert len(ws.history()) == count
+
+
+def test_conflict_aborts_then_update_from_main_resolve_and_merge(ws: GitWorkspace) -> None:
+    write(ws.repo_dir / "app.py", "value = 0\n")
+    base = ws.commit(ws.repo_dir, "Seed app", prov("seed", role="architect", ticket=None))
+    assert base is not None
+    _ticket(ws, "T-1", {"app.py": "value = 1\n"}, "e1")
+    _ticket(ws, "T-2", {"app.py": "value = 2\n"}, "e2")
+    assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
+    main_before = ws.head()
+
+    result = ws.merge_ticket("T-2", prov("m2", role="integrator", ticket="T-2"))
+    assert not result.merged
+    assert result.conflicts == ["app.py"]
+    assert "app.py" in result.detail
+    assert ws.head() == main_before
+    assert git(ws.repo_dir, "status", "--porcelain") == ""
+    assert not (ws.repo_dir / ".git" / "MERGE_HEAD").exists()
+    assert (ws.repo_dir / "app.py").read_text() == "value = 1\n"
+
+    wt = ws.worktree("T-2")
+    assert ws.update_from_main("T-2") == ["app.py"]
+    text = (wt / "app.py").read_text()
+    assert "<<<<<<<" in text and ">>>>>>>" in text
+    write(wt / "app.py", "value = 1 + 2\n")
+    resolved = ws.commit(wt, "Resolve conflict with main", prov("e3", ticket="T-2"))
+    assert resolved is not None
+    info = ws.history("ticket/T-2")[0]
+    assert info.sha == resolved and info.parents == 2 and info.author == "engineer"
+
+    merged = ws.merge_ticket("T-2", prov("m3", role="integrator", ticket="T-2"))
+    assert merged.merged and merged.previous_sha == main_before
+    assert (ws.repo_dir / "app.py").read_text() == "value = 1 + 2\n"
+
+
+def test_commit_concludes_a_merge_resolved_to_the_branch_version(ws: GitWorkspace) -> None:
+    write(ws.repo_dir / "app.py", "value = 0\n")
+    assert ws.commit(ws.repo_dir, "Seed app", prov("seed", role="architect", ticket=None))
+    _ticket(ws, "T-1", {"app.py": "value = 1\n"}, "e1")
+    ticket_head = _ticket(ws, "T-2", {"app.py": "value = 2\n"}, "e2")
+    assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
+    wt = ws.worktree("T-2")
+    assert ws.update_from_main("T-2") == ["app.py"]
+    # Keeping the ticket's side leaves nothing staged against HEAD; the merge must still conclude.
+    write(wt / "app.py", "value = 2\n")
+    sha = ws.commit(wt, "Keep ours", prov("e3", ticket="T-2"))
+    assert sha is not None and sha != ticket_head
+    assert ws.history("ticket/T-2")[0].parents == 2
+    assert ws.merge_ticket("T-2", prov("m2", role="integrator", ticket="T-2")).merged
+
+
+def test_update_from_main_clean_merge_is_committed_by_macrohard(ws: GitWorkspace) -> None:
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    _ticket(ws, "T-2", {"two.py": "TWO = 2\n"}, "e2")
+    assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
+    assert ws.update_from_main("T-2") == []
+    top = ws.history("ticket/T-2")[0]
+    assert top.parents == 2 and top.author == "macrohard"
+    assert (ws.worktrees_dir / "T-2" / "one.py").exists()
+    assert ws.update_from_main("T-2") == []  # already up to date: no new commit
+    assert ws.history("ticket/T-2")[0].sha == top.sha
+
+
+def test_update_from_main_refuses_a_dirty_worktree(ws: GitWorkspace) -> None:
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    wt = ws.worktree("T-2")
+    assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
+    write(wt / "scratch.py", "x = 1\n")
+    with pytest.raises(WorkspaceError):
+        ws.update_from_main("T-2")
+
+
+def test_reset_main(ws: GitWorkspace) -> None:
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    result = ws.merge_ticket("T-1", prov("m1", role="integrator"))
+    assert (ws.repo_dir / "one.py").exists()
+    assert result.previous_sha is not None
+    ws.reset_main(result.previous_sha)
+    assert ws.head() == result.previous_sha
+    assert not (ws.repo_dir / "one.py").exists()
+    assert git(ws.repo_dir, "status", "--porcelain") == ""
+    with pytest.raises(WorkspaceError):
+        ws.reset_main("0" * 40)
+
+
+def test_tag_is_idempotent(ws: GitWorkspace) -> None:
+    target = ws.head()
+    p = prov("t1", role="deployer", ticket=None)
+    assert ws.tag("v0.1.0", "Release 0.1.0", p) == target
+    assert ws.tag("v0.1.0", "Release 0.1.0", p) == target
+    assert git(ws.repo_dir, "cat-file", "-t", "v0.1.0") == "tag"
+    body = git(ws.repo_dir, "cat-file", "-p", "v0.1.0")
+    assert "tagger deployer <deployer@macrohard.invalid>" in body
+    assert body.endswith(p.trailers())
+
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
+    with pytest.raises(WorkspaceError):
+        ws.tag("v0.1.0", "Release 0.1.0", p)
+
+
+def test_git_errors_become_workspace_errors(ws: GitWorkspace, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError) as info:
+        ws.head("no-such-branch")
+    assert "\n" not in info.value.message and info.value.hint
+    with pytest.raises(WorkspaceError):
+        ws.merge_ticket("T-9", prov("m", role="integrator", ticket="T-9"))
+    with pytest.raises(WorkspaceError):
+        GitWorkspace(tmp_path / "missing").worktree("T-1")
+
+
+def test_redirecting_git_environment_is_refused(ws: GitWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_INDEX_FILE", "/somewhere/else/index")
+    with pytest.raises(WorkspaceError, match="GIT_INDEX_FILE"):
+        ws.head()
+
+
+def test_concurrent_commits_in_two_worktrees(ws: GitWorkspace) -> None:
+    tickets = ["T-1", "T-2", "T-3"]
+    rounds = 4
+    barrier = threading.Barrier(len(tickets))
+    errors: list[BaseException] = []
+
+    def work(ticket: str) -> None:
+        try:
+            barrier.wait()
+            wt = ws.worktree(ticket)
+            for n in range(rounds):
+                write(wt / f"{ticket}-{n}.txt", f"{n}\n")
+                assert ws.commit(wt, f"{ticket} step {n}", prov(f"{ticket}-e{n}", ticket=ticket)) is not None
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in tickets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    for ticket in tickets:
+        history = ws.history(f"ticket/{ticket}")
+        assert [c.subject for c in history[:rounds]] == [f"{ticket} step {n}" for n in reversed(range(rounds))]
+        assert ws.changed_files(ticket) == sorted(f"{ticket}-{n}.txt" for n in range(rounds))
