@@ -1,0 +1,304 @@
+"""The company as a LangGraph StateGraph (see the data flow in ARCHITECTURE.md).
+
+Facts come from the orchestrator, never from a model's word: a ticket passes when the
+suite exits 0 in its sandbox, and it is merged when main stays green afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
+from macrohard.agent.loop import AgentLoop, AgentResult
+from macrohard.agent.tools import AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, WriteFile
+from macrohard.company import prompts
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.company.state import CompanyState, TicketOutput, TicketState
+from macrohard.config import Settings
+from macrohard.llm.base import ChatModel
+from macrohard.models import Release, Spec, TestReport, Ticket, TicketStatus
+from macrohard.roles import Role
+from macrohard.transcript.log import TranscriptLog
+from macrohard.workspace.git import GitWorkspace, Provenance
+
+RELEASE_VERSION = "v0.1.0"
+FAILURE_TAIL_CHARS = 3000
+MAIN = "main"
+ORCHESTRATOR = "orchestrator"
+
+
+@dataclass
+class Company:
+    """Everything the nodes need; the graph's state holds only ids and statuses."""
+
+    run_id: str
+    spec: Spec
+    settings: Settings
+    roles: dict[str, Role]
+    model_for: Callable[[str], ChatModel]
+    transcript: TranscriptLog
+    workspace: GitWorkspace
+    sandboxes: RunSandboxes
+
+    # -- helpers -----------------------------------------------------------
+
+    def _prov(self, role: str, event_id: str, ticket: str | None = None) -> Provenance:
+        return Provenance(run_id=self.run_id, role=role, ticket=ticket, event_id=event_id)
+
+    def _node(self, name: str, ticket: str | None = None, **data: object) -> str:
+        return self.transcript.append("node", ticket=ticket, node=name, **data).id
+
+    def _agent(self, role_name: str, tools: list[Tool], task: str, prompt: str, ticket: str | None = None) -> AgentResult:
+        role = self.roles[role_name]
+        allowed = [t for t in tools if t.name in role.tools]
+        result = AgentLoop(role, self.model_for(role_name), allowed, self.transcript, task=task, ticket=ticket).run(prompt)
+        self.transcript.append(
+            "agent.finished", role=role_name, ticket=ticket, task=task, finished=result.finished,
+            reason=result.reason, summary=result.summary, steps=result.steps, usage=result.usage.model_dump(),
+        )
+        return result
+
+    def _file_tools(self, root: Path) -> list[Tool]:
+        fs = Confined(root)
+        return [ListFiles(fs), ReadFile(fs), WriteFile(fs), EditFile(fs)]
+
+    def _shell(self, key: str, root: Path, role: str) -> RunShell:
+        return RunShell(lambda cmd, timeout: self.sandboxes.exec(key, root, cmd, timeout_s=timeout, role=role)[0])
+
+    def _files(self, root: Path) -> list[str]:
+        return ListFiles(Confined(root)).run(ListFiles.Args()).splitlines()
+
+    def _commit(self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None) -> str | None:
+        event_id = result.last_event_id or self._node("commit", ticket=ticket)
+        sha = self.workspace.commit(root, message, self._prov(role, event_id, ticket))
+        if sha:
+            self.transcript.append("git.commit", role=role, ticket=ticket, sha=sha, message=message, cause=event_id)
+        return sha
+
+    def _run_suite(self, key: str, root: Path, ticket: str | None) -> TestReport:
+        command = self.settings.test_command
+        result, event_id = self.sandboxes.exec(key, root, command, role=ORCHESTRATOR)
+        return TestReport(
+            ticket=ticket, command=command, exit_code=result.exit_code, passed=result.exit_code == 0,
+            duration_s=result.duration_s, output_tail=result.tail(FAILURE_TAIL_CHARS),
+            timed_out=result.timed_out, event_id=event_id,
+        )
+
+    # -- company nodes -----------------------------------------------------
+
+    def intake(self, state: CompanyState) -> CompanyState:
+        sha = self.workspace.init()
+        self._node("intake", spec_title=self.spec.title, spec_sha256=self.spec.sha256, main=sha)
+        return {}
+
+    def product_manager(self, state: CompanyState) -> CompanyState:
+        self._node("product_manager")
+        root = self.workspace.repo_dir
+        planned: list[Ticket] = []
+        result = self._agent(
+            "product_manager", [*self._file_tools(root), AddTicket(planned)], "plan", prompts.plan_prompt(self.spec)
+        )
+        if not planned:
+            reason = result.reason if not result.finished else "the product manager added no ticket"
+            return {"status": "failed", "failure": f"planning failed: {reason}"}
+        sha = self._commit(root, "product_manager", f"Plan: PRD and {len(planned)} tickets", result, None)
+        self.transcript.append(
+            "plan", role="product_manager", tickets=[t.model_dump(mode="json") for t in planned], sha=sha
+        )
+        return {"tickets": {t.id: t for t in planned}, "prd_sha": sha or self.workspace.head()}
+
+    def dispatch(self, state: CompanyState) -> CompanyState:
+        tickets = state.get("tickets", {})
+        updates: dict[str, Ticket] = {}
+        for t in sorted(tickets.values(), key=_order):
+            if t.status != TicketStatus.TODO:
+                continue
+            stuck = [d for d in t.depends_on if tickets[d].status in (TicketStatus.FAILED, TicketStatus.BLOCKED)]
+            if stuck:
+                updates[t.id] = t.model_copy(
+                    update={"status": TicketStatus.BLOCKED, "failure_reason": f"depends on {', '.join(stuck)}, which did not land"}
+                )
+        ready = [
+            t for t in sorted(tickets.values(), key=_order)
+            if t.id not in updates and t.status == TicketStatus.TODO
+            and all(tickets[d].status == TicketStatus.MERGED for d in t.depends_on)
+        ][: self.settings.max_parallel]
+        for t in ready:
+            path = self.workspace.worktree(t.id)
+            updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS, "branch": f"ticket/{t.id}"})
+            self._node("dispatch", ticket=t.id, worktree=str(path))
+        for t in updates.values():
+            if t.status == TicketStatus.BLOCKED:
+                self.transcript.append("ticket.blocked", ticket=t.id, reason=t.failure_reason)
+        return {"tickets": updates}
+
+    def route_dispatch(self, state: CompanyState) -> list[Send] | str:
+        tickets = state.get("tickets", {}).values()
+        started = [Send("ticket", {"ticket": t}) for t in sorted(tickets, key=_order) if t.status == TicketStatus.IN_PROGRESS]
+        if started:
+            return started
+        return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets) else "report"
+
+    # -- the ticket pipeline (runs once per ticket, in parallel) -----------
+
+    def engineer(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1})
+        root = self.workspace.worktree(ticket.id)
+        self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
+        tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
+        result = self._agent("engineer", tools, ticket.id, prompts.engineer_prompt(ticket, self._files(root)), ticket.id)
+        self._commit(root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id)
+        return {"ticket": ticket}
+
+    def tester(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"]
+        root = self.workspace.worktree(ticket.id)
+        self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
+        tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
+        result = self._agent("tester", tools, ticket.id, prompts.tester_prompt(ticket, self._files(root)), ticket.id)
+        self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id)
+        return {}
+
+    def verdict(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"]
+        root = self.workspace.worktree(ticket.id)
+        report = self._run_suite(ticket.id, root, ticket.id)
+        self.transcript.append("verdict", ticket=ticket.id, attempt=ticket.attempts, **report.model_dump(exclude={"output_tail", "ticket"}))
+        if report.passed:
+            ticket = ticket.model_copy(
+                update={"status": TicketStatus.PASSED, "head_sha": self.workspace.head(f"ticket/{ticket.id}"), "last_failure": None}
+            )
+        else:
+            failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
+            ticket = self._after_failure(ticket, failure, "its tests still fail")
+        if ticket.status != TicketStatus.IN_PROGRESS:
+            self.sandboxes.release(ticket.id)
+        return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+
+    def route_verdict(self, state: TicketState) -> str:
+        return "engineer" if state["ticket"].status == TicketStatus.IN_PROGRESS else END
+
+    def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
+        if ticket.attempts >= self.settings.max_attempts:
+            reason = f"{why} after {ticket.attempts} attempts"
+            self.transcript.append("ticket.failed", ticket=ticket.id, reason=reason)
+            return ticket.model_copy(update={"status": TicketStatus.FAILED, "last_failure": failure, "failure_reason": reason})
+        return ticket.model_copy(update={"status": TicketStatus.IN_PROGRESS, "last_failure": failure})
+
+    # -- integration, release, report ---------------------------------------
+
+    def integrate(self, state: CompanyState) -> CompanyState:
+        updates: dict[str, Ticket] = {}
+        for ticket in sorted(state.get("tickets", {}).values(), key=_order):
+            if ticket.status == TicketStatus.PASSED:
+                updates[ticket.id] = self._integrate_one(ticket)
+        return {"tickets": updates}
+
+    def _integrate_one(self, ticket: Ticket) -> Ticket:
+        event_id = self._node("integrate", ticket=ticket.id)
+        merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
+        if not merge.merged:
+            failure = (
+                f"Merging ticket/{ticket.id} into main conflicted in: {', '.join(merge.conflicts)}.\n"
+                "main has been merged into your branch; resolve the conflict markers in those files."
+            )
+            self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
+            self.workspace.update_from_main(ticket.id)
+            return self._back_to_engineer(ticket, failure, "it conflicts with main")
+        report = self._run_suite(MAIN, self.workspace.repo_dir, ticket.id)
+        self.transcript.append("main.suite", ticket=ticket.id, sha=merge.sha, **report.model_dump(exclude={"output_tail", "ticket"}))
+        if not report.passed:
+            self.workspace.reset_main(merge.previous_sha)
+            self.workspace.update_from_main(ticket.id)
+            failure = (
+                f"After merging into main the full suite failed (`{report.command}` exited {report.exit_code}); "
+                f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
+            )
+            return self._back_to_engineer(ticket, failure, "main's suite fails with it")
+        self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
+        self.workspace.remove_worktree(ticket.id)
+        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None})
+
+    def _back_to_engineer(self, ticket: Ticket, failure: str, why: str) -> Ticket:
+        ticket = self._after_failure(ticket, failure, why)
+        # Not IN_PROGRESS: dispatch picks it up again, on top of the new main.
+        return ticket if ticket.status == TicketStatus.FAILED else ticket.model_copy(update={"status": TicketStatus.TODO})
+
+    def deployer(self, state: CompanyState) -> CompanyState:
+        self._node("deployer")
+        tickets = sorted(state.get("tickets", {}).values(), key=_order)
+        merged = [t for t in tickets if t.status == TicketStatus.MERGED]
+        unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
+        root = self.workspace.repo_dir
+        result = self._agent(
+            "deployer", self._file_tools(root), "release", prompts.release_prompt(RELEASE_VERSION, merged, unfinished)
+        )
+        self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None)
+        event_id = result.last_event_id or self._node("tag")
+        sha = self.workspace.tag(RELEASE_VERSION, f"Release {RELEASE_VERSION}", self._prov("deployer", event_id))
+        self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=sha, cause=event_id)
+        notes = "RELEASE_NOTES.md" if (root / "RELEASE_NOTES.md").is_file() else ""
+        return {"release": Release(tag=RELEASE_VERSION, sha=sha, notes_path=notes)}
+
+    def report(self, state: CompanyState) -> CompanyState:
+        tickets = state.get("tickets", {}).values()
+        if state.get("status") == "failed":
+            status = "failed"
+        elif tickets and all(t.status == TicketStatus.MERGED for t in tickets):
+            status = "done"
+        else:
+            status = "partial" if any(t.status == TicketStatus.MERGED for t in tickets) else "failed"
+        final = self._run_suite(MAIN, self.workspace.repo_dir, None) if status != "failed" else None
+        self.sandboxes.close()
+        self.transcript.append(
+            "run.finished", status=status, failure=state.get("failure"),
+            final_suite_exit_code=final.exit_code if final else None,
+            tickets={t.id: t.status.value for t in tickets},
+        )
+        return {"status": status}
+
+
+def _order(t: Ticket) -> tuple[int, str]:
+    number = t.id.rsplit("-", 1)[-1]
+    return (int(number) if number.isdigit() else 0, t.id)
+
+
+def build_graph(company: Company) -> StateGraph:
+    pipeline = StateGraph(TicketState, output_schema=TicketOutput)
+    pipeline.add_node("engineer", company.engineer)
+    pipeline.add_node("tester", company.tester)
+    pipeline.add_node("verdict", company.verdict)
+    pipeline.add_edge(START, "engineer")
+    pipeline.add_edge("engineer", "tester")
+    pipeline.add_edge("tester", "verdict")
+    pipeline.add_conditional_edges("verdict", company.route_verdict, ["engineer", END])
+
+    graph = StateGraph(CompanyState)
+    graph.add_node("intake", company.intake)
+    graph.add_node("product_manager", company.product_manager)
+    graph.add_node("dispatch", company.dispatch)
+    graph.add_node("ticket", pipeline.compile())
+    graph.add_node("integrate", company.integrate)
+    graph.add_node("deployer", company.deployer)
+    graph.add_node("report", company.report)
+    graph.add_edge(START, "intake")
+    graph.add_edge("intake", "product_manager")
+    graph.add_conditional_edges(
+        "product_manager", lambda s: "report" if s.get("status") == "failed" else "dispatch", ["dispatch", "report"]
+    )
+    graph.add_conditional_edges("dispatch", company.route_dispatch, ["ticket", "deployer", "report"])
+    graph.add_edge("ticket", "integrate")
+    graph.add_edge("integrate", "dispatch")
+    graph.add_edge("deployer", "report")
+    graph.add_edge("report", END)
+    return graph
+
+
+def compile_graph(company: Company, checkpointer: object) -> CompiledStateGraph:
+    return build_graph(company).compile(checkpointer=checkpointer)  # type: ignore[arg-type]
+

@@ -1,0 +1,60 @@
+"""Task prompts: what a role is told about its task.
+
+Each prompt holds only what that task needs (the ticket, its files, its last failure),
+so it does not grow with the number of tickets already done.
+"""
+
+from __future__ import annotations
+
+from macrohard.models import Spec, Ticket
+
+MAX_FILES_LISTED = 60
+
+
+def _ticket_block(ticket: Ticket) -> str:
+    criteria = "\n".join(f"- {c}" for c in ticket.acceptance_criteria)
+    return f"Ticket {ticket.id}: {ticket.title}\n\n{ticket.description}\n\nAcceptance criteria:\n{criteria}"
+
+
+def _files_block(files: list[str]) -> str:
+    shown = files[:MAX_FILES_LISTED]
+    more = f"\n... and {len(files) - len(shown)} more" if len(files) > len(shown) else ""
+    return "Files in the repository:\n" + ("\n".join(f"- {f}" for f in shown) or "(none yet)") + more
+
+
+def plan_prompt(spec: Spec) -> str:
+    return f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
+
+
+def engineer_prompt(ticket: Ticket, files: list[str]) -> str:
+    parts = [
+        _ticket_block(ticket),
+        "docs/PRD.md describes the whole product; read it if you need the context.",
+        _files_block(files),
+    ]
+    if ticket.last_failure:
+        parts.append(
+            f"This is attempt {ticket.attempts}. The last attempt failed:\n\n{ticket.last_failure}\n\n"
+            "Fix the cause of this failure."
+        )
+    return "\n\n".join(parts)
+
+
+def tester_prompt(ticket: Ticket, files: list[str]) -> str:
+    return "\n\n".join(
+        [
+            _ticket_block(ticket),
+            f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
+            "every acceptance criterion, and run the suite.",
+            _files_block(files),
+        ]
+    )
+
+
+def release_prompt(version: str, merged: list[Ticket], unfinished: list[Ticket]) -> str:
+    lines = [f"Prepare release {version}.", "", "Merged tickets:"]
+    lines += [f"- {t.id}: {t.title}" for t in merged]
+    if unfinished:
+        lines += ["", "Not in this release (failed or blocked):"]
+        lines += [f"- {t.id}: {t.title} ({t.status.value}: {t.failure_reason or ''})" for t in unfinished]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""A sandbox that runs commands as local subprocesses: for fast unit tests of the graph.
+
+It sits behind the Sandbox protocol only; the e2e tests use the real Docker sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from macrohard.sandbox.base import ExecResult
+
+
+class LocalSandbox:
+    def __init__(self, workdir: Path, labels: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.labels = labels
+        self.stopped = False
+
+    def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            ["sh", "-c", command], cwd=self.workdir, capture_output=True, timeout=timeout_s or 60,
+            env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp",
+                 "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        )
+        out = (proc.stdout + proc.stderr).decode(errors="replace")
+        return ExecResult(command=command, exit_code=proc.returncode, duration_s=time.perf_counter() - started,
+                          output=out, output_bytes=len(out))
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class LocalSandboxProvider:
+    def __init__(self) -> None:
+        self.started: list[LocalSandbox] = []
+        self.pruned: list[dict[str, str] | None] = []
+
+    def start(self, workdir: Path, *, labels: dict[str, str]) -> LocalSandbox:
+        box = LocalSandbox(workdir, labels)
+        self.started.append(box)
+        return box
+
+    def prune(self, labels: dict[str, str] | None = None) -> int:
+        self.pruned.append(labels)
+        return 0

@@ -1,0 +1,84 @@
+"""The company graph end to end on the scripted model, with a local fake sandbox.
+
+The same flow runs against the real Docker sandbox in tests/test_e2e.py.
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from macrohard._resources import resource_dir
+from macrohard.company.run import CompanyRun
+from macrohard.config import Settings
+from macrohard.transcript.log import read_events, verify_chain
+from macrohard.workspace.git import GitWorkspace
+
+from fakes import LocalSandboxProvider
+
+DEMO = resource_dir("demo")
+
+
+def run_demo(tmp_path: Path, script: Path = DEMO / "script.yaml", **settings):
+    provider = LocalSandboxProvider()
+    s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"), **settings)
+    run = CompanyRun(DEMO / "spec.md", s, provider, script=script)
+    return run, run.execute(), provider
+
+
+def test_demo_spec_becomes_a_released_repo(tmp_path):
+    run, summary, provider = run_demo(tmp_path)
+    assert summary.status == "done"
+    assert {t.id: (t.status, t.attempts) for t in summary.tickets} == {
+        "T-1": ("merged", 1), "T-2": ("merged", 2), "T-3": ("merged", 1)
+    }
+    assert summary.release_tag == "v0.1.0"
+
+    history = GitWorkspace(run.paths.run_dir).history("main")
+    merges = [c for c in history if c.parents == 2]
+    assert len(merges) == 3
+    authored = {c.author for c in history if "Macrohard-Event" in c.trailers}
+    assert {"product_manager", "engineer", "tester", "deployer"} <= authored
+    for c in history:
+        if c.author != "macrohard":
+            assert c.trailers["Macrohard-Run"] == run.run_id
+            assert c.trailers["Macrohard-Role"] == c.author
+
+    events = list(read_events(run.paths.transcript))
+    assert verify_chain(run.paths.transcript) is None
+    t2 = [e.data["passed"] for e in events if e.kind == "verdict" and e.ticket == "T-2"]
+    assert t2 == [False, True]
+    by_id = {e.id: e for e in events}
+    for c in history:
+        if "Macrohard-Event" in c.trailers and c.author in ("engineer", "tester", "deployer", "product_manager"):
+            assert by_id[c.trailers["Macrohard-Event"]].kind == "model.response"
+    assert all(e.data["usage"]["prompt_tokens"] > 0 for e in events if e.kind == "model.response")
+    assert events[-1].kind == "run.finished" and events[-1].data["final_suite_exit_code"] == 0
+    # every sandbox the run started was stopped, and the run's label was pruned
+    assert all(box.stopped for box in provider.started)
+    assert provider.pruned == [{"macrohard.run": run.run_id}]
+
+
+def test_a_failed_ticket_blocks_its_dependants_and_the_run_ends_partial(tmp_path):
+    script = yaml.safe_load((DEMO / "script.yaml").read_text())
+    script["deployer"]["release"][1]["calls"][0]["write_file"]["content"] = "# textstats v0.1.0\n\nT-1 only.\n"
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    run, summary, _ = run_demo(tmp_path, path, max_attempts=1)
+    status = {t.id: t.status for t in summary.tickets}
+    assert status == {"T-1": "merged", "T-2": "failed", "T-3": "blocked"}
+    assert summary.status == "partial"
+    reasons = {t.id: t.reason for t in summary.tickets}
+    assert "after 1 attempts" in reasons["T-2"] and "T-2" in reasons["T-3"]
+    kinds = [e.kind for e in read_events(run.paths.transcript)]
+    assert "ticket.failed" in kinds and "ticket.blocked" in kinds
+    # T-3 was never started
+    assert not any(e.kind == "node" and e.ticket == "T-3" for e in read_events(run.paths.transcript))
+
+
+def test_a_run_folder_is_never_reused(tmp_path):
+    provider = LocalSandboxProvider()
+    s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"))
+    (tmp_path / "ws" / "fixed").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        CompanyRun(DEMO / "spec.md", s, provider, script=DEMO / "script.yaml", run_id="fixed").execute()
