@@ -136,7 +136,6 @@ class CompanyRun:
         self,
         spec_path: Path,
         settings: Settings,
-        sandboxes: SandboxProvider,
         *,
         script: Path | None = None,
         model_factory: Callable[[ModelSettings], ChatModel] | None = None,
@@ -154,7 +153,6 @@ class CompanyRun:
             self.model_name = describe_models(settings, self.roles)
         else:
             raise ConfigError("no model configured", "pass a script, or set [model] in macrohard.toml")
-        self.provider = sandboxes
         self.run_id = run_id or new_run_id()
         self.paths = RunPaths(run_dir=(settings.workspaces / self.run_id).resolve())
         self.script = script
@@ -162,7 +160,7 @@ class CompanyRun:
     def _write_record(self, record: RunRecord) -> None:
         self.paths.run_json.write_text(record.model_dump_json(indent=2) + "\n")
 
-    def execute(self, on_event: Listener | None = None) -> RunSummary:
+    def execute(self, provider: SandboxProvider, on_event: Listener | None = None) -> RunSummary:
         started = time.monotonic()
         self.paths.run_dir.mkdir(parents=True, exist_ok=False)
         self.paths.spec.write_text(self.spec.text)
@@ -176,7 +174,7 @@ class CompanyRun:
         if on_event:
             transcript.subscribe(on_event)
         transcript.append("run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name)
-        sandboxes = RunSandboxes(self.provider, transcript, self.run_id)
+        sandboxes = RunSandboxes(provider, transcript, self.run_id)
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
             transcript=transcript, workspace=GitWorkspace(self.paths.run_dir), sandboxes=sandboxes,
@@ -197,7 +195,7 @@ class CompanyRun:
             raise
         finally:
             sandboxes.close()
-            self.provider.prune({"macrohard.run": self.run_id})
+            provider.prune({"macrohard.run": self.run_id})
             conn.close()
             record.finished_at = time.time()
             self._write_record(record)

@@ -33,3 +33,7 @@ class Sandbox(Protocol):
 
 class SandboxProvider(Protocol):
     def start(self, workdir: Path, *, labels: dict[str, str]) -> Sandbox: ...
+
+    def prune(self, labels: dict[str, str] | None = None) -> int:
+        """Remove leftover sandboxes carrying these labels (all of ours when None)."""
+        ...

@@ -22,8 +22,8 @@ DEMO = resource_dir("demo")
 def run_demo(tmp_path: Path, script: Path = DEMO / "script.yaml", **settings):
     provider = LocalSandboxProvider()
     s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"), **settings)
-    run = CompanyRun(DEMO / "spec.md", s, provider, script=script)
-    return run, run.execute(), provider
+    run = CompanyRun(DEMO / "spec.md", s, script=script)
+    return run, run.execute(provider), provider
 
 
 def test_demo_spec_becomes_a_released_repo(tmp_path):
@@ -81,4 +81,4 @@ def test_a_run_folder_is_never_reused(tmp_path):
     s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"))
     (tmp_path / "ws" / "fixed").mkdir(parents=True)
     with pytest.raises(FileExistsError):
-        CompanyRun(DEMO / "spec.md", s, provider, script=DEMO / "script.yaml", run_id="fixed").execute()
+        CompanyRun(DEMO / "spec.md", s, script=DEMO / "script.yaml", run_id="fixed").execute(provider)

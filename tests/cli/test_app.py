@@ -1,0 +1,90 @@
+"""The CLI's answers to bad input: one line, what to do, a non-zero exit, no traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from macrohard.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("OPENAI_API_KEY", "MACROHARD_MODEL__MODEL", "MACROHARD_MODEL__BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "spec.md").write_text("# tool\nBuild a tool.\n")
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["run", "--help"], ["demo", "--help"], ["audit", "--help"],
+                 ["sandbox", "--help"], ["sandbox", "build", "--help"], ["sandbox", "prune", "--help"]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_missing_spec(tmp_path):
+    line = one_error_line(invoke("run", "nope.md"))
+    assert "spec file nope.md does not exist" in line
+
+
+def test_empty_spec(tmp_path):
+    (tmp_path / "empty.md").write_text("  \n")
+    assert "is empty" in one_error_line(invoke("run", "empty.md"))
+
+
+def test_no_model_configured():
+    line = one_error_line(invoke("run", "spec.md"))
+    assert "no model configured" in line and "MACROHARD_MODEL__MODEL" in line
+
+
+def test_no_api_key_for_the_default_endpoint(monkeypatch):
+    monkeypatch.setenv("MACROHARD_MODEL__MODEL", "gpt-4.1")
+    assert "OPENAI_API_KEY is not set" in one_error_line(invoke("run", "spec.md"))
+
+
+def test_unknown_role_in_config(tmp_path):
+    (tmp_path / "macrohard.toml").write_text('[model]\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n[roles.enginer]\nmodel = "x"\n')
+    line = one_error_line(invoke("run", "spec.md"))
+    assert "unknown role enginer" in line and "engineer" in line
+
+
+def test_bad_config(tmp_path):
+    (tmp_path / "macrohard.toml").write_text("max_parallel = [\n")
+    assert "not valid TOML" in one_error_line(invoke("run", "spec.md"))
+    (tmp_path / "macrohard.toml").write_text("max_parallel = -1\n")
+    assert "max_parallel" in one_error_line(invoke("run", "spec.md"))
+
+
+def test_missing_script_and_roles_folder(tmp_path):
+    assert "script file s.yaml does not exist" in one_error_line(invoke("run", "spec.md", "--script", "s.yaml"))
+    assert "roles folder" in one_error_line(invoke("run", "spec.md", "--roles", "noroles"))
+
+
+def test_no_docker_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    monkeypatch.setenv("MACROHARD_MODEL__MODEL", "m")
+    monkeypatch.setenv("MACROHARD_MODEL__BASE_URL", "http://127.0.0.1:9/v1")
+    line = one_error_line(invoke("run", "spec.md"))
+    assert "no Docker engine answers" in line
+    assert "no Docker engine answers" in one_error_line(invoke("demo"))
+    assert not (tmp_path / "workspaces").exists()
+
+
+def test_audit_of_an_unknown_run():
+    assert "no run 'r-1'" in one_error_line(invoke("audit", "r-1"))
+    assert "there are no runs" in one_error_line(invoke("audit", "latest"))
