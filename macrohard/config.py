@@ -44,6 +44,8 @@ class SandboxSettings(BaseModel):
     tmpfs_size: str = "64m"
     timeout_s: float = 120.0
     output_limit_bytes: int = 64_000
+    # Sandboxes run as the workdir's owner; when that is root, as this uid instead.
+    unprivileged_uid: int = Field(default=10001, gt=0)
 
 
 class Settings(BaseSettings):

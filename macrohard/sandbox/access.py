@@ -1,0 +1,73 @@
+"""Which user a sandbox runs as, and making sure that user can write its workdir.
+
+A sandbox runs as the owner of its mounted workdir, so files written inside stay the
+host user's. When that owner is root (macrohard itself running as root, as in CI),
+the sandbox still must not be root: it runs as an unprivileged uid that is granted
+read-write access through POSIX ACLs, default entries included, so files created
+later on either side stay usable by both. Ownership is left alone, so git on the
+host keeps trusting the repository.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from pathlib import Path
+
+from macrohard.errors import SandboxError
+
+# posix_acl_xattr format (linux/posix_acl_xattr.h): a version header, then entries of
+# (tag, permissions, id) sorted by tag.
+_VERSION = 2
+_USER_OBJ, _USER, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_UNDEFINED_ID = 0xFFFFFFFF
+_SKIP = {".git"}  # the sandbox may read the product, never rewrite its history
+
+
+def _acl(mode: int, uid: int) -> bytes:
+    entries = [
+        (_USER_OBJ, (mode >> 6) & 7, _UNDEFINED_ID),
+        (_USER, 7, uid),
+        (_GROUP_OBJ, (mode >> 3) & 7, _UNDEFINED_ID),
+        (_MASK, 7, _UNDEFINED_ID),
+        (_OTHER, mode & 7, _UNDEFINED_ID),
+    ]
+    return struct.pack("<I", _VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def _grant(path: Path, uid: int, is_dir: bool) -> None:
+    mode = path.stat().st_mode & 0o777
+    os.setxattr(path, "system.posix_acl_access", _acl(mode, uid), follow_symlinks=False)
+    if is_dir:
+        os.setxattr(path, "system.posix_acl_default", _acl(mode, uid), follow_symlinks=False)
+
+
+def grant_write(root: Path, uid: int) -> None:
+    """Give `uid` read-write access to everything under `root` and to what is created later."""
+    try:
+        _grant(root, uid, True)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP and not os.path.islink(os.path.join(dirpath, d))]
+            for d in dirnames:
+                _grant(Path(dirpath) / d, uid, True)
+            for f in filenames:
+                path = Path(dirpath) / f
+                if f not in _SKIP and not path.is_symlink():
+                    _grant(path, uid, False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise SandboxError(
+                f"cannot give the sandbox user access to {root}: its file system does not support POSIX ACLs",
+                "run macrohard as a non-root user, or put workspaces on a file system with ACLs (ext4, xfs, btrfs)",
+            ) from e
+        raise SandboxError(f"cannot give the sandbox user access to {root}: {e.strerror}") from e
+
+
+def sandbox_user(workdir: Path, unprivileged_uid: int) -> str:
+    """The `uid:gid` a sandbox on `workdir` runs as; never root."""
+    owner = workdir.stat()
+    if owner.st_uid != 0:
+        return f"{owner.st_uid}:{owner.st_gid}"
+    grant_write(workdir, unprivileged_uid)
+    return f"{unprivileged_uid}:{unprivileged_uid}"

@@ -1,0 +1,34 @@
+"""Shared fixtures: a Docker client and the sandbox image, for tests marked `docker`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from macrohard.config import SandboxSettings
+from macrohard.errors import SandboxError
+from macrohard.sandbox.docker import docker_client as connect
+from macrohard.sandbox.image import build_image, image_exists, one_line
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client for the local engine; skips only when no engine answers."""
+    try:
+        client = connect()
+    except SandboxError as e:
+        # The cause alone: the SandboxError message already says "no Docker engine answers".
+        pytest.skip(f"no Docker engine answers: {one_line(e.__cause__ or e)}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: docker.DockerClient) -> str:
+    """The default sandbox image tag, built first if this engine lacks it."""
+    tag = SandboxSettings().image
+    if not image_exists(docker_client, tag):
+        build_image(docker_client, tag)
+    return tag

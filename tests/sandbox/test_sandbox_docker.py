@@ -1,0 +1,333 @@
+"""The Docker sandbox, against a real engine: isolation, limits, output, cleanup."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import NotFound
+
+import macrohard.sandbox.docker as sandbox_docker
+from macrohard.config import SandboxSettings
+from macrohard.errors import SandboxError
+from macrohard.sandbox.docker import (
+    SANDBOX_ENV,
+    CappedOutput,
+    DockerSandbox,
+    DockerSandboxProvider,
+    _parse_meta,
+    docker_client,
+)
+
+# Every container these tests start carries this label, so a failed test leaves nothing.
+TEST_LABELS = {"macrohard.test": f"sandbox-{uuid.uuid4().hex[:8]}"}
+LEFTOVER = "sleep 300"  # prefix of the durations the timeout tests use
+
+
+@pytest.fixture(scope="module")
+def provider(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> Iterator[DockerSandboxProvider]:
+    provider = DockerSandboxProvider(SandboxSettings(image=sandbox_image), docker_client)
+    yield provider
+    provider.prune(TEST_LABELS)
+
+
+@pytest.fixture(scope="module")
+def sandbox(
+    provider: DockerSandboxProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DockerSandbox]:
+    """One sandbox shared by the tests that only look around."""
+    with provider.start(tmp_path_factory.mktemp("shared"), labels=TEST_LABELS) as sandbox:
+        yield sandbox
+
+
+def _owned_by_1000(path: Path) -> Path:
+    """A directory owned by a non-root user: uid 1000 when we are root, else ourselves."""
+    path.mkdir()
+    if os.geteuid() == 0:
+        os.chown(path, 1000, 1000)
+    return path
+
+
+def _processes(sandbox: DockerSandbox) -> str:
+    return sandbox.exec("ps -eo pid,args").output
+
+
+# ---- no engine needed ----------------------------------------------------------
+
+
+def test_docker_client_names_the_unreachable_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    host = f"unix://{tmp_path}/no-such-docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    with pytest.raises(SandboxError) as caught:
+        docker_client()
+    assert caught.value.message.startswith(f"no Docker engine answers at {host}")
+    assert caught.value.hint == "start Docker or set DOCKER_HOST"
+
+
+def test_capped_output_keeps_everything_up_to_the_limit() -> None:
+    out = CappedOutput(10)
+    for piece in (b"0123", b"4567", b"89"):
+        out.add(piece)
+    assert out.result() == ("0123456789", 10, False)
+
+
+def test_capped_output_keeps_head_and_tail_halves() -> None:
+    out = CappedOutput(10)
+    for i in range(100):
+        out.add(bytes([ord("a") + i % 26]) * 3)
+    text, total, truncated = out.result()
+    assert (total, truncated) == (300, True)
+    assert text == "aaabb\n... [290 bytes omitted] ...\nuuvvv"
+
+
+def test_parse_meta_reads_the_wrappers_last_report() -> None:
+    assert _parse_meta(b"macrohard-exec timed_out=1 oom_before=2 oom_after=2\n") == (True, False)
+    assert _parse_meta(b"macrohard-exec timed_out=0 oom_before=2 oom_after=3\n") == (False, True)
+    assert _parse_meta(b"macrohard-exec timed_out=0 oom_before= oom_after=\n") == (False, False)
+    assert _parse_meta(b"") == (None, False)
+
+
+# ---- against the engine --------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_output_and_exit_code(sandbox: DockerSandbox) -> None:
+    result = sandbox.exec("echo out; echo err >&2; exit 3")
+    assert result.exit_code == 3
+    assert result.output == "out\nerr\n"
+    assert (result.output_bytes, result.truncated, result.timed_out, result.oom_killed) == (
+        8,
+        False,
+        False,
+        False,
+    )
+    assert 0 < result.duration_s < 10
+
+
+@pytest.mark.docker
+def test_container_has_hardened_settings(
+    sandbox: DockerSandbox, docker_client: docker.DockerClient
+) -> None:
+    host = docker_client.api.inspect_container(sandbox.id)["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["Init"] is True
+    assert host["Memory"] == host["MemorySwap"] == 2**30
+    assert host["PidsLimit"] == 256
+    assert host["NanoCpus"] == 10**9
+    assert host["Binds"] == [f"{sandbox.workdir}:/workspace:rw"]
+    assert "docker.sock" not in str(host)
+
+
+@pytest.mark.docker
+def test_files_written_in_workspace_belong_to_the_host_user(
+    provider: DockerSandboxProvider, tmp_path: Path
+) -> None:
+    workdir = _owned_by_1000(tmp_path / "owned")
+    (workdir / "given.txt").write_text("from host\n")
+    with provider.start(workdir, labels=TEST_LABELS) as sandbox:
+        result = sandbox.exec("pwd; cat given.txt; mkdir sub && echo hi > sub/made.txt")
+    assert result.output == "/workspace\nfrom host\n"
+    made = workdir / "sub" / "made.txt"
+    assert made.read_text() == "hi\n"
+    assert (made.stat().st_uid, made.stat().st_gid) == (workdir.stat().st_uid, workdir.stat().st_gid)
+
+
+@pytest.mark.docker
+def test_a_root_owned_workdir_gets_an_unprivileged_user_that_can_write_it(
+    provider: DockerSandboxProvider, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root host makes root-owned workdirs")
+    workdir = tmp_path / "rootowned"
+    (workdir / "pkg").mkdir(parents=True)
+    (workdir / "pkg" / "mod.py").write_text("x = 1\n")
+    (workdir / ".git").mkdir()
+    (workdir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    with provider.start(workdir, labels=TEST_LABELS) as sandbox:
+        (workdir / "pkg" / "later.py").write_text("y = 2\n")  # created by the host after start
+        result = sandbox.exec(
+            "id -u; echo z=3 >> pkg/mod.py && echo ok1; echo w >> pkg/later.py && echo ok2; "
+            "mkdir -p new/deep && touch new/deep/f && echo ok3; echo x > .git/HEAD || echo denied"
+        )
+    lines = result.output.split()
+    assert lines[0] == str(provider.settings.unprivileged_uid)
+    assert lines[1:4] == ["ok1", "ok2", "ok3"] and "denied" in lines
+    assert (workdir / "pkg" / "mod.py").read_text() == "x = 1\nz=3\n"
+    assert (workdir / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert workdir.stat().st_uid == 0  # ownership untouched: host git keeps trusting it
+
+
+@pytest.mark.docker
+def test_runs_as_the_non_root_owner_with_no_capabilities(
+    provider: DockerSandboxProvider, tmp_path: Path
+) -> None:
+    workdir = _owned_by_1000(tmp_path / "owned")
+    uid, gid = workdir.stat().st_uid, workdir.stat().st_gid
+    assert uid != 0
+    with provider.start(workdir, labels=TEST_LABELS) as sandbox:
+        result = sandbox.exec(
+            "id -u; id -g; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; touch made"
+        )
+    assert result.exit_code == 0, result.output
+    lines = result.output.split()
+    assert lines[:2] == [str(uid), str(gid)]
+    assert "0000000000000000" in lines[lines.index("CapEff:") + 1]
+    assert lines[lines.index("CapPrm:") + 1] == "0000000000000000"
+    assert lines[lines.index("NoNewPrivs:") + 1] == "1"
+    assert (workdir / "made").stat().st_uid == uid
+
+
+@pytest.mark.docker
+def test_network_is_off(sandbox: DockerSandbox) -> None:
+    assert sandbox.exec("ls /sys/class/net").output.split() == ["lo"]
+    probe = "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)"
+    result = sandbox.exec(f'python3 -c "{probe}"')
+    assert result.exit_code != 0
+    assert "unreachable" in result.output.lower()
+
+
+@pytest.mark.docker
+def test_root_fs_is_read_only_but_tmp_is_writable(sandbox: DockerSandbox) -> None:
+    denied = sandbox.exec("touch /usr/local/bin/evil")
+    assert denied.exit_code != 0
+    assert "Read-only file system" in denied.output
+    allowed = sandbox.exec(
+        "printf '#!/bin/sh\\necho ran\\n' > /tmp/t.sh && chmod +x /tmp/t.sh && /tmp/t.sh"
+    )
+    assert (allowed.exit_code, allowed.output) == (0, "ran\n")
+
+
+@pytest.mark.docker
+def test_environment_holds_nothing_from_the_host(
+    provider: DockerSandboxProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MACROHARD_TEST_SECRET", "hunter2")
+    with provider.start(tmp_path, labels=TEST_LABELS) as sandbox:
+        result = sandbox.exec("env")
+    assert "hunter2" not in result.output
+    names = {line.split("=", 1)[0] for line in result.output.splitlines()}
+    # Docker adds HOSTNAME; sh adds PWD.
+    assert names <= set(SANDBOX_ENV) | {"HOSTNAME", "PWD"}
+    assert "HOME=/tmp" in result.output.splitlines()
+
+
+@pytest.mark.docker
+def test_timeout_kills_children_that_ignore_sigterm_or_escape(sandbox: DockerSandbox) -> None:
+    command = (
+        "sh -c 'trap \"\" TERM; sleep 3001' & "
+        "setsid sh -c 'trap \"\" TERM; sleep 3002' & "
+        "trap '' TERM; echo started; sleep 3003"
+    )
+    result = sandbox.exec(command, timeout_s=1)
+    assert result.timed_out
+    assert result.exit_code in (124, 137)
+    assert result.output.startswith("started\n")
+    assert 1 <= result.duration_s < 8
+    assert LEFTOVER not in _processes(sandbox)
+    assert sandbox.exec("echo alive").output == "alive\n"
+
+
+@pytest.mark.docker
+def test_exit_124_without_timeout_is_not_a_timeout(sandbox: DockerSandbox) -> None:
+    result = sandbox.exec("exit 124", timeout_s=30)
+    assert (result.exit_code, result.timed_out) == (124, False)
+
+
+@pytest.mark.docker
+def test_backstop_ends_an_exec_the_wrapper_failed_to_limit(
+    sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wrapper with no time limit stands in for enforcement that broke.
+    monkeypatch.setattr(sandbox_docker, "_WRAPPER", 'exec sh -c "$2"')
+    monkeypatch.setattr(sandbox_docker, "KILL_GRACE_S", 0)
+    monkeypatch.setattr(sandbox_docker, "BACKSTOP_MARGIN_S", 0.5)
+    result = sandbox.exec("setsid sleep 3004 & sleep 3005", timeout_s=0.5)
+    monkeypatch.undo()
+    assert result.timed_out
+    assert 1 <= result.duration_s < 8
+    assert LEFTOVER not in _processes(sandbox)
+
+
+@pytest.mark.docker
+def test_memory_exhaustion_is_reported_as_oom(
+    provider: DockerSandboxProvider, tmp_path: Path
+) -> None:
+    small = DockerSandboxProvider(
+        provider.settings.model_copy(update={"memory": "128m"}), provider.client
+    )
+    with small.start(tmp_path, labels=TEST_LABELS) as sandbox:
+        result = sandbox.exec("python3 -c 'x = bytearray(512 * 2**20)'")
+        fine = sandbox.exec("python3 -c 'x = bytearray(8 * 2**20)'")
+    assert result.oom_killed
+    assert result.exit_code == 137
+    assert not result.timed_out
+    assert (fine.exit_code, fine.oom_killed) == (0, False)
+
+
+@pytest.mark.docker
+def test_large_output_keeps_head_tail_and_true_size(sandbox: DockerSandbox) -> None:
+    size = 5_000_000
+    script = f"import sys; sys.stdout.write('HEAD' + 'x' * {size} + 'TAIL')"
+    result = sandbox.exec(f'python3 -c "{script}"')
+    limit = sandbox.settings.output_limit_bytes
+    assert result.exit_code == 0
+    assert result.output_bytes == size + 8
+    assert result.truncated
+    assert result.output.startswith("HEADxxx")
+    assert result.output.endswith("xxxTAIL")
+    assert f"\n... [{size + 8 - limit} bytes omitted] ...\n" in result.output
+    assert limit <= len(result.output) <= limit + 100
+
+
+@pytest.mark.docker
+def test_stop_removes_the_container_and_can_repeat(
+    provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    sandbox = provider.start(tmp_path, labels=TEST_LABELS)
+    assert docker_client.containers.get(sandbox.id).status == "running"
+    sandbox.stop()
+    with pytest.raises(NotFound):
+        docker_client.containers.get(sandbox.id)
+    sandbox.stop()
+    with pytest.raises(SandboxError, match="stopped"):
+        sandbox.exec("true")
+
+
+@pytest.mark.docker
+def test_prune_removes_only_matching_labelled_containers(
+    provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    run, other = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    doomed = [
+        provider.start(tmp_path, labels={**TEST_LABELS, "macrohard.run": run}) for _ in range(2)
+    ]
+    kept = provider.start(tmp_path, labels={**TEST_LABELS, "macrohard.run": other})
+    assert provider.prune({"macrohard.run": run}) == 2
+    for sandbox in doomed:
+        with pytest.raises(NotFound):
+            docker_client.containers.get(sandbox.id)
+    assert docker_client.containers.get(kept.id).status == "running"
+    assert provider.prune({"macrohard.run": other}) == 1
+    assert provider.prune({"macrohard.run": other}) == 0
+
+
+@pytest.mark.docker
+def test_missing_image_is_a_sandbox_error(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    provider = DockerSandboxProvider(SandboxSettings(image="macrohard-missing:nope"), docker_client)
+    with pytest.raises(SandboxError) as caught:
+        provider.start(tmp_path, labels=TEST_LABELS)
+    assert "macrohard-missing:nope" in caught.value.message
+    assert caught.value.hint is not None and "macrohard sandbox build" in caught.value.hint
