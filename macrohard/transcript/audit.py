@@ -1,0 +1,112 @@
+"""Audit views over a transcript: a timeline and totals by role and ticket.
+
+They read only the transcript, so an audit shows what was recorded, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field
+
+from macrohard.transcript.log import Event
+
+
+class Totals(BaseModel):
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_latency_s: float = 0.0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    sandbox_commands: int = 0
+    sandbox_s: float = 0.0
+    commits: int = 0
+
+    def add(self, event: Event) -> None:
+        d = event.data
+        if event.kind == "model.response":
+            self.model_calls += 1
+            self.prompt_tokens += d.get("usage", {}).get("prompt_tokens", 0)
+            self.completion_tokens += d.get("usage", {}).get("completion_tokens", 0)
+            self.model_latency_s += d.get("latency_s", 0.0)
+        elif event.kind == "tool.call":
+            self.tool_calls += 1
+            self.tool_errors += 0 if d.get("ok") else 1
+        elif event.kind == "sandbox.exec":
+            self.sandbox_commands += 1
+            self.sandbox_s += d.get("duration_s", 0.0)
+        elif event.kind == "git.commit":
+            self.commits += 1
+
+
+class TimelineEntry(BaseModel):
+    id: str
+    ts: float
+    kind: str
+    role: str | None
+    ticket: str | None
+    summary: str
+
+
+class AuditReport(BaseModel):
+    run_id: str | None
+    events: int
+    started: float | None
+    ended: float | None
+    status: str | None
+    totals: Totals = Field(default_factory=Totals)
+    by_role: dict[str, Totals] = Field(default_factory=dict)
+    by_ticket: dict[str, Totals] = Field(default_factory=dict)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+def describe(event: Event) -> str:
+    """One line saying what happened."""
+    d = event.data
+    match event.kind:
+        case "model.response":
+            calls = [c["name"] for c in d.get("message", {}).get("tool_calls", [])]
+            u = d.get("usage", {})
+            what = f"calls {', '.join(calls)}" if calls else "answers"
+            return f"step {d.get('step')}: {what} ({u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {d.get('latency_s', 0):.2f}s)"
+        case "tool.call":
+            return f"{d.get('tool')} {'ok' if d.get('ok') else 'error'}: {str(d.get('result', ''))[:80]!r}"
+        case "sandbox.exec":
+            status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
+            return f"$ {d.get('command')} -> {status} in {d.get('duration_s', 0):.2f}s"
+        case "git.commit" | "git.merge":
+            return f"{str(d.get('sha', ''))[:10]} {d.get('message', '')}".strip()
+        case "verdict" | "main.suite":
+            return f"{'pass' if d.get('passed') else 'FAIL'} (exit {d.get('exit_code')})"
+        case "node":
+            return str(d.get("node"))
+        case "run.finished":
+            return f"status {d.get('status')}"
+        case _:
+            keys = ", ".join(f"{k}={str(v)[:40]}" for k, v in d.items() if k not in {"messages", "tickets"})
+            return keys[:120]
+
+
+def build_report(events: Iterable[Event]) -> AuditReport:
+    report = AuditReport(run_id=None, events=0, started=None, ended=None, status=None)
+    for event in events:
+        if event.kind == "model.request":
+            # Counted via its response; the request adds nothing to a timeline line.
+            report.events += 1
+            continue
+        report.events += 1
+        report.run_id = report.run_id or event.run_id
+        report.started = report.started or event.ts
+        report.ended = event.ts
+        if event.kind == "run.finished":
+            report.status = event.data.get("status")
+        report.totals.add(event)
+        if event.role:
+            report.by_role.setdefault(event.role, Totals()).add(event)
+        if event.ticket:
+            report.by_ticket.setdefault(event.ticket, Totals()).add(event)
+        report.timeline.append(
+            TimelineEntry(id=event.id, ts=event.ts, kind=event.kind, role=event.role, ticket=event.ticket, summary=describe(event))
+        )
+    return report

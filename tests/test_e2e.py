@@ -1,0 +1,53 @@
+"""`macrohard demo` end to end: real LangGraph, git, Docker sandboxes and pytest; scripted model."""
+
+import pytest
+from typer.testing import CliRunner
+
+from macrohard.cli import app
+from macrohard.config import SandboxSettings
+from macrohard.sandbox.docker import DockerSandboxProvider
+from macrohard.transcript.audit import build_report
+from macrohard.transcript.log import read_events, verify_chain
+from macrohard.workspace.git import GitWorkspace
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+
+def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_client, sandbox_image):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["demo", "--workspaces", "ws"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "done" in result.output and "release v0.1.0" in result.output
+    (run_dir,) = (tmp_path / "ws").iterdir()
+    run_id = run_dir.name
+
+    history = GitWorkspace(run_dir).history("main")
+    assert len([c for c in history if c.parents == 2]) >= 3
+    roles = {c.trailers["Macrohard-Role"] for c in history if "Macrohard-Run" in c.trailers}
+    assert len(roles - {"orchestrator"}) >= 3
+    assert all(c.trailers.get("Macrohard-Run") == run_id for c in history if c.author != "macrohard")
+    assert GitWorkspace(run_dir).head("v0.1.0") == history[0].sha
+
+    transcript = run_dir / "transcript.jsonl"
+    assert verify_chain(transcript) is None
+    events = list(read_events(transcript))
+    runs = [e for e in events if e.kind == "sandbox.exec" and e.ticket == "T-2" and e.role == "orchestrator"]
+    assert [e.data["exit_code"] == 0 for e in runs] == [False, True]
+    responses = [e for e in events if e.kind == "model.response"]
+    assert responses and all(e.data["usage"]["prompt_tokens"] > 0 and "latency_s" in e.data for e in responses)
+
+    # The product's own tests pass again in a fresh sandbox.
+    provider = DockerSandboxProvider(SandboxSettings(), docker_client)
+    with provider.start(run_dir / "repo", labels={"macrohard.run": "e2e-check"}) as box:
+        rerun = box.exec("python3 -m pytest -q -p no:cacheprovider")
+    assert rerun.exit_code == 0, rerun.output
+    assert "7 passed" in rerun.output
+
+    # Nothing of the run is left running.
+    assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run_id}"}) == []
+
+    audit = CliRunner().invoke(app, ["audit", run_id, "--workspaces", "ws", "--json"], catch_exceptions=False)
+    assert audit.exit_code == 0
+    report = build_report(events)
+    assert report.status == "done" and report.totals.model_calls == len(responses)
+    assert '"status": "done"' in audit.output
