@@ -40,6 +40,7 @@ class Ticket(BaseModel):
     branch: str | None = None
     head_sha: str | None = None
     merge_sha: str | None = None
+    files: list[str] = Field(default_factory=list)  # what the ticket changed, once merged
     # Short tail of the last failing run or merge conflict, handed back to the engineer.
     last_failure: str | None = None
     failure_reason: str | None = None

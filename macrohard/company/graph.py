@@ -6,6 +6,7 @@ suite exits 0 in its sandbox, and it is merged when main stays green afterwards.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from macrohard.llm.base import ChatModel
 from macrohard.models import Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.transcript.log import TranscriptLog
-from macrohard.workspace.git import GitWorkspace, Provenance
+from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
 
 RELEASE_VERSION = "v0.1.0"
 FAILURE_TAIL_CHARS = 3000
@@ -70,8 +71,11 @@ class Company:
     def _shell(self, key: str, root: Path, role: str) -> RunShell:
         return RunShell(lambda cmd, timeout: self.sandboxes.exec(key, root, cmd, timeout_s=timeout, role=role)[0])
 
-    def _files(self, root: Path) -> list[str]:
-        return ListFiles(Confined(root)).run(ListFiles.Args()).splitlines()
+    def _relevant(self, root: Path, ticket: Ticket, context: list[str]) -> tuple[list[str], int]:
+        """Files the ticket names or builds on (that exist), and how many files there are."""
+        every = set(ListFiles(Confined(root)).run(ListFiles.Args()).splitlines())
+        named = set(_PATH.findall(" ".join([ticket.title, ticket.description, *ticket.acceptance_criteria])))
+        return sorted((named | set(context)) & every), len(every)
 
     def _commit(self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None) -> str | None:
         event_id = result.last_event_id or self._node("commit", ticket=ticket)
@@ -123,11 +127,16 @@ class Company:
                 updates[t.id] = t.model_copy(
                     update={"status": TicketStatus.BLOCKED, "failure_reason": f"depends on {', '.join(stuck)}, which did not land"}
                 )
-        ready = [
-            t for t in sorted(tickets.values(), key=_order)
-            if t.id not in updates and t.status == TicketStatus.TODO
-            and all(tickets[d].status == TicketStatus.MERGED for d in t.depends_on)
-        ][: self.settings.max_parallel]
+        ready = sorted(
+            (
+                t for t in tickets.values()
+                if t.id not in updates and t.status == TicketStatus.TODO
+                and all(tickets[d].status == TicketStatus.MERGED for d in t.depends_on)
+            ),
+            # Tickets others wait on go first, so dependants are not left for a last,
+            # mostly idle round.
+            key=lambda t: (-_dependants(t.id, tickets), _order(t)),
+        )[: self.settings.max_parallel]
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS, "branch": f"ticket/{t.id}"})
@@ -139,7 +148,12 @@ class Company:
 
     def route_dispatch(self, state: CompanyState) -> list[Send] | str:
         tickets = state.get("tickets", {}).values()
-        started = [Send("ticket", {"ticket": t}) for t in sorted(tickets, key=_order) if t.status == TicketStatus.IN_PROGRESS]
+        by_id = state.get("tickets", {})
+        started = [
+            Send("ticket", {"ticket": t, "context_files": sorted({f for d in t.depends_on for f in by_id[d].files})})
+            for t in sorted(tickets, key=_order)
+            if t.status == TicketStatus.IN_PROGRESS
+        ]
         if started:
             return started
         return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets) else "report"
@@ -148,25 +162,29 @@ class Company:
 
     def engineer(self, state: TicketState) -> TicketState:
         ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1})
-        root = self.workspace.worktree(ticket.id)
+        root = self.workspace.worktree_path(ticket.id)
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
+        # Start the sandbox now; it is ready by the time the engineer's first answer is.
+        self.sandboxes.prepare(ticket.id, root)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
-        result = self._agent("engineer", tools, ticket.id, prompts.engineer_prompt(ticket, self._files(root)), ticket.id)
+        prompt = prompts.engineer_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
+        result = self._agent("engineer", tools, ticket.id, prompt, ticket.id)
         self._commit(root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id)
         return {"ticket": ticket}
 
     def tester(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
-        root = self.workspace.worktree(ticket.id)
+        root = self.workspace.worktree_path(ticket.id)
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
-        result = self._agent("tester", tools, ticket.id, prompts.tester_prompt(ticket, self._files(root)), ticket.id)
+        prompt = prompts.tester_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
+        result = self._agent("tester", tools, ticket.id, prompt, ticket.id)
         self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id)
         return {}
 
     def verdict(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
-        root = self.workspace.worktree(ticket.id)
+        root = self.workspace.worktree_path(ticket.id)
         report = self._run_suite(ticket.id, root, ticket.id)
         self.transcript.append("verdict", ticket=ticket.id, attempt=ticket.attempts, **report.model_dump(exclude={"output_tail", "ticket"}))
         if report.passed:
@@ -193,14 +211,47 @@ class Company:
     # -- integration, release, report ---------------------------------------
 
     def integrate(self, state: CompanyState) -> CompanyState:
-        updates: dict[str, Ticket] = {}
-        for ticket in sorted(state.get("tickets", {}).values(), key=_order):
-            if ticket.status == TicketStatus.PASSED:
-                updates[ticket.id] = self._integrate_one(ticket)
-        return {"tickets": updates}
+        passed = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.PASSED]
+        if len(passed) > 1 and (batch := self._integrate_batch(passed)) is not None:
+            return {"tickets": batch}
+        return {"tickets": {t.id: self._integrate_one(t) for t in passed}}
+
+    def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:
+        """Like a merge queue: merge them all and run main's suite once.
+
+        On a conflict or a red suite main goes back to where it was and None is
+        returned, so the tickets are integrated one at a time to find the culprit.
+        """
+        base = self.workspace.head()
+        merged = []
+        for ticket in passed:
+            event_id = self._node("integrate", ticket=ticket.id, batch=[t.id for t in passed])
+            files = self.workspace.changed_files(ticket.id)
+            merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
+            if not merge.merged:
+                self.workspace.reset_main(base)
+                return None
+            merged.append((ticket, merge, files, event_id))
+        report = self._run_suite(MAIN, self.workspace.repo_dir, None)
+        self.transcript.append(
+            "main.suite", tickets=[t.id for t in passed], sha=self.workspace.head(),
+            **report.model_dump(exclude={"output_tail", "ticket"}),
+        )
+        if not report.passed:
+            self.workspace.reset_main(base)
+            return None
+        return {t.id: self._merged(t, merge, files, event_id) for t, merge, files, event_id in merged}
+
+    def _merged(self, ticket: Ticket, merge: MergeResult, files: list[str], event_id: str) -> Ticket:
+        self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
+        self.workspace.remove_worktree(ticket.id)
+        return ticket.model_copy(
+            update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None, "files": files}
+        )
 
     def _integrate_one(self, ticket: Ticket) -> Ticket:
         event_id = self._node("integrate", ticket=ticket.id)
+        files = self.workspace.changed_files(ticket.id)
         merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
         if not merge.merged:
             failure = (
@@ -220,9 +271,7 @@ class Company:
                 f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
             )
             return self._back_to_engineer(ticket, failure, "main's suite fails with it")
-        self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
-        self.workspace.remove_worktree(ticket.id)
-        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None})
+        return self._merged(ticket, merge, files, event_id)
 
     def _back_to_engineer(self, ticket: Ticket, failure: str, why: str) -> Ticket:
         ticket = self._after_failure(ticket, failure, why)
@@ -261,6 +310,18 @@ class Company:
             tickets={t.id: t.status.value for t in tickets},
         )
         return {"status": status}
+
+
+_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.\w+")
+
+
+def _dependants(ticket_id: str, tickets: dict[str, Ticket]) -> int:
+    """How many tickets wait on this one, directly or through others."""
+    waiting, frontier = set(), {ticket_id}
+    while frontier:
+        frontier = {t.id for t in tickets.values() if set(t.depends_on) & frontier} - waiting
+        waiting |= frontier
+    return len(waiting)
 
 
 def _order(t: Ticket) -> tuple[int, str]:

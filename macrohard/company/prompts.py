@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from macrohard.models import Spec, Ticket
 
-MAX_FILES_LISTED = 60
+MAX_FILES_LISTED = 20
 
 
 def _ticket_block(ticket: Ticket) -> str:
@@ -16,21 +16,24 @@ def _ticket_block(ticket: Ticket) -> str:
     return f"Ticket {ticket.id}: {ticket.title}\n\n{ticket.description}\n\nAcceptance criteria:\n{criteria}"
 
 
-def _files_block(files: list[str]) -> str:
-    shown = files[:MAX_FILES_LISTED]
-    more = f"\n... and {len(files) - len(shown)} more" if len(files) > len(shown) else ""
-    return "Files in the repository:\n" + ("\n".join(f"- {f}" for f in shown) or "(none yet)") + more
+def _files_block(relevant: list[str], total: int) -> str:
+    shown = relevant[:MAX_FILES_LISTED]
+    listing = "\n".join(f"- {f}" for f in shown) or "(none yet)"
+    return (
+        f"Files this ticket names or builds on:\n{listing}\n\n"
+        f"The repository has {total} files in all; use list_files and read_file to see the others."
+    )
 
 
 def plan_prompt(spec: Spec) -> str:
     return f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
 
 
-def engineer_prompt(ticket: Ticket, files: list[str]) -> str:
+def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
     parts = [
         _ticket_block(ticket),
         "docs/PRD.md describes the whole product; read it if you need the context.",
-        _files_block(files),
+        _files_block(relevant, total),
     ]
     if ticket.last_failure:
         parts.append(
@@ -40,13 +43,13 @@ def engineer_prompt(ticket: Ticket, files: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def tester_prompt(ticket: Ticket, files: list[str]) -> str:
+def tester_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
     return "\n\n".join(
         [
             _ticket_block(ticket),
             f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
             "every acceptance criterion, and run the suite.",
-            _files_block(files),
+            _files_block(relevant, total),
         ]
     )
 

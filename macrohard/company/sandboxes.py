@@ -1,8 +1,15 @@
-"""Sandboxes of one run: one per ticket in progress, one for main; every command recorded."""
+"""Sandboxes of one run: one per ticket in progress, one for main; every command recorded.
+
+Starting and stopping containers happens off the critical path: a ticket's sandbox
+starts while its engineer's first model call is in flight, and stops in the
+background once the ticket is done.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from macrohard.sandbox.base import ExecResult, Sandbox, SandboxProvider
@@ -16,28 +23,35 @@ class RunSandboxes:
         self.provider = provider
         self.transcript = transcript
         self.run_id = run_id
-        self._boxes: dict[str, Sandbox] = {}
+        self._boxes: dict[str, Future[Sandbox]] = {}
+        self._stopping: list[Future[None]] = []
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
 
-    def _get(self, key: str, workdir: Path) -> Sandbox:
+    def prepare(self, key: str, workdir: Path) -> None:
+        """Start `key`'s sandbox in the background, if it is not running yet."""
         with self._lock:
-            box = self._boxes.get(key)
-        if box is None:
-            # Started outside the lock: parallel tickets should not wait on each other.
-            box = self.provider.start(workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key})
-            with self._lock:
-                self._boxes[key] = box
+            if key not in self._boxes:
+                self._boxes[key] = self._pool.submit(self._start, key, workdir)
+
+    def _start(self, key: str, workdir: Path) -> Sandbox:
+        started = time.perf_counter()
+        box = self.provider.start(workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key})
+        self.transcript.append("sandbox.start", ticket=_ticket(key), duration_s=round(time.perf_counter() - started, 4))
         return box
 
     def exec(
         self, key: str, workdir: Path, command: str, *, timeout_s: float | None = None, role: str | None = None
     ) -> tuple[ExecResult, str]:
         """Run a command in `key`'s sandbox; returns the result and its transcript event id."""
-        result = self._get(key, workdir).exec(command, timeout_s=timeout_s)
+        self.prepare(key, workdir)
+        with self._lock:
+            pending = self._boxes[key]
+        result = pending.result().exec(command, timeout_s=timeout_s)
         event = self.transcript.append(
             "sandbox.exec",
             role=role,
-            ticket=None if key == "main" else key,
+            ticket=_ticket(key),
             command=command,
             exit_code=result.exit_code,
             duration_s=round(result.duration_s, 4),
@@ -49,13 +63,28 @@ class RunSandboxes:
         return result, event.id
 
     def release(self, key: str) -> None:
+        """Stop `key`'s sandbox in the background."""
         with self._lock:
-            box = self._boxes.pop(key, None)
-        if box is not None:
-            box.stop()
+            pending = self._boxes.pop(key, None)
+            if pending is not None:
+                self._stopping.append(self._pool.submit(self._stop, key, pending))
 
     def close(self) -> None:
+        """Stop every sandbox of the run and wait until they are gone."""
         with self._lock:
-            boxes, self._boxes = list(self._boxes.values()), {}
-        for box in boxes:
-            box.stop()
+            remaining, self._boxes = dict(self._boxes), {}
+            stopping = self._stopping + [self._pool.submit(self._stop, k, p) for k, p in remaining.items()]
+            self._stopping = []
+        for done in stopping:
+            done.result()
+
+    def _stop(self, key: str, pending: Future[Sandbox]) -> None:
+        if pending.exception() is not None:
+            return  # it never started; the error was reported where it was needed
+        started = time.perf_counter()
+        pending.result().stop()
+        self.transcript.append("sandbox.stop", ticket=_ticket(key), duration_s=round(time.perf_counter() - started, 4))
+
+
+def _ticket(key: str) -> str | None:
+    return None if key == "main" else key

@@ -27,6 +27,9 @@ class TicketState(TypedDict, total=False):
     """One ticket pipeline's private state (engineer, tester, verdict)."""
 
     ticket: Ticket
+    # Files the ticket names or its dependencies changed: the engineer's starting
+    # context, which does not grow with the number of tickets already done.
+    context_files: list[str]
     tickets: Annotated[dict[str, Ticket], merge_tickets]
 
 

@@ -36,6 +36,8 @@ class Totals(BaseModel):
         elif event.kind == "sandbox.exec":
             self.sandbox_commands += 1
             self.sandbox_s += d.get("duration_s", 0.0)
+        elif event.kind in ("sandbox.start", "sandbox.stop"):
+            self.sandbox_s += d.get("duration_s", 0.0)
         elif event.kind == "git.commit":
             self.commits += 1
 

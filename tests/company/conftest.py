@@ -3,3 +3,20 @@ from pathlib import Path
 
 # fakes.py sits beside the tests that use it.
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def sandbox_provider(request):
+    """The fast local fake, and the real Docker sandbox."""
+    if request.param == "local":
+        from fakes import LocalSandboxProvider
+
+        return LocalSandboxProvider()
+    from macrohard.config import SandboxSettings
+    from macrohard.sandbox.docker import DockerSandboxProvider
+
+    request.getfixturevalue("sandbox_image")
+    return DockerSandboxProvider(SandboxSettings(), request.getfixturevalue("docker_client"))

@@ -19,10 +19,13 @@ from fakes import LocalSandboxProvider
 DEMO = resource_dir("demo")
 
 
-def run_demo(tmp_path: Path, script: Path = DEMO / "script.yaml", **settings):
-    provider = LocalSandboxProvider()
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def run_demo(tmp_path: Path, script: Path = DEMO / "script.yaml", spec: Path = DEMO / "spec.md", provider=None, **settings):
+    provider = provider or LocalSandboxProvider()
     s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"), **settings)
-    run = CompanyRun(DEMO / "spec.md", s, script=script)
+    run = CompanyRun(spec, s, script=script)
     return run, run.execute(provider), provider
 
 
@@ -82,3 +85,35 @@ def test_a_run_folder_is_never_reused(tmp_path):
     (tmp_path / "ws" / "fixed").mkdir(parents=True)
     with pytest.raises(FileExistsError):
         CompanyRun(DEMO / "spec.md", s, script=DEMO / "script.yaml", run_id="fixed").execute(provider)
+
+
+def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path, sandbox_provider):
+    run, summary, _ = run_demo(
+        tmp_path, SCRIPTS / "conflict_script.yaml", SCRIPTS / "conflict_spec.md", sandbox_provider, max_parallel=2
+    )
+    assert summary.status == "done", summary.failure
+    assert {t.id: (t.status, t.attempts) for t in summary.tickets} == {"T-1": ("merged", 1), "T-2": ("merged", 2)}
+    events = list(read_events(run.paths.transcript))
+    # Both pipelines overlapped: T-2's engineer started before T-1's tester finished.
+    first: dict[tuple, int] = {}
+    for e in events:
+        if e.kind == "node":
+            first.setdefault((e.ticket, e.data.get("node")), e.seq)
+    finished_t1_tester = next(e.seq for e in events if e.kind == "agent.finished" and e.ticket == "T-1" and e.role == "tester")
+    assert first[("T-2", "engineer")] < finished_t1_tester
+    conflicts = [e for e in events if e.kind == "merge.conflict"]
+    assert [(e.ticket, e.data["conflicts"]) for e in conflicts] == [("T-2", ["app.py"])]
+    main = (run.paths.repo / "app.py").read_text()
+    assert "def hello" in main and "def goodbye" in main and "<<<<<<<" not in main
+    assert [e.data["passed"] for e in events if e.kind == "main.suite"][-1] is True
+    assert events[-1].data["final_suite_exit_code"] == 0
+
+
+def test_engineer_context_holds_the_ticket_and_what_it_builds_on(tmp_path):
+    run, _, _ = run_demo(tmp_path)
+    prompts = {}
+    for e in read_events(run.paths.transcript):
+        if e.kind == "model.request" and e.role == "engineer" and e.data["step"] == 1:
+            prompts.setdefault(e.ticket, e.data["messages"][1]["content"])
+    assert "textstats/counts.py" in prompts["T-3"] and "textstats/freq.py" in prompts["T-3"]
+    assert "freq.py" not in prompts["T-1"]
