@@ -1,5 +1,9 @@
 """`macrohard demo` end to end: real LangGraph, git, Docker sandboxes and pytest; scripted model."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from typer.testing import CliRunner
 
@@ -51,3 +55,37 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     report = build_report(events)
     assert report.status == "done" and report.totals.model_calls == len(responses)
     assert '"status": "done"' in audit.output
+
+    # blame: a line of the product leads to the model answer that wrote it.
+    blamed = CliRunner().invoke(
+        app, ["blame", run_id, "textstats/freq.py:11", "--workspaces", "ws", "--json"], catch_exceptions=False
+    )
+    assert blamed.exit_code == 0, blamed.output
+    found = json.loads(blamed.output)
+    assert "WORD.findall" in found["text"]
+    assert found["commit"]["trailers"]["Macrohard-Ticket"] == "T-2"
+    answer = next(e for e in events if e.id == found["answer"]["event_id"])
+    assert answer.kind == "model.response" and answer.role == "engineer"
+    assert any("WORD.findall" in c["arguments"] for c in answer.data["message"]["tool_calls"])
+
+    # trace: the run reaches an OpenTelemetry collector over OTLP/HTTP.
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        traced = CliRunner().invoke(app, ["trace", run_id, "--workspaces", "ws", "--endpoint", endpoint])
+    finally:
+        server.shutdown()
+    assert traced.exit_code == 0, traced.output
+    assert received and b"chat scripted" in b"".join(received) and b"gen_ai.usage.input_tokens" in b"".join(received)

@@ -193,6 +193,47 @@ def audit(
     console.print(f"status: {report.status or 'unfinished'} · {report.events} events", highlight=False)
 
 
+@app.command()
+@user_errors
+def blame(
+    run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
+    target: Annotated[str, typer.Argument(metavar="PATH[:LINE]", help="A file of the product, optionally with a line.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """From a line of the product to its commit, ticket, and the model answer that wrote it."""
+    from macrohard.transcript.blame import blame as blame_line, render_blame
+
+    path, _, line = target.rpartition(":") if target.rpartition(":")[2].isdigit() else (target, "", "")
+    run_dir = resolve_run_dir(run, _settings(config, workspaces=workspaces).workspaces)
+    result = blame_line(run_dir, path, int(line) if line else None)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        console.print(render_blame(result), highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def trace(
+    run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="OTLP/HTTP traces URL, e.g. http://localhost:4318/v1/traces.")
+    ] = None,
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """Export a run to OpenTelemetry: a span per model call, tool call and sandbox command."""
+    from macrohard.transcript.otel import export_run, sdk_tracer_provider, span_exporter
+
+    run_dir = resolve_run_dir(run, _settings(config, workspaces=workspaces).workspaces)
+    provider = sdk_tracer_provider(span_exporter(endpoint))
+    count = export_run(read_events(run_dir / "transcript.jsonl"), provider)
+    provider.shutdown()
+    errors.print(f"exported {count} spans" + (f" to {endpoint}" if endpoint else ""), highlight=False)
+
+
 @sandbox_app.command("build")
 @user_errors
 def sandbox_build(
@@ -211,9 +252,33 @@ def sandbox_build(
 
 @sandbox_app.command("prune")
 @user_errors
-def sandbox_prune(config: ConfigOpt = None) -> None:
-    """Remove every sandbox container macrohard left behind."""
+def sandbox_prune(
+    config: ConfigOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also remove the sandboxes of runs in progress.")] = False,
+) -> None:
+    """Remove the sandbox containers that crashed runs left behind (with --all, every one)."""
     from macrohard.sandbox.docker import DockerSandboxProvider, docker_client
 
-    removed = DockerSandboxProvider(_settings(config).sandbox, docker_client()).prune()
+    provider = DockerSandboxProvider(_settings(config).sandbox, docker_client(), cleanup_on_exit=False)
+    removed = provider.prune() if all_ else provider.prune_orphans()
     console.print(f"removed {removed} container{'s' if removed != 1 else ''}")
+
+
+@sandbox_app.command("doctor")
+@user_errors
+def sandbox_doctor(config: ConfigOpt = None) -> None:
+    """Check the engine, the image, and that every hardening option takes effect in a sandbox."""
+    from macrohard.sandbox.doctor import run_doctor
+
+    settings = _settings(config)
+    report = run_doctor(settings.sandbox)
+    table = Table(title="Sandbox doctor", title_justify="left", header_style="bold")
+    for col in ("check", "expected", "found", ""):
+        table.add_column(col)
+    for c in report.checks:
+        table.add_row(c.name, c.expected, c.found, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]")
+    console.print(table)
+    for weakness in report.weakened:
+        console.print(f"[yellow]weakened:[/] {weakness}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -591,6 +591,12 @@ class GitWorkspace:
             )
             return target
 
+    def query(self, *args: str) -> tuple[int, str]:
+        """Run a read-only git command (blame, log, show) in the product repository."""
+        self._require_repo()
+        status, out, _ = self._run(self.repo_dir, *args, check=False)
+        return status, out
+
     def changed_files(self, ticket_id: str) -> list[str]:
         """Files the ticket branch changed since it forked from main (committed changes only)."""
         branch = f"ticket/{_check_ticket_id(ticket_id)}"
