@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from macrohard.agent.tools import Tool, ToolError, spec_of
 from macrohard.llm.base import ChatModel, Message, ModelRequest, ToolCall
 from macrohard.models import Usage
+from macrohard.redact import Redactor
 from macrohard.roles import Role
 from macrohard.transcript.log import TranscriptLog
 
@@ -39,8 +40,10 @@ class AgentLoop:
         *,
         task: str,
         ticket: str | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.role = role
+        self.redactor = redactor or transcript.redactor
         self.model = model
         self.tools = {t.name: t for t in tools}
         self.transcript = transcript
@@ -70,6 +73,9 @@ class AgentLoop:
             sent = len(messages)
             request = ModelRequest(messages=messages, tools=specs, role=self.role.name, task=self.task)
             response = self.model.complete(request)
+            if self.redactor:
+                # Before any tool acts on it: a key the model echoes never reaches a file.
+                response.message = Message.model_validate(self.redactor.value(response.message.model_dump()))
             usage = usage + response.usage
             last_answer = self._log(
                 "model.response",
@@ -91,6 +97,7 @@ class AgentLoop:
             failures = 0
             for call in answer.tool_calls:
                 ok, result = self._call(call, step)
+                result = self.redactor.text(result)
                 if not ok:
                     failures += 1
                     last_error = result

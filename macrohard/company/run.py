@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -21,6 +22,7 @@ from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.models import Spec, Ticket, Usage
+from macrohard.redact import Redactor
 from macrohard.roles import Role, load_roles
 from macrohard.sandbox.base import SandboxProvider
 from macrohard.transcript.audit import build_report
@@ -170,7 +172,10 @@ class CompanyRun:
             settings=json.loads(self.settings.model_dump_json()),
         )
         self._write_record(record)
-        transcript = TranscriptLog(self.paths.transcript, self.run_id)
+        key_variables = {self.settings.model_for(r).api_key_env for r in self.roles}
+        transcript = TranscriptLog(
+            self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables)
+        )
         if on_event:
             transcript.subscribe(on_event)
         transcript.append("run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name)

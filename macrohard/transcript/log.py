@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from macrohard.redact import Redactor
+
 GENESIS = "0" * 64
 
 
@@ -43,9 +45,10 @@ Listener = Callable[[Event], None]
 class TranscriptLog:
     """Append-only event log for one run; safe to append from parallel branches."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(self, path: Path, run_id: str, redactor: Redactor | None = None) -> None:
         self.path = path
         self.run_id = run_id
+        self.redactor = redactor or Redactor({})
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._seq, self._last_hash = self._tail()
@@ -84,7 +87,7 @@ class TranscriptLog:
                 kind=kind,
                 role=role,
                 ticket=ticket,
-                data=data,
+                data=self.redactor.value(data),
                 prev_hash=self._last_hash,
             )
             event.hash = event.compute_hash()
