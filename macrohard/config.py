@@ -6,11 +6,12 @@ Precedence, highest first: flags, environment, the TOML file, defaults.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from macrohard.errors import ConfigError
@@ -35,17 +36,90 @@ class ModelSettings(BaseModel):
         return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([bkmg]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a Docker-style size such as `64m` or `1g`; 0 means no limit."""
+    match = _SIZE.match(size)
+    if match is None:
+        raise ValueError(f"{size!r} is not a size such as 512m or 2g")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+class ModelPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
 class SandboxSettings(BaseModel):
+    """How sandboxes are started. The defaults are the hardened ones; `weakened()` lists departures."""
+
+    model_config = ConfigDict(extra="forbid")
+
     image: str = "macrohard-sandbox:latest"
     network: bool = False
-    memory: str = "1g"
-    cpus: float = 1.0
-    pids_limit: int = 256
-    tmpfs_size: str = "64m"
-    timeout_s: float = 120.0
-    output_limit_bytes: int = 64_000
-    # Sandboxes run as the workdir's owner; when that is root, as this uid instead.
+    # Sandboxes run as the workdir's owner; when that is root, as this uid instead...
     unprivileged_uid: int = Field(default=10001, gt=0)
+    # ...unless this is set, and then as root (still with no capabilities).
+    allow_root: bool = False
+    read_only: bool = True  # the root file system; /tmp is a tmpfs either way
+    no_new_privileges: bool = True
+    cap_add: list[str] = Field(default_factory=list)  # every capability is dropped, then these added
+    init: bool = True
+    # Limits; 0 means none.
+    memory: str = "1g"
+    cpus: float = Field(default=1.0, ge=0)
+    pids_limit: int = Field(default=256, ge=0)
+    tmpfs_size: str = "64m"  # /tmp, and /dev/shm gets the same
+    timeout_s: float = Field(default=120.0, gt=0)
+    output_limit_bytes: int = Field(default=64_000, ge=2)
+
+    @field_validator("memory", "tmpfs_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        size_bytes(v)
+        return v.strip()
+
+    @field_validator("cap_add")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        return [c.strip().upper().removeprefix("CAP_") for c in v if c.strip()]
+
+    def weakened(self) -> list[str]:
+        """One sentence per setting that is weaker than the hardened default."""
+        d = SandboxSettings()
+        out: list[str] = []
+        if self.network:
+            out.append("network = true: sandboxed code can reach the host's network and the internet")
+        if self.allow_root:
+            out.append("allow_root = true: sandboxes on root-owned worktrees run as root")
+        if not self.read_only:
+            out.append("read_only = false: sandboxed code can write the container's root file system")
+        if not self.no_new_privileges:
+            out.append("no_new_privileges = false: setuid programs in the image can gain privileges")
+        if self.cap_add:
+            out.append(f"cap_add = {self.cap_add}: sandboxed code gets these capabilities")
+        if not self.init:
+            out.append("init = false: killed commands can leave zombie processes behind")
+        for name, value, default in (
+            ("memory", size_bytes(self.memory), size_bytes(d.memory)),
+            ("cpus", self.cpus, d.cpus),
+            ("pids_limit", self.pids_limit, d.pids_limit),
+            ("tmpfs_size", size_bytes(self.tmpfs_size), size_bytes(d.tmpfs_size)),
+        ):
+            shown = getattr(self, name)
+            if value == 0:
+                out.append(f"{name} = {shown!r}: no limit")
+            elif value > default:
+                out.append(f"{name} = {shown!r}: limit raised above the default {getattr(d, name)!r}")
+        return out
 
 
 class Settings(BaseSettings):
@@ -58,6 +132,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     # Per-role overrides of `model`, e.g. [roles.engineer] model = "gpt-4.1".
     roles: dict[str, ModelSettings] = Field(default_factory=dict)
+    # Prices by model name, e.g. [prices."gpt-4.1"] input = 2.0, output = 8.0.
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
     roles_dir: Path | None = None  # None: ./roles if present, else the bundled roles
     workspaces: Path = Path("workspaces")
     max_attempts: int = Field(default=3, ge=1)

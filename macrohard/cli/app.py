@@ -15,8 +15,8 @@ from macrohard._resources import resource_dir
 from macrohard.cli.progress import ProgressView
 from macrohard.config import Settings, load_settings
 from macrohard.errors import ConfigError, MacrohardError, SandboxError
-from macrohard.transcript.audit import AuditReport, Totals, build_report
-from macrohard.transcript.log import read_events
+from macrohard.transcript.audit import AuditReport, EventFilter, Totals, build_report
+from macrohard.transcript.log import chain_head, read_events, verify_chain
 
 app = typer.Typer(
     help="A software company of AI role agents: spec in, audited git repository out.",
@@ -157,15 +157,38 @@ def resolve_run_dir(run: str, workspaces: Path) -> Path:
 
 
 def _totals_table(title: str, groups: dict[str, Totals]) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("", "model calls", "tokens in", "tokens out", "model s", "tool calls", "errors", "sandbox cmds", "sandbox s", "commits"):
-        table.add_column(col, justify="left" if not col else "right")
+    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    # Few, short columns: the table must fit an 80-column terminal.
+    for col in ("", "calls", "tokens", "$", "model s", "tools", "cmds", "sbx s", "commits"):
+        table.add_column(col, justify="left" if not col else "right", no_wrap=True, min_width=15 if not col else len(col))
     for name, t in groups.items():
+        cost = "—" if t.unpriced_calls == t.model_calls else f"{t.cost_usd:.4f}"
         table.add_row(
-            name, str(t.model_calls), str(t.prompt_tokens), str(t.completion_tokens), f"{t.model_latency_s:.2f}",
-            str(t.tool_calls), str(t.tool_errors), str(t.sandbox_commands), f"{t.sandbox_s:.2f}", str(t.commits),
+            name, str(t.model_calls), f"{t.prompt_tokens}/{t.completion_tokens}", cost, f"{t.model_latency_s:.2f}",
+            f"{t.tool_calls}/{t.tool_errors}", str(t.sandbox_commands), f"{t.sandbox_s:.2f}", str(t.commits),
         )
     return table
+
+
+def _verify(run_dir: Path) -> None:
+    from macrohard.company.run import RunRecord
+
+    record_path = run_dir / "run.json"
+    record = RunRecord.model_validate_json(record_path.read_text()) if record_path.is_file() else None
+    anchor = record.transcript_head if record else None
+    broken = verify_chain(run_dir / "transcript.jsonl", anchor, final=bool(record and record.finished_at))
+    if broken is not None:
+        errors.print(
+            f"[bold red]TAMPERED:[/] transcript line {broken.line} ({broken.event_id or 'unreadable'}): {broken.reason}",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    head = chain_head(run_dir / "transcript.jsonl")
+    anchored = " and ends at the head recorded in run.json" if anchor else " (no recorded head to check the end against)"
+    console.print(
+        f"[green]verified:[/] {head.seq if head else 0} events, chain intact{anchored}; head {head.hash if head else '-'}",
+        highlight=False, soft_wrap=True,
+    )
 
 
 @app.command()
@@ -173,24 +196,39 @@ def _totals_table(title: str, groups: dict[str, Totals]) -> Table:
 def audit(
     run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain; exit 1 at the first tampered event.")] = False,
+    role: Annotated[str | None, typer.Option("--role", help="Only this role's events.")] = None,
+    ticket: Annotated[str | None, typer.Option("--ticket", help="Only this ticket's events.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind of event, or a prefix: model, sandbox, git.")] = None,
+    since: Annotated[float | None, typer.Option("--since", help="Only events at least this many seconds into the run.")] = None,
+    until: Annotated[float | None, typer.Option("--until", help="Only events at most this many seconds into the run.")] = None,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
-    """Print a run's timeline and its totals by role and by ticket."""
+    """Print a run's timeline and its totals (tokens, cost, latency, sandbox time) by role and ticket."""
     settings = _settings(config, workspaces=workspaces)
     run_dir = resolve_run_dir(run, settings.workspaces)
-    report: AuditReport = build_report(read_events(run_dir / "transcript.jsonl"))
+    if verify:
+        _verify(run_dir)
+        return
+    selected = EventFilter(role=role, ticket=ticket, kind=kind, since_s=since, until_s=until)
+    report: AuditReport = build_report(selected.select(read_events(run_dir / "transcript.jsonl")), settings.prices)
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    start = report.started or 0.0
+    start = next(iter(read_events(run_dir / "transcript.jsonl"))).ts
     for e in report.timeline:
         who = " ".join(x for x in (e.role, e.ticket) if x)
         console.print(f"{e.ts - start:8.2f}s {e.id} {e.kind:<15} {who:<20} {e.summary}", highlight=False, markup=False)
     console.print(_totals_table("By role", report.by_role))
     console.print(_totals_table("By ticket", report.by_ticket))
-    console.print(_totals_table("Run", {"total": report.totals}))
-    console.print(f"status: {report.status or 'unfinished'} · {report.events} events", highlight=False)
+    console.print(_totals_table("Selected" if selected.model_dump(exclude_none=True) else "Run", {"total": report.totals}))
+    console.print(
+        f"status: {report.status or 'unfinished'} · {report.events} events"
+        " · tokens are in/out, tools are calls/errors, $ needs [prices] in macrohard.toml",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

@@ -289,7 +289,10 @@ class Company:
         )
         self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None)
         event_id = result.last_event_id or self._node("tag")
-        sha = self.workspace.tag(RELEASE_VERSION, f"Release {RELEASE_VERSION}", self._prov("deployer", event_id))
+        head = self.transcript.head
+        # The tag also anchors the transcript in git, apart from the run folder.
+        anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
+        sha = self.workspace.tag(RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id))
         self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=sha, cause=event_id)
         notes = "RELEASE_NOTES.md" if (root / "RELEASE_NOTES.md").is_file() else ""
         return {"release": Release(tag=RELEASE_VERSION, sha=sha, notes_path=notes)}

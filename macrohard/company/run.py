@@ -26,7 +26,7 @@ from macrohard.redact import Redactor
 from macrohard.roles import Role, load_roles
 from macrohard.sandbox.base import SandboxProvider
 from macrohard.transcript.audit import build_report
-from macrohard.transcript.log import Listener, TranscriptLog, read_events
+from macrohard.transcript.log import ChainHead, Listener, TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace
 
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
@@ -69,6 +69,9 @@ class RunRecord(BaseModel):
     failure: str | None = None
     created_at: float
     finished_at: float | None = None
+    # The transcript's last event when the run stopped: `audit --verify` checks the
+    # chain still ends there, which a chain alone cannot show for a cut-off tail.
+    transcript_head: ChainHead | None = None
     settings: dict[str, object]
 
 
@@ -203,6 +206,7 @@ class CompanyRun:
             provider.prune({"macrohard.run": self.run_id})
             conn.close()
             record.finished_at = time.time()
+            record.transcript_head = transcript.head
             self._write_record(record)
         tickets: dict[str, Ticket] = state.get("tickets", {})  # type: ignore[assignment]
         return summarize(self.paths, record, tickets, time.monotonic() - started, state.get("release"))

@@ -5,10 +5,11 @@ They read only the transcript, so an audit shows what was recorded, nothing else
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, Field
 
+from macrohard.config import ModelPrice
 from macrohard.transcript.log import Event
 
 
@@ -22,14 +23,22 @@ class Totals(BaseModel):
     sandbox_commands: int = 0
     sandbox_s: float = 0.0
     commits: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0  # model calls whose model has no price in the config
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, prices: Mapping[str, ModelPrice] | None = None) -> None:
         d = event.data
         if event.kind == "model.response":
+            usage = d.get("usage", {})
             self.model_calls += 1
-            self.prompt_tokens += d.get("usage", {}).get("prompt_tokens", 0)
-            self.completion_tokens += d.get("usage", {}).get("completion_tokens", 0)
+            self.prompt_tokens += usage.get("prompt_tokens", 0)
+            self.completion_tokens += usage.get("completion_tokens", 0)
             self.model_latency_s += d.get("latency_s", 0.0)
+            price = (prices or {}).get(str(d.get("model")))
+            if price is None:
+                self.unpriced_calls += 1
+            else:
+                self.cost_usd += price.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         elif event.kind == "tool.call":
             self.tool_calls += 1
             self.tool_errors += 0 if d.get("ok") else 1
@@ -90,7 +99,33 @@ def describe(event: Event) -> str:
             return keys[:120]
 
 
-def build_report(events: Iterable[Event]) -> AuditReport:
+class EventFilter(BaseModel):
+    role: str | None = None
+    ticket: str | None = None
+    kind: str | None = None  # a kind or its prefix: "model" matches model.request and model.response
+    since_s: float | None = None  # seconds after the run started
+    until_s: float | None = None
+
+    def select(self, events: Iterable[Event]) -> Iterator[Event]:
+        start: float | None = None
+        for e in events:
+            start = e.ts if start is None else start
+            offset = e.ts - start
+            if self.role is not None and e.role != self.role:
+                continue
+            if self.ticket is not None and e.ticket != self.ticket:
+                continue
+            if self.kind is not None and not (e.kind == self.kind or e.kind.startswith(self.kind + ".")):
+                continue
+            if self.since_s is not None and offset < self.since_s:
+                continue
+            if self.until_s is not None and offset > self.until_s:
+                continue
+            yield e
+
+
+def build_report(events: Iterable[Event], prices: Mapping[str, ModelPrice] | None = None) -> AuditReport:
+    prices = prices or {}
     report = AuditReport(run_id=None, events=0, started=None, ended=None, status=None)
     for event in events:
         if event.kind == "model.request":
@@ -103,11 +138,11 @@ def build_report(events: Iterable[Event]) -> AuditReport:
         report.ended = event.ts
         if event.kind == "run.finished":
             report.status = event.data.get("status")
-        report.totals.add(event)
+        report.totals.add(event, prices)
         if event.role:
-            report.by_role.setdefault(event.role, Totals()).add(event)
+            report.by_role.setdefault(event.role, Totals()).add(event, prices)
         if event.ticket:
-            report.by_ticket.setdefault(event.ticket, Totals()).add(event)
+            report.by_ticket.setdefault(event.ticket, Totals()).add(event, prices)
         report.timeline.append(
             TimelineEntry(id=event.id, ts=event.ts, kind=event.kind, role=event.role, ticket=event.ticket, summary=describe(event))
         )

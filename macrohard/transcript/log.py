@@ -66,6 +66,11 @@ class TranscriptLog:
         event = Event.model_validate_json(last)
         return event.seq, event.hash
 
+    @property
+    def head(self) -> ChainHead | None:
+        with self._lock:
+            return ChainHead(seq=self._seq, hash=self._last_hash) if self._seq else None
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
@@ -114,10 +119,24 @@ class ChainBreak(BaseModel):
     reason: str
 
 
-def verify_chain(path: Path) -> ChainBreak | None:
-    """Return the first place the hash chain breaks, or None when it is intact."""
+class ChainHead(BaseModel):
+    """Where a chain ended: stored apart from the transcript to catch truncation."""
+
+    seq: int
+    hash: str
+
+
+def verify_chain(path: Path, anchor: ChainHead | None = None, *, final: bool = False) -> ChainBreak | None:
+    """Return the first place the hash chain breaks, or None when it is intact.
+
+    With an anchor, the event at the anchor's sequence must carry its hash, and when
+    `final` it must also be the last event: nothing was cut off or appended.
+    """
     prev = GENESIS
     expected_seq = 1
+    seen: dict[int, str] = {}
+    n = 0
+    last: Event | None = None
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -125,12 +144,39 @@ def verify_chain(path: Path) -> ChainBreak | None:
             try:
                 event = Event.model_validate_json(line)
             except ValueError:
-                return ChainBreak(line=n, event_id=None, reason="line is not a valid event")
-            if event.prev_hash != prev:
-                return ChainBreak(line=n, event_id=event.id, reason="does not follow the previous event")
+                return ChainBreak(line=n, event_id=None, reason="the line is not a valid event (edited)")
             if event.compute_hash() != event.hash:
-                return ChainBreak(line=n, event_id=event.id, reason="content does not match its hash")
-            if event.seq != expected_seq:
-                return ChainBreak(line=n, event_id=event.id, reason=f"sequence {event.seq}, expected {expected_seq}")
-            prev, expected_seq = event.hash, expected_seq + 1
+                return ChainBreak(line=n, event_id=event.id, reason="its content does not match its hash (edited)")
+            if event.seq > expected_seq:
+                return ChainBreak(
+                    line=n, event_id=event.id,
+                    reason=f"events {expected_seq}..{event.seq - 1} before it are missing (removed)",
+                )
+            if event.seq < expected_seq:
+                return ChainBreak(
+                    line=n, event_id=event.id,
+                    reason=f"sequence {event.seq} comes after {expected_seq - 1} (inserted or reordered)",
+                )
+            if event.prev_hash != prev:
+                return ChainBreak(
+                    line=n, event_id=event.id,
+                    reason="it does not follow the previous event (an event before it was replaced)",
+                )
+            seen[event.seq] = event.hash
+            prev, expected_seq, last = event.hash, expected_seq + 1, event
+    if anchor is not None:
+        if seen.get(anchor.seq) != anchor.hash:
+            return ChainBreak(
+                line=n + 1, event_id=f"ev-{anchor.seq:06d}",
+                reason="the recorded head of the chain is not in the transcript (truncated or rewritten)",
+            )
+        if final and last is not None and last.seq != anchor.seq:
+            return ChainBreak(line=n, event_id=last.id, reason="events were appended after the run finished")
     return None
+
+
+def chain_head(path: Path) -> ChainHead | None:
+    last: Event | None = None
+    for last in read_events(path):
+        pass
+    return ChainHead(seq=last.seq, hash=last.hash) if last else None
