@@ -40,8 +40,10 @@ class AgentLoop:
         *,
         task: str,
         ticket: str | None = None,
+        attempt: int = 1,
         redactor: Redactor | None = None,
     ) -> None:
+        self.attempt = attempt
         self.role = role
         self.redactor = redactor or transcript.redactor
         self.model = model
@@ -71,7 +73,9 @@ class AgentLoop:
                 tools=[s.name for s in specs],
             )
             sent = len(messages)
-            request = ModelRequest(messages=messages, tools=specs, role=self.role.name, task=self.task)
+            request = ModelRequest(
+                messages=messages, tools=specs, role=self.role.name, task=self.task, attempt=self.attempt
+            )
             response = self.model.complete(request)
             if self.redactor:
                 # Before any tool acts on it: a key the model echoes never reaches a file.

@@ -54,10 +54,15 @@ class Company:
     def _node(self, name: str, ticket: str | None = None, **data: object) -> str:
         return self.transcript.append("node", ticket=ticket, node=name, **data).id
 
-    def _agent(self, role_name: str, tools: list[Tool], task: str, prompt: str, ticket: str | None = None) -> AgentResult:
+    def _agent(
+        self, role_name: str, tools: list[Tool], task: str, prompt: str, ticket: str | None = None, attempt: int = 1
+    ) -> AgentResult:
         role = self.roles[role_name]
         allowed = [t for t in tools if t.name in role.tools]
-        result = AgentLoop(role, self.model_for(role_name), allowed, self.transcript, task=task, ticket=ticket).run(prompt)
+        loop = AgentLoop(
+            role, self.model_for(role_name), allowed, self.transcript, task=task, ticket=ticket, attempt=attempt
+        )
+        result = loop.run(prompt)
         self.transcript.append(
             "agent.finished", role=role_name, ticket=ticket, task=task, finished=result.finished,
             reason=result.reason, summary=result.summary, steps=result.steps, usage=result.usage.model_dump(),
@@ -168,7 +173,7 @@ class Company:
         self.sandboxes.prepare(ticket.id, root)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
         prompt = prompts.engineer_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
-        result = self._agent("engineer", tools, ticket.id, prompt, ticket.id)
+        result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         self._commit(root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id)
         return {"ticket": ticket}
 
@@ -178,7 +183,7 @@ class Company:
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
         prompt = prompts.tester_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
-        result = self._agent("tester", tools, ticket.id, prompt, ticket.id)
+        result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id)
         return {}
 

@@ -37,6 +37,9 @@ class ModelRequest(BaseModel):
     # and the transcript records both.
     role: str
     task: str
+    # Which session of this role on this task (a ticket's attempt, a re-plan after
+    # feedback): lets a scripted model find its place without remembering it.
+    attempt: int = 1
 
 
 class ModelResponse(BaseModel):

@@ -13,13 +13,18 @@ engineer and tester, `plan` for the product manager and `release` for the deploy
             - edit_file: {path: app.py, old: hi, new: hello}
         - say: Done.                        # no calls: the role is finished
 
+A role's session on a task ends at a step without calls (or one marked `end: true`);
+the next steps are its next session: the ticket's next attempt, or a new plan after
+feedback. The model keeps no position of its own: it finds the step from the session
+(the request's attempt) and the number of answers already in the conversation, so a
+run resumed after a crash replays exactly what the interrupted step would have.
+
 A call may give `tool: NAME` and `raw: '<text>'` instead, to send malformed output on purpose.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,11 @@ class ScriptStep(BaseModel):
     say: str | None = None
     calls: list[ScriptCall] = Field(default_factory=list)
     expect: list[str] = Field(default_factory=list)
+    end: bool = False  # ends the session even though it calls tools
+
+    @property
+    def ends_session(self) -> bool:
+        return self.end or not self.calls
 
     @model_validator(mode="before")
     @classmethod
@@ -88,37 +98,40 @@ def _estimate_tokens(text: str) -> int:
 
 
 class ScriptedModel:
-    """Replays a script per (role, task); parallel tickets each keep their own place."""
+    """Replays a script per role, task and session; stateless, so parallel and resumed runs agree."""
 
     def __init__(self, script: Script, *, name: str = "scripted", latency_s: float = 0.0) -> None:
         self.script = script
         self.name = name
         self.latency_s = latency_s
-        self._cursor: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def from_file(cls, path: Path, **kwargs: Any) -> ScriptedModel:
         return cls(load_script(path), **kwargs)
 
-    def _next_step(self, role: str, task: str) -> tuple[int, ScriptStep]:
+    def _step(self, request: ModelRequest) -> tuple[str, ScriptStep]:
+        role, task = request.role, request.task
         steps = self.script.get(role, {}).get(task)
         if steps is None:
             raise ScriptError(f"the script has no steps for {role}/{task}", f"add a `{role}: {task}:` section")
-        with self._lock:
-            n = self._cursor.get((role, task), 0)
-            if n >= len(steps):
-                raise ScriptError(
-                    f"the script for {role}/{task} ran out after {len(steps)} steps (step {n + 1} was asked for)",
-                    "add steps, or check why the role needed more turns",
-                )
-            self._cursor[(role, task)] = n + 1
-        return n, steps[n]
+        sessions = _sessions(steps)
+        if request.attempt > len(sessions):
+            raise ScriptError(
+                f"the script for {role}/{task} has {len(sessions)} session(s), and session {request.attempt} was asked for",
+                "add steps, or check why the role was asked again",
+            )
+        first, session = sessions[request.attempt - 1]
+        n = sum(1 for m in request.messages if m.role == "assistant")
+        if n >= len(session):
+            raise ScriptError(
+                f"the script for {role}/{task} ran out after {first + len(session)} steps (step {first + n + 1} was asked for)",
+                "add steps, or check why the role needed more turns",
+            )
+        return f"{role}/{task} step {first + n + 1}", session[n]
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         started = time.perf_counter()
-        n, step = self._next_step(request.role, request.task)
-        where = f"{request.role}/{request.task} step {n + 1}"
+        where, step = self._step(request)
         fresh = _since_last_answer(request.messages)
         for needle in step.expect:
             if needle not in fresh:
@@ -133,11 +146,12 @@ class ScriptedModel:
                     f"script step {where} calls tool {call.tool!r}, which {request.role} does not have",
                     f"its tools are: {', '.join(sorted(offered)) or 'none'}",
                 )
+        number = where.rsplit(" ", 1)[1]
         message = Message(
             role="assistant",
             content=step.say,
             tool_calls=[
-                ToolCall(id=f"call_{request.task}_{n + 1}_{i}", name=c.tool, arguments=c.arguments)
+                ToolCall(id=f"call_{request.task}_{number}_{i}", name=c.tool, arguments=c.arguments)
                 for i, c in enumerate(step.calls)
             ],
         )
@@ -147,6 +161,19 @@ class ScriptedModel:
         answer = (step.say or "") + "".join(c.arguments for c in step.calls)
         usage = Usage(prompt_tokens=_estimate_tokens(sent), completion_tokens=_estimate_tokens(answer), estimated=True)
         return ModelResponse(message=message, usage=usage, model=self.name, latency_s=time.perf_counter() - started)
+
+
+def _sessions(steps: list[ScriptStep]) -> list[tuple[int, list[ScriptStep]]]:
+    """Split a task's steps into sessions, each with the index of its first step."""
+    out: list[tuple[int, list[ScriptStep]]] = []
+    start = 0
+    for i, step in enumerate(steps):
+        if step.ends_session:
+            out.append((start, steps[start : i + 1]))
+            start = i + 1
+    if start < len(steps):
+        out.append((start, steps[start:]))
+    return out
 
 
 def _since_last_answer(messages: list[Message]) -> str:

@@ -3,7 +3,7 @@ import yaml
 
 from macrohard.errors import ScriptError
 from macrohard.llm.base import Message, ModelRequest, ToolSpec
-from macrohard.llm.scripted import ScriptedModel, load_script
+from macrohard.llm.scripted import ScriptedModel
 
 SCRIPT = """
 engineer:
@@ -16,13 +16,16 @@ engineer:
         - tool: write_file
           raw: '{"path": "a.py", '
     - say: done
+    # the second session: attempt 2
+    - expect: "tests failed"
+      say: fixed
 """
 
 TOOLS = [ToolSpec(name="write_file", description="", parameters={})]
 
 
-def ask(model, text="go", role="engineer", task="T-1", tools=TOOLS):
-    return model.complete(ModelRequest(messages=[Message(role="user", content=text)], tools=tools, role=role, task=task))
+def request(history, role="engineer", task="T-1", tools=TOOLS, attempt=1):
+    return ModelRequest(messages=history, tools=tools, role=role, task=task, attempt=attempt)
 
 
 def model(tmp_path, text=SCRIPT):
@@ -31,45 +34,61 @@ def model(tmp_path, text=SCRIPT):
     return ScriptedModel.from_file(path)
 
 
-def test_replays_steps_in_order_with_estimated_usage(tmp_path):
-    m = model(tmp_path)
-    first = ask(m)
+def converse(m, *tool_results, attempt=1, first="go"):
+    """Replay a conversation, answering each step with the next tool result."""
+    history = [Message(role="user", content=first)]
+    answers = []
+    for result in (None, *tool_results):
+        if result is not None:
+            history.append(Message(role="tool", tool_call_id="x", content=result))
+        answer = m.complete(request(history, attempt=attempt))
+        answers.append(answer)
+        history.append(answer.message)
+    return answers
+
+
+def test_replays_a_session_step_by_step_with_estimated_usage(tmp_path):
+    first, second, third = converse(model(tmp_path), "wrote a.py (6 bytes)", "error: bad JSON")
     assert first.message.content == "writing"
-    assert first.message.tool_calls[0].name == "write_file"
     assert yaml.safe_load(first.message.tool_calls[0].arguments) == {"path": "a.py", "content": "x = 1\n"}
     assert first.usage.estimated and first.usage.prompt_tokens >= 1
-    second = ask(m, "wrote a.py (6 bytes)")
     assert second.message.tool_calls[0].arguments == '{"path": "a.py", '
-    assert ask(m).message.content == "done"
+    assert third.message.content == "done" and not third.message.tool_calls
+
+
+def test_the_attempt_picks_the_session(tmp_path):
+    (answer,) = converse(model(tmp_path), attempt=2, first="the tests failed")
+    assert answer.message.content == "fixed"
+    with pytest.raises(ScriptError, match=r"engineer/T-1 has 2 session\(s\), and session 3 was asked for"):
+        converse(model(tmp_path), attempt=3)
+
+
+def test_it_keeps_no_position_so_a_fresh_model_answers_the_same(tmp_path):
+    history = [Message(role="user", content="go")]
+    a = model(tmp_path).complete(request(history))
+    b = model(tmp_path).complete(request(history))
+    assert a.message == b.message
 
 
 def test_running_out_names_the_step(tmp_path):
-    m = model(tmp_path)
-    ask(m), ask(m, "wrote a.py"), ask(m)
-    with pytest.raises(ScriptError, match=r"engineer/T-1 ran out after 3 steps \(step 4"):
-        ask(m)
+    with pytest.raises(ScriptError, match=r"engineer/T-1 ran out after 4 steps \(step 5 was asked for\)"):
+        converse(model(tmp_path), "more", attempt=2, first="the tests failed")
 
 
 def test_unmet_expectation_names_the_step(tmp_path):
-    m = model(tmp_path)
-    ask(m)
     with pytest.raises(ScriptError, match=r"engineer/T-1 step 2 expects 'wrote a.py'"):
-        ask(m, "something else")
+        converse(model(tmp_path), "something else")
 
 
 def test_a_tool_the_role_lacks_fails_loudly(tmp_path):
+    m = model(tmp_path)
     with pytest.raises(ScriptError, match="calls tool 'write_file', which engineer does not have"):
-        ask(model(tmp_path), tools=[])
+        m.complete(request([Message(role="user", content="go")], tools=[]))
 
 
 def test_unknown_task_and_bad_yaml(tmp_path):
+    m = model(tmp_path)
     with pytest.raises(ScriptError, match="no steps for tester/T-1"):
-        ask(model(tmp_path), role="tester")
+        m.complete(request([Message(role="user", content="go")], role="tester"))
     with pytest.raises(ScriptError, match="not valid YAML"):
         model(tmp_path, "engineer: [unclosed")
-
-
-def test_tickets_keep_their_own_place(tmp_path):
-    m = model(tmp_path, "engineer:\n  T-1: [{say: one}]\n  T-2: [{say: two}]\n")
-    assert ask(m, task="T-2").message.content == "two"
-    assert ask(m, task="T-1").message.content == "one"
