@@ -95,7 +95,7 @@ def run_once(folder: Path, parallel: int, latency: float, provider: DockerSandbo
     settings = Settings(
         workspaces=folder / "ws", roles_dir=resource_dir("roles"), max_parallel=parallel, scripted_latency_s=latency
     )
-    run = CompanyRun(folder / "spec.md", settings, script=folder / "script.yaml")
+    run = CompanyRun.create(folder / "spec.md", settings, script=folder / "script.yaml")
     started = time.perf_counter()
     summary = run.execute(provider)
     wall = time.perf_counter() - started

@@ -9,12 +9,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from macrohard.errors import ConfigError
+from macrohard.models import Budget
 
 CONFIG_FILE = "macrohard.toml"
 
@@ -137,6 +138,9 @@ class Settings(BaseSettings):
     roles_dir: Path | None = None  # None: ./roles if present, else the bundled roles
     workspaces: Path = Path("workspaces")
     max_attempts: int = Field(default=3, ge=1)
+    # Gates where the run waits for a person: "plan" (after planning), "deploy" (before tagging).
+    approve: list[Literal["plan", "deploy"]] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=Budget)
     max_parallel: int = Field(default=2, ge=1)
     # The verdict: a ticket passes when this exits 0 in its sandbox.
     test_command: str = "python3 -m pytest -q -p no:cacheprovider"

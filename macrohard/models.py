@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import time
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -90,3 +93,27 @@ class Usage(BaseModel):
             completion_tokens=self.completion_tokens + other.completion_tokens,
             estimated=self.estimated or other.estimated,
         )
+
+
+class Budget(BaseModel):
+    """Limits a run stops at (as paused, resumable with higher limits); None: no limit."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_wall_s: float | None = Field(default=None, gt=0)  # active time, summed over sessions
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class ApprovalDecision(BaseModel):
+    """A person's answer at a gate: who, when, and why if rejected."""
+
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+    by: str = Field(default_factory=_who)
+    at: float = Field(default_factory=time.time)

@@ -39,7 +39,7 @@ def test_a_planted_key_the_model_echoes_appears_nowhere_in_the_run(tmp_path, mon
     })
     (tmp_path / "script.yaml").write_text(yaml.safe_dump(script))
     settings = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"))
-    run = CompanyRun(demo / "spec.md", settings, script=tmp_path / "script.yaml")
+    run = CompanyRun.create(demo / "spec.md", settings, script=tmp_path / "script.yaml")
     summary = run.execute(LocalSandboxProvider())
     assert summary.status == "done"
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ValidationError
 
 from macrohard.agent.tools import Tool, ToolError, spec_of
+from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel, Message, ModelRequest, ToolCall
 from macrohard.models import Usage
 from macrohard.redact import Redactor
@@ -42,8 +43,10 @@ class AgentLoop:
         ticket: str | None = None,
         attempt: int = 1,
         redactor: Redactor | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self.attempt = attempt
+        self.control = control
         self.role = role
         self.redactor = redactor or transcript.redactor
         self.model = model
@@ -76,7 +79,12 @@ class AgentLoop:
             request = ModelRequest(
                 messages=messages, tools=specs, role=self.role.name, task=self.task, attempt=self.attempt
             )
-            response = self.model.complete(request)
+            if self.control is None:
+                response = self.model.complete(request)
+            else:
+                with self.control.model_call():
+                    response = self.model.complete(request)
+                self.control.record(response)
             if self.redactor:
                 # Before any tool acts on it: a key the model echoes never reaches a file.
                 response.message = Message.model_validate(self.redactor.value(response.message.model_dump()))

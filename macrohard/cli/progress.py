@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -37,6 +39,18 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.__exit__(None, None, None)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing while the user is asked something."""
+        if self._live is None:
+            yield
+            return
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
 
     def _row(self, ticket: str) -> dict[str, str]:
         return self.rows.setdefault(ticket, {"title": "", "status": "todo", "role": "", "step": "", "attempt": "", "last": ""})
@@ -94,6 +108,10 @@ class ProgressView:
                 return f"[{self._clock()}] tagged {d.get('tag')}"
             if event.kind == "run.finished":
                 self.phase = f"finished: {d.get('status')}"
+            if event.kind in ("run.paused", "approval.requested", "approval", "run.resumed"):
+                what = d.get("reason") or d.get("gate") or d.get("previous_status")
+                extra = f" {d['decision']} by {d['by']}" if event.kind == "approval" else ""
+                return f"[{self._clock()}] {event.kind}: {what}{extra}"
         return None
 
     def _clock(self) -> str:

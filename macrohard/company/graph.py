@@ -13,7 +13,7 @@ from pathlib import Path
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 
 from macrohard.agent.loop import AgentLoop, AgentResult
 from macrohard.agent.tools import AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, WriteFile
@@ -21,8 +21,9 @@ from macrohard.company import prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.config import Settings
+from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
-from macrohard.models import Release, Spec, TestReport, Ticket, TicketStatus
+from macrohard.models import ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
@@ -45,6 +46,7 @@ class Company:
     transcript: TranscriptLog
     workspace: GitWorkspace
     sandboxes: RunSandboxes
+    control: RunControl | None = None  # budgets and pause requests, asked before every model call
 
     # -- helpers -----------------------------------------------------------
 
@@ -60,7 +62,8 @@ class Company:
         role = self.roles[role_name]
         allowed = [t for t in tools if t.name in role.tools]
         loop = AgentLoop(
-            role, self.model_for(role_name), allowed, self.transcript, task=task, ticket=ticket, attempt=attempt
+            role, self.model_for(role_name), allowed, self.transcript,
+            task=task, ticket=ticket, attempt=attempt, control=self.control,
         )
         result = loop.run(prompt)
         self.transcript.append(
@@ -106,20 +109,59 @@ class Company:
         return {}
 
     def product_manager(self, state: CompanyState) -> CompanyState:
-        self._node("product_manager")
+        attempt = state.get("plan_attempt", 0) + 1
+        self._node("product_manager", attempt=attempt)
         root = self.workspace.repo_dir
         planned: list[Ticket] = []
+        prompt = prompts.plan_prompt(self.spec, state.get("feedback") if state.get("rejected") else None)
         result = self._agent(
-            "product_manager", [*self._file_tools(root), AddTicket(planned)], "plan", prompts.plan_prompt(self.spec)
+            "product_manager", [*self._file_tools(root), AddTicket(planned)], "plan", prompt, attempt=attempt
         )
         if not planned:
             reason = result.reason if not result.finished else "the product manager added no ticket"
-            return {"status": "failed", "failure": f"planning failed: {reason}"}
-        sha = self._commit(root, "product_manager", f"Plan: PRD and {len(planned)} tickets", result, None)
+            return {"status": "failed", "failure": f"planning failed: {reason}", "plan_attempt": attempt}
+        title = f"Plan: PRD and {len(planned)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
+        sha = self._commit(root, "product_manager", title, result, None)
         self.transcript.append(
-            "plan", role="product_manager", tickets=[t.model_dump(mode="json") for t in planned], sha=sha
+            "plan", role="product_manager", attempt=attempt, tickets=[t.model_dump(mode="json") for t in planned], sha=sha
         )
-        return {"tickets": {t.id: t for t in planned}, "prd_sha": sha or self.workspace.head()}
+        dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
+        return {
+            "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
+            "prd_sha": sha or self.workspace.head(),
+            "plan_attempt": attempt,
+            "rejected": False,
+        }
+
+    # -- approval gates: their own nodes, since a node re-runs from its start on resume
+
+    def approve_plan(self, state: CompanyState) -> CompanyState:
+        if "plan" not in self.settings.approve or state.get("status") == "failed":
+            return {"rejected": False}
+        tickets = sorted(state.get("tickets", {}).values(), key=_order)
+        summary = _read(self.workspace.repo_dir / "docs" / "PRD.md") + "\n\nTickets:\n" + "\n".join(
+            f"- {t.id}: {t.title}" + (f" (after {', '.join(t.depends_on)})" if t.depends_on else "") for t in tickets
+        )
+        return self._gate("plan", summary)
+
+    def approve_deploy(self, state: CompanyState) -> CompanyState:
+        if "deploy" not in self.settings.approve:
+            return {"rejected": False}
+        merged = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.MERGED]
+        summary = _read(self.workspace.repo_dir / "RELEASE_NOTES.md") + (
+            f"\n\n{RELEASE_VERSION} would tag main at {self.workspace.head()[:12]} with: "
+            + ", ".join(t.id for t in merged)
+        )
+        return self._gate("deploy", summary)
+
+    def _gate(self, gate: str, summary: str) -> CompanyState:
+        answer = interrupt({"gate": gate, "summary": summary})
+        decision = ApprovalDecision.model_validate(answer)
+        self.transcript.append(
+            "approval", gate=gate, decision=decision.decision, comment=decision.comment, by=decision.by, at=decision.at
+        )
+        rejected = decision.decision == "reject"
+        return {"rejected": rejected, "feedback": decision.comment if rejected else ""}
 
     def dispatch(self, state: CompanyState) -> CompanyState:
         tickets = state.get("tickets", {})
@@ -284,22 +326,28 @@ class Company:
         return ticket if ticket.status == TicketStatus.FAILED else ticket.model_copy(update={"status": TicketStatus.TODO})
 
     def deployer(self, state: CompanyState) -> CompanyState:
-        self._node("deployer")
+        attempt = state.get("release_attempt", 0) + 1
+        self._node("deployer", attempt=attempt)
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
         merged = [t for t in tickets if t.status == TicketStatus.MERGED]
         unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
         root = self.workspace.repo_dir
+        feedback = state.get("feedback") if state.get("rejected") else None
         result = self._agent(
-            "deployer", self._file_tools(root), "release", prompts.release_prompt(RELEASE_VERSION, merged, unfinished)
+            "deployer", self._file_tools(root), "release",
+            prompts.release_prompt(RELEASE_VERSION, merged, unfinished, feedback), attempt=attempt,
         )
         self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None)
-        event_id = result.last_event_id or self._node("tag")
+        return {"release_attempt": attempt, "rejected": False}
+
+    def release(self, state: CompanyState) -> CompanyState:
+        event_id = self._node("release")
         head = self.transcript.head
         # The tag also anchors the transcript in git, apart from the run folder.
         anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
         sha = self.workspace.tag(RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id))
         self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=sha, cause=event_id)
-        notes = "RELEASE_NOTES.md" if (root / "RELEASE_NOTES.md").is_file() else ""
+        notes = "RELEASE_NOTES.md" if (self.workspace.repo_dir / "RELEASE_NOTES.md").is_file() else ""
         return {"release": Release(tag=RELEASE_VERSION, sha=sha, notes_path=notes)}
 
     def report(self, state: CompanyState) -> CompanyState:
@@ -332,6 +380,10 @@ def _dependants(ticket_id: str, tickets: dict[str, Ticket]) -> int:
     return len(waiting)
 
 
+def _read(path: Path, limit: int = 4000) -> str:
+    return path.read_text(errors="replace")[:limit] if path.is_file() else f"({path.name} was not written)"
+
+
 def _order(t: Ticket) -> tuple[int, str]:
     number = t.id.rsplit("-", 1)[-1]
     return (int(number) if number.isdigit() else 0, t.id)
@@ -353,17 +405,27 @@ def build_graph(company: Company) -> StateGraph:
     graph.add_node("dispatch", company.dispatch)
     graph.add_node("ticket", pipeline.compile())
     graph.add_node("integrate", company.integrate)
+    graph.add_node("approve_plan", company.approve_plan)
     graph.add_node("deployer", company.deployer)
+    graph.add_node("approve_deploy", company.approve_deploy)
+    graph.add_node("release", company.release)
     graph.add_node("report", company.report)
     graph.add_edge(START, "intake")
     graph.add_edge("intake", "product_manager")
+    graph.add_edge("product_manager", "approve_plan")
     graph.add_conditional_edges(
-        "product_manager", lambda s: "report" if s.get("status") == "failed" else "dispatch", ["dispatch", "report"]
+        "approve_plan",
+        lambda s: "report" if s.get("status") == "failed" else "product_manager" if s.get("rejected") else "dispatch",
+        ["dispatch", "product_manager", "report"],
     )
     graph.add_conditional_edges("dispatch", company.route_dispatch, ["ticket", "deployer", "report"])
     graph.add_edge("ticket", "integrate")
     graph.add_edge("integrate", "dispatch")
-    graph.add_edge("deployer", "report")
+    graph.add_edge("deployer", "approve_deploy")
+    graph.add_conditional_edges(
+        "approve_deploy", lambda s: "deployer" if s.get("rejected") else "release", ["deployer", "release"]
+    )
+    graph.add_edge("release", "report")
     graph.add_edge("report", END)
     return graph
 

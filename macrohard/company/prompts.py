@@ -25,8 +25,14 @@ def _files_block(relevant: list[str], total: int) -> str:
     )
 
 
-def plan_prompt(spec: Spec) -> str:
-    return f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
+def plan_prompt(spec: Spec, feedback: str | None = None) -> str:
+    prompt = f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
+    if feedback:
+        prompt += (
+            "\nYour previous plan was rejected with this comment:\n\n"
+            f"{feedback}\n\nWrite the PRD and the tickets again, taking it into account.\n"
+        )
+    return prompt
 
 
 def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
@@ -54,10 +60,12 @@ def tester_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
     )
 
 
-def release_prompt(version: str, merged: list[Ticket], unfinished: list[Ticket]) -> str:
+def release_prompt(version: str, merged: list[Ticket], unfinished: list[Ticket], feedback: str | None = None) -> str:
     lines = [f"Prepare release {version}.", "", "Merged tickets:"]
     lines += [f"- {t.id}: {t.title}" for t in merged]
     if unfinished:
         lines += ["", "Not in this release (failed or blocked):"]
         lines += [f"- {t.id}: {t.title} ({t.status.value}: {t.failure_reason or ''})" for t in unfinished]
+    if feedback:
+        lines += ["", f"Your previous release notes were rejected with this comment:\n\n{feedback}"]
     return "\n".join(lines)

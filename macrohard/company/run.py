@@ -1,4 +1,10 @@
-"""Start a company run: check inputs, lay out the run folder, drive the graph to the end."""
+"""Start, resume and answer a company run: check inputs, lay out the run folder, drive the graph.
+
+A run stops in one of these states, recorded in run.json: done, partial (some tickets
+failed or were blocked), failed, paused (a budget was reached or the user asked),
+awaiting_approval (a gate waits for a person), or running. Every state but done can
+be resumed from the last checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +15,36 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
 from pydantic import BaseModel
 
 from macrohard.agent.tools import TOOL_NAMES
 from macrohard.company.graph import Company, compile_graph
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.config import ModelSettings, Settings
+from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
-from macrohard.models import Spec, Ticket, Usage
+from macrohard.models import ApprovalDecision, Spec, Ticket, Usage
 from macrohard.redact import Redactor
-from macrohard.roles import Role, load_roles
+from macrohard.roles import Role, default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
+from macrohard.sandbox.lifecycle import owner_alive, owner_id
 from macrohard.transcript.audit import build_report
 from macrohard.transcript.log import ChainHead, Listener, TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace
 
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
 CHECKPOINT_TYPES = [("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release")]
+RESUMABLE = {"paused", "awaiting_approval", "failed", "partial", "running"}
+
+# Called at a gate with its payload ({"gate", "summary"}); returns the person's decision.
+Decide = Callable[[dict[str, Any]], ApprovalDecision]
 
 
 class RunPaths(BaseModel):
@@ -67,12 +81,19 @@ class RunRecord(BaseModel):
     script: str | None = None
     status: str = "running"
     failure: str | None = None
+    paused_reason: str | None = None
+    awaiting: dict[str, Any] | None = None  # the gate waiting for a person
+    owner: str | None = None  # the process driving the run (host:pid:start)
     created_at: float
     finished_at: float | None = None
+    active_s: float = 0.0  # time spent running, over all sessions: the wall-time budget
     # The transcript's last event when the run stopped: `audit --verify` checks the
     # chain still ends there, which a chain alone cannot show for a cut-off tail.
     transcript_head: ChainHead | None = None
     settings: dict[str, object]
+
+    def is_live(self) -> bool:
+        return self.status == "running" and owner_alive(self.owner) is not False
 
 
 class TicketLine(BaseModel):
@@ -87,9 +108,12 @@ class RunSummary(BaseModel):
     run_id: str
     status: str
     failure: str | None
+    paused_reason: str | None = None
+    awaiting: dict[str, Any] | None = None
     tickets: list[TicketLine]
     commits: int
     usage: Usage
+    cost_usd: float
     model_calls: int
     wall_s: float
     release_tag: str | None
@@ -105,6 +129,13 @@ def load_spec(path: Path) -> Spec:
         raise ConfigError(f"spec file {path} is empty", "write what you want built in it, then run again")
     title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), path.stem)
     return Spec(title=title or path.stem, text=text)
+
+
+def load_record(run_dir: Path) -> RunRecord:
+    path = RunPaths(run_dir=run_dir).run_json
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no run.json", "give a run folder made by `macrohard run`")
+    return RunRecord.model_validate_json(path.read_text())
 
 
 def new_run_id() -> str:
@@ -135,95 +166,243 @@ def describe_models(settings: Settings, roles: dict[str, Role]) -> str:
 
 
 class CompanyRun:
-    """One run of the company, from spec to report."""
+    """One run of the company: `create` a new one or `open` an existing one, then `execute`."""
 
     def __init__(
         self,
+        paths: RunPaths,
+        spec: Spec,
+        settings: Settings,
+        *,
+        script: Path | None,
+        model_factory: Callable[[ModelSettings], ChatModel] | None,
+        record: RunRecord | None = None,
+    ) -> None:
+        self.paths = paths
+        self.run_id = paths.run_dir.name
+        self.spec = spec
+        # Absolute paths, so a run resumes the same from any folder.
+        self.settings = settings.model_copy(
+            update={"roles_dir": (settings.roles_dir or default_roles_dir()).resolve(), "workspaces": paths.run_dir.parent}
+        )
+        self.roles = load_roles(self.settings.roles_dir, known_tools=set(TOOL_NAMES))
+        self.script = script.resolve() if script else None
+        self.record = record
+        if script is not None:
+            scripted = ScriptedModel.from_file(script, latency_s=self.settings.scripted_latency_s)
+            self.model_for: Callable[[str], ChatModel] = lambda role: scripted
+            self.model_name = f"scripted ({script})"
+        elif model_factory is not None:
+            self.model_for = role_models(self.settings, self.roles, model_factory)
+            self.model_name = describe_models(self.settings, self.roles)
+        else:
+            raise ConfigError("no model configured", "pass a script, or set [model] in macrohard.toml")
+        unpriced = [m for m in self._model_names() if m not in self.settings.prices]
+        if self.settings.budget.max_cost_usd is not None and unpriced:
+            raise ConfigError(
+                f"a cost budget needs a price for every model; none is set for {', '.join(unpriced)}",
+                'add [prices."<model>"] input = ..., output = ... (USD per million tokens) to macrohard.toml',
+            )
+
+    def _model_names(self) -> list[str]:
+        if self.script is not None:
+            return ["scripted"]
+        return sorted({self.settings.model_for(r).model or self.roles[r].model or "" for r in self.roles} - {""})
+
+    @classmethod
+    def create(
+        cls,
         spec_path: Path,
         settings: Settings,
         *,
         script: Path | None = None,
         model_factory: Callable[[ModelSettings], ChatModel] | None = None,
         run_id: str | None = None,
-    ) -> None:
-        self.spec = load_spec(spec_path)
-        self.settings = settings
-        self.roles = load_roles(settings.roles_dir, known_tools=set(TOOL_NAMES))
-        if script is not None:
-            scripted = ScriptedModel.from_file(script, latency_s=settings.scripted_latency_s)
-            self.model_for: Callable[[str], ChatModel] = lambda role: scripted
-            self.model_name = f"scripted ({script})"
-        elif model_factory is not None:
-            self.model_for = role_models(settings, self.roles, model_factory)
-            self.model_name = describe_models(settings, self.roles)
-        else:
-            raise ConfigError("no model configured", "pass a script, or set [model] in macrohard.toml")
-        self.run_id = run_id or new_run_id()
-        self.paths = RunPaths(run_dir=(settings.workspaces / self.run_id).resolve())
-        self.script = script
+    ) -> CompanyRun:
+        paths = RunPaths(run_dir=(settings.workspaces / (run_id or new_run_id())).resolve())
+        return cls(paths, load_spec(spec_path), settings, script=script, model_factory=model_factory)
 
-    def _write_record(self, record: RunRecord) -> None:
-        self.paths.run_json.write_text(record.model_dump_json(indent=2) + "\n")
+    @classmethod
+    def open(
+        cls,
+        run_dir: Path,
+        overrides: dict[str, Any] | None = None,
+        *,
+        model_factory: Callable[[ModelSettings], ChatModel] | None = None,
+    ) -> CompanyRun:
+        """An existing run, with its recorded settings and model; `overrides` raise limits."""
+        record = load_record(run_dir)
+        settings = Settings.model_validate(record.settings)
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key in Settings.model_fields["budget"].annotation.model_fields:  # type: ignore[union-attr]
+                settings.budget = settings.budget.model_copy(update={key: value})
+            else:
+                settings = settings.model_copy(update={key: value})
+        settings = Settings.model_validate(settings.model_dump())
+        script = Path(record.script) if record.script else None
+        if script is not None and not script.is_file():
+            raise ConfigError(f"the run's model script {script} is gone", "restore it to resume the run")
+        paths = RunPaths(run_dir=run_dir.resolve())
+        return cls(paths, load_spec(paths.spec), settings, script=script, model_factory=model_factory, record=record)
 
-    def execute(self, provider: SandboxProvider, on_event: Listener | None = None) -> RunSummary:
+    # -- driving -------------------------------------------------------------
+
+    def execute(
+        self,
+        provider: SandboxProvider,
+        on_event: Listener | None = None,
+        *,
+        decide: Decide | None = None,
+        decision: ApprovalDecision | None = None,
+        control_hook: Callable[[RunControl], None] | None = None,
+    ) -> RunSummary:
+        """Run from the start, or on from the last checkpoint for an opened run.
+
+        `decide` answers gates as they come (a person at a terminal); without it the
+        run stops as awaiting_approval. `decision` answers the gate an opened run is
+        waiting at.
+        """
         started = time.monotonic()
-        self.paths.run_dir.mkdir(parents=True, exist_ok=False)
-        self.paths.spec.write_text(self.spec.text)
-        record = RunRecord(
-            run_id=self.run_id, spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
-            script=str(self.script.resolve()) if self.script else None, created_at=time.time(),
-            settings=json.loads(self.settings.model_dump_json()),
-        )
-        self._write_record(record)
+        resuming = self.record is not None
+        if self.record is None:
+            self.paths.run_dir.mkdir(parents=True, exist_ok=False)
+            self.paths.spec.write_text(self.spec.text)
+            self.record = RunRecord(
+                run_id=self.run_id, spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
+                script=str(self.script) if self.script else None, created_at=time.time(),
+                settings=json.loads(self.settings.model_dump_json()),
+            )
+        record = self.record
+        if resuming:
+            self._check_resumable(record, decision)
         key_variables = {self.settings.model_for(r).api_key_env for r in self.roles}
-        transcript = TranscriptLog(
-            self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables)
-        )
+        transcript = TranscriptLog(self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables))
         if on_event:
             transcript.subscribe(on_event)
-        transcript.append("run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name)
+        if transcript.repaired_bytes:
+            transcript.append("transcript.repaired", dropped_bytes=transcript.repaired_bytes,
+                              reason="a torn last line from a process that was killed mid-write")
+        spent = self._spent_so_far() if resuming else Spent()
+        control = RunControl(self.settings.budget, self.settings.prices, spent, record.active_s)
+        if control_hook:
+            control_hook(control)
+        if resuming:
+            prune = getattr(provider, "prune_orphans", None)
+            transcript.append(
+                "run.resumed", previous_status=record.status, by=ApprovalDecision(decision="approve").by,
+                removed_orphan_sandboxes=prune({"macrohard.run": self.run_id}) if prune else 0,
+                budget=self.settings.budget.model_dump(), spent=spent.model_dump(),
+            )
+        else:
+            transcript.append("run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name)
+        record.status, record.owner, record.paused_reason, record.awaiting = "running", owner_id(), None, None
+        record.settings = json.loads(self.settings.model_dump_json())
+        self._write(record)
+
         sandboxes = RunSandboxes(provider, transcript, self.run_id)
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
-            transcript=transcript, workspace=GitWorkspace(self.paths.run_dir), sandboxes=sandboxes,
+            transcript=transcript, workspace=GitWorkspace(self.paths.run_dir), sandboxes=sandboxes, control=control,
         )
         conn = sqlite3.connect(self.paths.state_db, check_same_thread=False)
-        state: dict[str, object] = {}
+        state: dict[str, Any] = {}
         try:
             saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
             graph = compile_graph(company, saver)
             config = {"configurable": {"thread_id": self.run_id}, "recursion_limit": self.settings.recursion_limit}
-            state = graph.invoke({}, config, durability="sync")
-            record.status = str(state.get("status", "failed"))
-            record.failure = state.get("failure")  # type: ignore[assignment]
+            graph_input: Any = Command(resume=decision.model_dump()) if decision else (None if resuming else {})
+            while True:
+                state = graph.invoke(graph_input, config, durability="sync")
+                gates = state.get("__interrupt__") or []
+                if not gates:
+                    record.status, record.failure = str(state.get("status", "failed")), state.get("failure")
+                    break
+                payload = dict(gates[0].value)
+                transcript.append("approval.requested", gate=payload["gate"])
+                if decide is None:
+                    record.status, record.awaiting = "awaiting_approval", payload
+                    break
+                graph_input = Command(resume=decide(payload).model_dump())
+        except RunPaused as e:
+            record.status, record.paused_reason = "paused", e.reason
+            transcript.append("run.paused", reason=e.reason, spent=control.spent.model_dump())
+        except KeyboardInterrupt:
+            record.status, record.paused_reason = "paused", "stopped by the user"
+            transcript.append("run.paused", reason=record.paused_reason, spent=control.spent.model_dump())
+            raise
         except BaseException as e:
-            record.status = "failed"
-            record.failure = str(e) or type(e).__name__
+            record.status, record.failure = "failed", str(e) or type(e).__name__
             transcript.append("run.failed", error=record.failure, error_type=type(e).__name__)
             raise
         finally:
             sandboxes.close()
             provider.prune({"macrohard.run": self.run_id})
             conn.close()
-            record.finished_at = time.time()
+            record.finished_at = time.time() if record.status in ("done", "partial", "failed") else None
+            record.active_s = control.active_s
             record.transcript_head = transcript.head
-            self._write_record(record)
-        tickets: dict[str, Ticket] = state.get("tickets", {})  # type: ignore[assignment]
-        return summarize(self.paths, record, tickets, time.monotonic() - started, state.get("release"))
+            self._write(record)
+        tickets: dict[str, Ticket] = state.get("tickets") or self._checkpoint_tickets()
+        return summarize(self.paths, record, tickets, time.monotonic() - started, state.get("release"), self.settings)
+
+    def _check_resumable(self, record: RunRecord, decision: ApprovalDecision | None) -> None:
+        if record.is_live():
+            raise ConfigError(f"run {self.run_id} is still running", "wait for it, or stop it with Ctrl-C first")
+        if record.status == "done":
+            raise ConfigError(f"run {self.run_id} is done; there is nothing to resume")
+        if decision is not None and record.status != "awaiting_approval":
+            raise ConfigError(f"run {self.run_id} is not waiting for an approval (it is {record.status})")
+        if decision is None and record.status == "awaiting_approval":
+            gate = (record.awaiting or {}).get("gate", "?")
+            raise ConfigError(
+                f"run {self.run_id} is waiting for approval of its {gate}",
+                f"answer with `macrohard approve {self.run_id}` or `macrohard reject {self.run_id} --comment ...`",
+            )
+
+    def _spent_so_far(self) -> Spent:
+        report = build_report(read_events(self.paths.transcript), self.settings.prices)
+        return Spent(tokens=report.totals.prompt_tokens + report.totals.completion_tokens,
+                     cost_usd=report.totals.cost_usd, calls=report.totals.model_calls)
+
+    def _checkpoint_tickets(self) -> dict[str, Ticket]:
+        return checkpoint_values(self.paths).get("tickets") or {}
+
+    def _write(self, record: RunRecord) -> None:
+        self.paths.run_json.write_text(record.model_dump_json(indent=2) + "\n")
 
 
-def summarize(paths: RunPaths, record: RunRecord, tickets: dict[str, Ticket], wall_s: float, release: object) -> RunSummary:
-    report = build_report(read_events(paths.transcript))
+def checkpoint_values(paths: RunPaths) -> dict[str, Any]:
+    """The graph state at a run's last checkpoint, read without building the graph."""
+    if not paths.state_db.is_file():
+        return {}
+    conn = sqlite3.connect(paths.state_db, check_same_thread=False)
+    try:
+        saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
+        found = saver.get_tuple({"configurable": {"thread_id": paths.run_dir.name, "checkpoint_ns": ""}})
+        return dict(found.checkpoint.get("channel_values", {})) if found else {}
+    finally:
+        conn.close()
+
+
+def summarize(
+    paths: RunPaths, record: RunRecord, tickets: dict[str, Ticket], wall_s: float, release: object, settings: Settings
+) -> RunSummary:
+    report = build_report(read_events(paths.transcript), settings.prices)
     return RunSummary(
         run_id=record.run_id,
         status=record.status,
         failure=record.failure,
+        paused_reason=record.paused_reason,
+        awaiting=record.awaiting,
         tickets=[
             TicketLine(id=t.id, title=t.title, status=t.status.value, attempts=t.attempts, reason=t.failure_reason)
             for t in tickets.values()
         ],
         commits=report.totals.commits,
         usage=Usage(prompt_tokens=report.totals.prompt_tokens, completion_tokens=report.totals.completion_tokens),
+        cost_usd=report.totals.cost_usd,
         model_calls=report.totals.model_calls,
         wall_s=wall_s,
         release_tag=getattr(release, "tag", None),

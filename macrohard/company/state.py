@@ -10,14 +10,20 @@ from typing import Annotated, TypedDict
 from macrohard.models import Release, Ticket
 
 
-def merge_tickets(current: dict[str, Ticket] | None, update: dict[str, Ticket] | None) -> dict[str, Ticket]:
-    # Parallel ticket pipelines each report their own ticket; merge them by id.
-    return {**(current or {}), **(update or {})}
+def merge_tickets(current: dict[str, Ticket] | None, update: dict[str, Ticket | None] | None) -> dict[str, Ticket]:
+    # Parallel ticket pipelines each report their own ticket; merge them by id. A new
+    # plan drops the old plan's tickets by sending None for them.
+    merged = {**(current or {}), **(update or {})}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 class CompanyState(TypedDict, total=False):
     tickets: Annotated[dict[str, Ticket], merge_tickets]
     prd_sha: str
+    plan_attempt: int  # plans written so far; a rejected plan is written again
+    release_attempt: int
+    rejected: bool  # the last gate's answer, for the edge after it
+    feedback: str  # the comment that came with a rejection, for the role that redoes its work
     release: Release
     status: str  # set by the last node: done, partial or failed
     failure: str

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from macrohard.errors import MacrohardError
 from macrohard.redact import Redactor
 
 GENESIS = "0" * 64
@@ -54,16 +55,28 @@ class TranscriptLog:
         self._seq, self._last_hash = self._tail()
 
     def _tail(self) -> tuple[int, str]:
-        # A resumed run continues the chain where the file ends.
-        last: str | None = None
-        if self.path.exists():
-            with self.path.open("rb") as f:
-                for line in f:
-                    if line.strip():
-                        last = line.decode()
+        # A resumed run continues the chain where the file ends. Every append ends in
+        # a newline, so a last line without one was torn by a killed process: nothing
+        # hashed it into the chain, so it is cut off and `repaired_bytes` says so.
+        self.repaired_bytes = 0
+        if not self.path.exists():
+            return 0, GENESIS
+        data = self.path.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        if len(whole) < len(data):
+            self.repaired_bytes = len(data) - len(whole)
+            with self.path.open("r+b") as f:
+                f.truncate(len(whole))
+        lines = whole.splitlines()
+        last = next((line for line in reversed(lines) if line.strip()), None)
         if last is None:
             return 0, GENESIS
-        event = Event.model_validate_json(last)
+        try:
+            event = Event.model_validate_json(last)
+        except ValueError as e:
+            raise MacrohardError(
+                f"the last line of {self.path} is not a valid event", "check it with `macrohard audit RUN --verify`"
+            ) from e
         return event.seq, event.hash
 
     @property

@@ -25,7 +25,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 def run_demo(tmp_path: Path, script: Path = DEMO / "script.yaml", spec: Path = DEMO / "spec.md", provider=None, **settings):
     provider = provider or LocalSandboxProvider()
     s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"), **settings)
-    run = CompanyRun(spec, s, script=script)
+    run = CompanyRun.create(spec, s, script=script)
     return run, run.execute(provider), provider
 
 
@@ -84,7 +84,7 @@ def test_a_run_folder_is_never_reused(tmp_path):
     s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"))
     (tmp_path / "ws" / "fixed").mkdir(parents=True)
     with pytest.raises(FileExistsError):
-        CompanyRun(DEMO / "spec.md", s, script=DEMO / "script.yaml", run_id="fixed").execute(provider)
+        CompanyRun.create(DEMO / "spec.md", s, script=DEMO / "script.yaml", run_id="fixed").execute(provider)
 
 
 def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path, sandbox_provider):

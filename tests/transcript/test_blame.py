@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = base / "run-dir.txt"
     if not done.exists():
         settings = Settings(workspaces=base / "ws", roles_dir=resource_dir("roles"))
-        run = CompanyRun(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
+        run = CompanyRun.create(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
         assert run.execute(LocalSandboxProvider()).status == "done"
         done.write_text(str(run.paths.run_dir))
     return Path(done.read_text())

@@ -65,3 +65,18 @@ def test_parallel_appends_keep_one_unbroken_chain(tmp_path):
     assert verify_chain(path) is None
     assert [e.seq for e in read_events(path)] == list(range(1, 201))
     assert len(seen) == 200
+
+
+def test_a_torn_last_line_from_a_crash_is_cut_off_and_reported(tmp_path):
+    path = tmp_path / "t.jsonl"
+    log = TranscriptLog(path, "run-1")
+    log.append("node", node="a")
+    log.append("node", node="b")
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"seq": 3, "id": "ev-0000')  # killed mid-append
+    again = TranscriptLog(path, "run-1")
+    assert again.repaired_bytes == len(b'{"seq": 3, "id": "ev-0000')
+    assert path.read_bytes() == whole
+    again.append("run.resumed")
+    assert verify_chain(path) is None
+    assert TranscriptLog(path, "run-1").repaired_bytes == 0

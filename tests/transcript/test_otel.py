@@ -36,7 +36,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
     done = base / "run-dir.txt"
     if not done.exists():
         settings = Settings(workspaces=base / "ws", roles_dir=resource_dir("roles"))
-        run = CompanyRun(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
+        run = CompanyRun.create(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
         assert run.execute(LocalSandboxProvider()).status == "done"
         done.write_text(str(run.paths.run_dir))
     return list(read_events(Path(done.read_text()) / "transcript.jsonl"))

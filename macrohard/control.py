@@ -1,0 +1,106 @@
+"""What may stop a run between model calls: a budget reached, or the user asking it to pause.
+
+Every model call asks first. Stopping raises RunPaused out of the node, so LangGraph
+keeps the last checkpoint and the node runs again from its start on resume.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+
+from macrohard.config import ModelPrice
+from macrohard.llm.base import ModelResponse
+from macrohard.models import Budget
+
+
+class RunPaused(Exception):
+    """The run stops cleanly and can be resumed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Spent(BaseModel):
+    tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+
+class RunControl:
+    def __init__(
+        self,
+        budget: Budget,
+        prices: Mapping[str, ModelPrice],
+        spent: Spent | None = None,
+        active_before_s: float = 0.0,
+    ) -> None:
+        self.budget = budget
+        self.prices = prices
+        self.spent = spent or Spent()
+        self.active_before_s = active_before_s
+        self._started = time.monotonic()
+        self._pause: str | None = None
+        self._in_flight = 0
+        self._largest_call = 0  # tokens of the largest call so far: how far one more call may go
+        self._cond = threading.Condition()
+
+    @property
+    def active_s(self) -> float:
+        return self.active_before_s + time.monotonic() - self._started
+
+    def request_pause(self, reason: str) -> None:
+        with self._cond:
+            self._pause = reason
+            self._cond.notify_all()
+
+    def _over(self) -> str | None:
+        b, s = self.budget, self.spent
+        if b.max_tokens is not None and s.tokens >= b.max_tokens:
+            return f"token budget reached: {s.tokens} of {b.max_tokens} tokens spent"
+        if b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
+            return f"cost budget reached: ${s.cost_usd:.4f} of ${b.max_cost_usd:.4f} spent"
+        if b.max_wall_s is not None and self.active_s >= b.max_wall_s:
+            return f"time budget reached: {self.active_s:.0f}s of {b.max_wall_s:.0f}s"
+        return None
+
+    def _crowded(self) -> bool:
+        # Parallel tickets must not all pass the check at once and overshoot together:
+        # while calls are in flight, another starts only if even the largest call seen
+        # so far from each of them would still leave room.
+        if self._in_flight == 0 or self.budget.max_tokens is None:
+            return False
+        return self.spent.tokens + (self._in_flight + 1) * self._largest_call > self.budget.max_tokens
+
+    @contextmanager
+    def model_call(self) -> Iterator[None]:
+        """Wrap one model call: refuse it when paused or over budget."""
+        with self._cond:
+            while self._pause is None and self._crowded():
+                self._cond.wait()
+            reason = self._pause or self._over()
+            if reason is not None:
+                raise RunPaused(reason)
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def record(self, response: ModelResponse) -> None:
+        tokens = response.usage.total_tokens
+        price = self.prices.get(response.model)
+        with self._cond:
+            self.spent.tokens += tokens
+            self.spent.calls += 1
+            self._largest_call = max(self._largest_call, tokens)
+            if price is not None:
+                self.spent.cost_usd += price.cost(response.usage.prompt_tokens, response.usage.completion_tokens)
+            self._cond.notify_all()
