@@ -1,4 +1,8 @@
-"""Shared fixtures: a Docker client and the sandbox image, for tests marked `docker`."""
+"""Shared fixtures: a Docker client and the sandbox image, for tests marked `docker`.
+
+When the session ends, no sandbox container this test process started may remain:
+every test stops what it starts, and a leak fails the run (after removing it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
 from macrohard.sandbox.docker import docker_client as connect
 from macrohard.sandbox.image import build_image, image_exists, one_line
+from macrohard.sandbox.lifecycle import OWNER_LABEL, owner_id
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +27,12 @@ def docker_client() -> Iterator[docker.DockerClient]:
         # The cause alone: the SandboxError message already says "no Docker engine answers".
         pytest.skip(f"no Docker engine answers: {one_line(e.__cause__ or e)}")
     yield client
+    mine = {"label": [f"{OWNER_LABEL}={owner_id()}"]}
+    leaked = client.api.containers(all=True, filters=mine)
+    for container in leaked:
+        client.api.remove_container(container["Id"], force=True)
     client.close()
+    assert not leaked, f"tests left {len(leaked)} sandbox containers behind: {[c['Labels'] for c in leaked]}"
 
 
 @pytest.fixture(scope="session")

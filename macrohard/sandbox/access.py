@@ -64,10 +64,12 @@ def grant_write(root: Path, uid: int) -> None:
         raise SandboxError(f"cannot give the sandbox user access to {root}: {e.strerror}") from e
 
 
-def sandbox_user(workdir: Path, unprivileged_uid: int) -> str:
-    """The `uid:gid` a sandbox on `workdir` runs as; never root."""
+def sandbox_user(workdir: Path, unprivileged_uid: int, allow_root: bool = False) -> str:
+    """The `uid:gid` a sandbox on `workdir` runs as; root only when `allow_root` says so."""
     owner = workdir.stat()
     if owner.st_uid != 0:
         return f"{owner.st_uid}:{owner.st_gid}"
+    if allow_root:
+        return "0:0"
     grant_write(workdir, unprivileged_uid)
     return f"{unprivileged_uid}:{unprivileged_uid}"

@@ -37,3 +37,7 @@ class SandboxProvider(Protocol):
     def prune(self, labels: dict[str, str] | None = None) -> int:
         """Remove leftover sandboxes carrying these labels (all of ours when None)."""
         ...
+
+    def prune_orphans(self, labels: dict[str, str] | None = None) -> int:
+        """Remove the sandboxes whose owning process has died (a crashed run's), never a live one's."""
+        ...

@@ -1,9 +1,13 @@
 """The Docker sandbox: the one module that runs containers through the docker SDK.
 
-Each sandbox is one long-lived, hardened container (`sleep infinity` under Docker's
-init) with a host directory bind-mounted at /workspace; commands run in it with
-`docker exec`. Time limits are enforced inside the container, because ending the
-client side of an exec does not stop the process.
+Each sandbox is one long-lived, hardened container with a host directory
+bind-mounted at /workspace. Its command is `sleep infinity` under Docker's init, both
+running as a uid other than the sandbox user's, so no command can kill them. Commands
+run through a runner (runner.py) that one `docker exec` starts per sandbox and that
+stays attached: it enforces time limits inside the container, because ending the
+client side of an exec does not stop the process, and it saves the ~60 ms of a
+`docker exec` per command. If the runner dies or stops answering, the container is
+restarted, which ends every process in it, and a new runner is started.
 
 The workdir must exist on the machine that runs the Docker engine: with a remote
 DOCKER_HOST, bind mounts name paths on that machine.
@@ -13,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import selectors
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,14 +30,17 @@ from typing import Any
 import docker
 from docker.errors import NotFound
 from docker.models.containers import Container
+from pydantic import BaseModel, ValidationError
 
-from macrohard.config import SandboxSettings
+from macrohard.config import SandboxSettings, size_bytes
 from macrohard.errors import SandboxError
+from macrohard.sandbox import lifecycle, runner
 from macrohard.sandbox.access import sandbox_user
 from macrohard.sandbox.base import ExecResult
 from macrohard.sandbox.image import DockerFailure, image_exists, one_line
 
 SANDBOX_LABEL = "macrohard.sandbox"
+OWNER_LABEL = lifecycle.OWNER_LABEL
 WORKSPACE = "/workspace"
 SANDBOX_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -41,62 +49,47 @@ SANDBOX_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }
-KILL_GRACE_S = 2  # between timeout's SIGTERM and its SIGKILL
-# The backstop must outlast the kill grace plus Docker's own wait for output
-# streams (about 2 s) and the cleanup.
+# The container's init and keep-alive run as this uid (nobody), which the sandbox
+# user cannot signal: a command that kills everything it can leaves them standing.
+KEEP_ALIVE_UID = 65534
+KILL_GRACE_S = 2.0  # between the time limit's SIGTERM and its SIGKILL
+DRAIN_S = 0.5  # how long background processes may hold a finished command's output
+# The client's own deadline beyond limit + grace, for a runner that fails to stop a
+# command: it covers the runner's cleanup and the drain.
 BACKSTOP_MARGIN_S = 10.0
+RUNNER_START_S = 30.0
 META_LIMIT = 4096
 BUILD_HINT = "run `macrohard sandbox build`"
+RUNNER_HINT = "the sandbox image needs python3 (3.8 or later) on its PATH; `macrohard sandbox doctor` checks an image"
+RUNNER_SOURCE = Path(runner.__file__).read_bytes()
+RUNNER_COMMAND = ["python3", "-I", "-S", "-c", runner.BOOTSTRAP, runner.SANDBOX_FLAG]
 
-# Kills every process the sandbox user can signal except PID 1 (Docker's init, which
-# the kernel protects anyway), the keep-alive (init's oldest child, so the lowest
-# pid among init's children) and this shell. Builtins only inside the loop, so no
-# fork of ours is caught; three rounds catch what forked while we were killing.
-_KILL_REST = r"""
-kids=; read -r kids < /proc/1/task/1/children 2>/dev/null
-[ -n "$kids" ] || kids=$(ps -o pid= --ppid 1 2>/dev/null)
-keep=0
-for k in $kids; do [ "$keep" -eq 0 ] || [ "$k" -lt "$keep" ] && keep=$k; done
-for _ in 1 2 3; do
-  for d in /proc/[0-9]*; do
-    p=${d#/proc/}
-    [ "$p" -eq 1 ] || [ "$p" -eq "$keep" ] || [ "$p" -eq $$ ] || kill -9 "$p" 2>/dev/null
-  done
-done
-"""
 
-# Runs one command: $0 is the time limit in seconds, $1 the same in centiseconds
-# (for the shell's integer arithmetic), $2 the command. The command's stdout and
-# stderr both go to the exec's stdout; the exec's stderr carries one line for us.
-# GNU timeout signals its whole process group; whatever escaped the group (setsid,
-# a new process group) is killed after a timeout. The cgroup's oom_kill counter
-# (cgroup v2 memory.events or v1 memory.oom_control) tells an OOM kill apart from
-# other SIGKILLs. /proc/uptime has centisecond resolution, enough to tell whether
-# exit 124/137 came from the time limit or from the command itself.
-_WRAPPER = (
-    r"""
-oom=$(grep -hs '^oom_kill ' /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control)
-s=0.00; read -r s _ < /proc/uptime
-timeout -k """
-    + str(KILL_GRACE_S)
-    + r""" "$0" sh -c "$2" 2>&1
-rc=$?
-e=0.00; read -r e _ < /proc/uptime
-fired=0
-case $rc in 124|137)
-  if [ $(( ${e%.*}*100 + 1${e#*.} - ${s%.*}*100 - 1${s#*.} )) -ge "$1" ]; then
-    fired=1
-"""
-    + _KILL_REST
-    + r"""
-  fi;;
-esac
-oom2=$(grep -hs '^oom_kill ' /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control)
-echo "macrohard-exec timed_out=$fired oom_before=${oom##* } oom_after=${oom2##* }" >&2
-exit $rc
-"""
-)
-_META = re.compile(r"macrohard-exec timed_out=(\d) oom_before=(\d*) oom_after=(\d*)")
+class SandboxWeakenedWarning(UserWarning):
+    """A sandbox setting is weaker than the hardened default."""
+
+
+class RunnerHello(BaseModel):
+    pid: int
+    uid: int
+    sandboxed: bool  # whether the runner may end processes that escaped a command
+
+
+class RunnerRequest(BaseModel):
+    command: str
+    timeout: float
+    grace: float
+    drain: float
+    limit: int
+
+
+class RunnerAnswer(BaseModel):
+    exit_code: int
+    timed_out: bool
+    oom_killed: bool
+    total: int
+    head: int
+    notes: list[str] = []
 
 
 def docker_client() -> docker.DockerClient:
@@ -113,13 +106,23 @@ def docker_client() -> docker.DockerClient:
 
 
 class DockerSandboxProvider:
-    """Starts hardened sandbox containers and removes leftovers."""
+    """Starts hardened sandbox containers, and removes them and the leftovers of crashed runs."""
 
     def __init__(
-        self, settings: SandboxSettings, client: docker.DockerClient | None = None
+        self,
+        settings: SandboxSettings,
+        client: docker.DockerClient | None = None,
+        *,
+        cleanup_on_exit: bool = True,
     ) -> None:
         self.settings = settings
         self._client = client
+        self._live: dict[str, DockerSandbox] = {}
+        self._lock = threading.RLock()  # RLock: a signal handler may run inside a holder
+        for weakness in settings.weakened():
+            warnings.warn(f"sandbox hardening weakened: {weakness}", SandboxWeakenedWarning, stacklevel=2)
+        if cleanup_on_exit:
+            lifecycle.register(self)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -129,64 +132,129 @@ class DockerSandboxProvider:
         return self._client
 
     def start(self, workdir: Path, *, labels: dict[str, str]) -> DockerSandbox:
-        """Start a container with `workdir` mounted read-write at /workspace."""
+        """Start a container with `workdir` mounted read-write at /workspace, ready for commands."""
         workdir = Path(workdir).resolve()
         if not workdir.is_dir():
             raise SandboxError(f"sandbox workdir {workdir} is not a directory", "create it first")
         image = self.settings.image
         if not image_exists(self.client, image):
             raise SandboxError(f"sandbox image {image} is missing", BUILD_HINT)
-        options = self._run_options(workdir, labels)
+        user = sandbox_user(workdir, self.settings.unprivileged_uid, self.settings.allow_root)
+        container = self._create(image, self._run_options(workdir, user, labels))
+        sandbox = DockerSandbox(self.client, container, self.settings, workdir, user, on_stop=self._forget)
+        with self._lock:
+            self._live[sandbox.id] = sandbox
         try:
-            container = self.client.containers.run(image, **options)
+            sandbox.start_runner()
+        except BaseException:
+            sandbox.stop()
+            raise
+        return sandbox
+
+    def prune(self, labels: dict[str, str] | None = None) -> int:
+        """Force-remove every sandbox container matching `labels`, whoever owns it; return how many."""
+        return sum(_remove_id(self.client, c["Id"]) for c in self._list(labels))
+
+    def prune_orphans(self, labels: dict[str, str] | None = None) -> int:
+        """Remove the sandbox containers (matching `labels`) whose owning process on this host is gone.
+
+        Containers of live processes, of other hosts and without an owner label are kept.
+        """
+        orphans = [
+            c["Id"]
+            for c in self._list(labels)
+            if lifecycle.owner_alive((c.get("Labels") or {}).get(OWNER_LABEL)) is False
+        ]
+        return sum(_remove_id(self.client, container_id) for container_id in orphans)
+
+    def close(self) -> int:
+        """Remove every sandbox this provider started and has not stopped; return how many."""
+        with self._lock:
+            live = list(self._live.values())
+        for sandbox in live:
+            sandbox.stop()
+        return len(live)
+
+    def close_from_signal(self) -> None:
+        """close() for a signal handler: no locks, and a fresh client (the interrupted
+        code may be in the middle of a request on ours)."""
+        ids = list(self._live)
+        if not ids:
+            return
+        try:
+            client = docker.from_env()
+        except DockerFailure:
+            client = self.client
+        for container_id in ids:
+            with contextlib.suppress(Exception):
+                _remove_id(client, container_id)
+
+    def _forget(self, sandbox: DockerSandbox) -> None:
+        with self._lock:
+            self._live.pop(sandbox.id, None)
+
+    def _list(self, labels: dict[str, str] | None) -> list[dict[str, Any]]:
+        wanted = {**(labels or {}), SANDBOX_LABEL: "1"}
+        filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
+        try:
+            return list(self.client.api.containers(all=True, filters=filters))
+        except DockerFailure as e:
+            raise SandboxError(
+                f"cannot list sandbox containers: {one_line(e)}", "check the Docker engine"
+            ) from e
+
+    def _create(self, image: str, options: dict[str, Any]) -> Container:
+        try:
+            container = self.client.containers.create(image, **options)
         except DockerFailure as e:
             raise SandboxError(
                 f"cannot start a sandbox from {image}: {one_line(e)}",
                 f"check the Docker engine, or rebuild the image ({BUILD_HINT})",
             ) from e
-        return DockerSandbox(self.client, container, self.settings, workdir)
-
-    def prune(self, labels: dict[str, str] | None = None) -> int:
-        """Force-remove every sandbox container matching `labels`; return how many."""
-        wanted = {**(labels or {}), SANDBOX_LABEL: "1"}
-        filters: dict[str, Any] = {"label": [f"{k}={v}" for k, v in wanted.items()]}
         try:
-            found = self.client.containers.list(all=True, sparse=True, filters=filters)
+            container.start()
         except DockerFailure as e:
+            _remove_id(self.client, str(container.id))
             raise SandboxError(
-                f"cannot list sandbox containers: {one_line(e)}", "check the Docker engine"
+                f"cannot start a sandbox from {image}: {one_line(e)}",
+                "check the Docker engine and the [sandbox] settings (`macrohard sandbox doctor`)",
             ) from e
-        removed = 0
-        for container in found:
-            if _remove(container):
-                removed += 1
-        return removed
+        return container
 
-    def _run_options(self, workdir: Path, labels: dict[str, str]) -> dict[str, Any]:
+    def _run_options(self, workdir: Path, user: str, labels: dict[str, str]) -> dict[str, Any]:
         s = self.settings
-        return {
+        keep = KEEP_ALIVE_UID if user.split(":")[0] != str(KEEP_ALIVE_UID) else KEEP_ALIVE_UID - 1
+        tmpfs = size_bytes(s.tmpfs_size)
+        options: dict[str, Any] = {
             "command": ["sleep", "infinity"],
-            "detach": True,
             "name": f"macrohard-sandbox-{uuid.uuid4().hex[:12]}",
             "hostname": "sandbox",
-            "user": sandbox_user(workdir, s.unprivileged_uid),
+            "user": f"{keep}:{keep}",
             "environment": dict(SANDBOX_ENV),
-            "labels": {**labels, SANDBOX_LABEL: "1"},
+            "labels": {**labels, SANDBOX_LABEL: "1", OWNER_LABEL: lifecycle.owner_id()},
             "volumes": {str(workdir): {"bind": WORKSPACE, "mode": "rw"}},
-            "working_dir": WORKSPACE,
+            # The keep-alive's uid may not be allowed into the workdir; commands get
+            # /workspace as their working directory from the runner's exec.
+            "working_dir": "/",
             "network_mode": "bridge" if s.network else "none",
             "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "read_only": True,
+            "cap_add": s.cap_add or None,
+            "security_opt": ["no-new-privileges"] if s.no_new_privileges else [],
+            "read_only": s.read_only,
             # exec: test suites run helpers they write to their tmp dirs, and
             # /workspace is executable anyway.
             "tmpfs": {"/tmp": f"size={s.tmpfs_size},mode=1777,exec"},
-            "mem_limit": s.memory,
-            "memswap_limit": s.memory,
-            "pids_limit": s.pids_limit,
-            "nano_cpus": int(s.cpus * 1e9),
-            "init": True,
+            "init": s.init,
         }
+        if tmpfs:
+            options["shm_size"] = tmpfs  # /dev/shm is the other writable tmpfs
+        if size_bytes(s.memory):
+            options["mem_limit"] = options["memswap_limit"] = s.memory
+        if s.pids_limit:
+            options["pids_limit"] = s.pids_limit
+        if s.cpus:
+            options["nano_cpus"] = int(s.cpus * 1e9)
+        return options
 
 
 class DockerSandbox:
@@ -198,12 +266,20 @@ class DockerSandbox:
         container: Container,
         settings: SandboxSettings,
         workdir: Path,
+        user: str,
+        on_stop: Callable[[DockerSandbox], None] | None = None,
     ) -> None:
         self._client = client
         self._container = container
         self.settings = settings
         self.workdir = workdir
+        self.user = user  # uid:gid that commands run as
+        self._on_stop = on_stop
+        self._channel: _Channel | None = None
+        self._lock = threading.Lock()  # one command at a time: the runner is sequential
         self._stopped = False
+        self.restarts = 0
+        self.contained = False  # the runner can end processes that escape a command
 
     @property
     def id(self) -> str:
@@ -226,181 +302,260 @@ class DockerSandbox:
 
     def stop(self) -> None:
         """Force-remove the container; calling it again does nothing."""
-        if not self._stopped:
-            _remove(self._container)
-            self._stopped = True
+        if self._stopped:
+            return
+        # No lock: stop() must work while a command runs, and from a signal handler.
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+        _remove_id(self._client, self.id)
+        self._stopped = True
+        if self._on_stop is not None:
+            self._on_stop(self)
+
+    def start_runner(self) -> None:
+        """Start the command runner now rather than with the first command."""
+        with self._lock:
+            self._runner(recover=False)
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
         """Run `command` with sh in /workspace, stdout and stderr combined.
 
-        A timeout ends every process in the sandbox, not only this command's. A
-        background process that keeps the output open delays the return by about
-        2 s (Docker waits for the stream), so redirect its output.
+        A timeout ends every process in the sandbox, not only this command's. Processes
+        the command leaves running that still hold its output are ended half a second
+        after it finishes; redirect their stdout and stderr to keep them.
         """
-        if self._stopped:
-            raise SandboxError(f"sandbox {self.name} is stopped", "start a new sandbox")
         limit = self.settings.timeout_s if timeout_s is None else timeout_s
         if limit <= 0:
             raise ValueError(f"timeout_s must be positive, got {limit}")
-        started = time.monotonic()
-        exec_id = self._create_exec(command, limit)
-        output = CappedOutput(self.settings.output_limit_bytes)
-        meta = bytearray()
-        deadline = started + limit + KILL_GRACE_S + BACKSTOP_MARGIN_S
-        backstop = self._stream(exec_id, output, meta, deadline)
-        if backstop:
-            self._kill_rest()
-        exit_code = self._exit_code(exec_id)
-        duration = time.monotonic() - started
-        timed_out, oom_killed = _parse_meta(bytes(meta))
-        if timed_out is None:  # the wrapper was killed before it could report
-            timed_out = exit_code in (124, 137) and duration >= limit
-        timed_out = timed_out or backstop
-        text, total, truncated = output.result()
+        with self._lock:
+            if self._stopped:
+                raise SandboxError(f"sandbox {self.name} is stopped", "start a new sandbox")
+            started = time.monotonic()
+            channel = self._runner(recover=True)
+            request = RunnerRequest(
+                command=command,
+                timeout=limit,
+                grace=KILL_GRACE_S,
+                drain=DRAIN_S,
+                limit=self.settings.output_limit_bytes,
+            )
+            deadline = started + limit + KILL_GRACE_S + BACKSTOP_MARGIN_S
+            try:
+                channel.send(request.model_dump_json().encode() + b"\n")
+                data, answer = self._answer(channel, deadline)
+            except _Backstop:
+                return self._lost(command, started, timed_out=True)
+            except (_RunnerLost, OSError):
+                return self._lost(command, started, timed_out=False)
+        text, truncated = render(data[: answer.head], data[answer.head :], answer.total)
+        text += "".join(f"\n[macrohard: {note}]\n" for note in answer.notes)
         return ExecResult(
             command=command,
-            exit_code=exit_code if exit_code is not None else (124 if timed_out else -1),
-            duration_s=duration,
+            exit_code=answer.exit_code,
+            duration_s=time.monotonic() - started,
             output=text,
-            output_bytes=total,
+            output_bytes=answer.total,
             truncated=truncated,
-            timed_out=timed_out,
-            oom_killed=oom_killed,
+            timed_out=answer.timed_out,
+            oom_killed=answer.oom_killed,
         )
 
-    def _create_exec(self, command: str, limit: float) -> str:
-        # Centiseconds, one less than the limit: two /proc/uptime readings can each
-        # be up to a centisecond early.
-        limit_cs = max(int(limit * 100) - 1, 0)
-        argv = ["sh", "-c", _WRAPPER, f"{limit:.3f}", str(limit_cs), command]
-        try:
-            created = self._client.api.exec_create(
-                self.id, argv, stdout=True, stderr=True, tty=False
-            )
-        except DockerFailure as e:
-            raise self._dead_or(e) from e
-        return str(created["Id"])
+    def _answer(self, channel: _Channel, deadline: float) -> tuple[bytes, RunnerAnswer]:
+        limit = self.settings.output_limit_bytes
+        data = b""
+        while True:
+            kind, payload = channel.frame(deadline, max(limit, META_LIMIT))
+            if kind == runner.OUTPUT:
+                data = payload
+            elif kind == runner.RESULT:
+                try:
+                    answer = RunnerAnswer.model_validate_json(payload)
+                except ValidationError as e:
+                    raise _RunnerLost(f"unreadable answer: {one_line(e)}") from e
+                if answer.head > len(data) or answer.total < len(data):
+                    raise _RunnerLost("inconsistent answer")
+                return data, answer
+            elif kind == runner.ERROR:
+                raise SandboxError(
+                    f"the runner in sandbox {self.name} refused a command: {one_line(payload)}",
+                    "this is a bug in macrohard; please report it",
+                )
 
-    def _stream(self, exec_id: str, output: CappedOutput, meta: bytearray, deadline: float) -> bool:
-        """Copy the exec's output until it ends; True if the backstop deadline passed."""
+    def _runner(self, *, recover: bool) -> _Channel:
+        """The runner's channel, starting a runner (and with `recover`, restarting the container) if needed."""
+        if self._channel is not None and self._channel.alive():
+            return self._channel
+        self._drop_channel()
         try:
-            sock = self._client.api.exec_start(exec_id, socket=True, tty=False)
-        except DockerFailure as e:
-            raise self._dead_or(e) from e
-        try:
-            for stream, chunk in _frames(sock, deadline):
-                if stream == 2:
-                    meta.extend(chunk[: META_LIMIT - len(meta)])
-                else:
-                    output.add(chunk)
-        except _Backstop:
-            return True
-        except OSError as e:
-            raise SandboxError(
-                f"lost the connection to sandbox {self.name}: {e}", "check the Docker engine"
-            ) from e
-        finally:
-            _close(sock)
-        return False
-
-    def _exit_code(self, exec_id: str) -> int | None:
-        # The output stream can end a moment before the engine records the exit.
-        for delay in (0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0):
-            time.sleep(delay)
+            self._channel = self._start_runner()
+        except _RunnerLost as e:
+            if not recover:
+                raise self._runner_error(e) from e
+            self._restart()
             try:
-                info = self._client.api.exec_inspect(exec_id)
-            except DockerFailure as e:
-                raise self._dead_or(e) from e
-            if not info.get("Running") and info.get("ExitCode") is not None:
-                return int(info["ExitCode"])
-        return None
+                self._channel = self._start_runner()
+            except _RunnerLost as again:
+                raise self._runner_error(again) from again
+        return self._channel
 
-    def _kill_rest(self) -> None:
-        """Kill every process of the sandbox user but the container's own."""
+    def _start_runner(self) -> _Channel:
+        api = self._client.api
         try:
-            exec_id = self._client.api.exec_create(self.id, ["sh", "-c", _KILL_REST])["Id"]
-            self._client.api.exec_start(exec_id)
+            exec_id = api.exec_create(
+                self.id, RUNNER_COMMAND, stdin=True, stdout=True, stderr=True, tty=False,
+                user=self.user, workdir=WORKSPACE,
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True, tty=False)
         except DockerFailure as e:
-            raise self._dead_or(e) from e
+            raise _RunnerLost(one_line(e)) from e
+        channel = _Channel(sock)
+        try:
+            channel.send(b"%d\n%s" % (len(RUNNER_SOURCE), RUNNER_SOURCE))
+            kind, payload = channel.frame(time.monotonic() + RUNNER_START_S, META_LIMIT)
+            if kind != runner.HELLO:
+                raise _RunnerLost(f"unexpected first frame {kind!r}")
+            self.contained = RunnerHello.model_validate_json(payload).sandboxed
+        except (_RunnerLost, _Backstop, ValidationError, OSError) as e:
+            detail = channel.stderr() or str(e) or type(e).__name__
+            channel.close()
+            raise _RunnerLost(detail) from e
+        return channel
 
-    def _dead_or(self, e: BaseException) -> SandboxError:
-        """Explain an engine failure; a dead container is the usual one."""
+    def _runner_error(self, e: _RunnerLost) -> SandboxError:
+        if not self._running():
+            return SandboxError(
+                f"sandbox {self.name} is no longer running", "start a new sandbox; check the Docker engine"
+            )
+        return SandboxError(f"the command runner does not start in sandbox {self.name}: {e}", RUNNER_HINT)
+
+    def _lost(self, command: str, started: float, *, timed_out: bool) -> ExecResult:
+        """The runner died or stopped answering mid-command: restart the container, which ends
+        every process in it, and report what is known."""
+        self._restart()
+        why = (
+            "the command outlived its time limit and the sandbox's runner did not end it"
+            if timed_out
+            else "the sandbox's command runner died while the command ran (did the command kill it?)"
+        )
+        note = f"[macrohard: {why}; the sandbox was restarted, which ended every process in it]\n"
+        return ExecResult(
+            command=command,
+            exit_code=124 if timed_out else -1,
+            duration_s=time.monotonic() - started,
+            output=note,
+            output_bytes=0,
+            timed_out=timed_out,
+        )
+
+    def _restart(self) -> None:
+        self._drop_channel()
+        try:
+            self._container.restart(timeout=0)
+        except DockerFailure as e:
+            if self._stopped:
+                raise SandboxError(f"sandbox {self.name} is stopped", "start a new sandbox") from e
+            raise SandboxError(
+                f"cannot restart sandbox {self.name}: {one_line(e)}", "start a new sandbox; check the Docker engine"
+            ) from e
+        self.restarts += 1
+
+    def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def _running(self) -> bool:
         try:
             self._container.reload()
-            running = self._container.status == "running"
         except DockerFailure:
-            running = False
-        if not running:
-            return SandboxError(
-                f"sandbox {self.name} is no longer running",
-                "a command may have killed its processes; start a new sandbox",
-            )
-        return SandboxError(
-            f"docker exec failed in sandbox {self.name}: {one_line(e)}", "check the Docker engine"
-        )
+            return False
+        return bool(self._container.status == "running")
 
 
-class CappedOutput:
-    """Collects a byte stream, keeping the head and tail halves past `limit` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = max(limit, 2)
-        self._head_size = self.limit // 2
-        self._tail_size = self.limit - self._head_size
-        self._head = bytearray()
-        self._tail = bytearray()
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self._head_size - len(self._head)
-        if room > 0:
-            self._head.extend(data[:room])
-            data = data[room:]
-        self._tail.extend(data)
-        # Trim only now and then so a stream of small chunks stays linear.
-        if len(self._tail) > 2 * self._tail_size:
-            del self._tail[: -self._tail_size]
-
-    def result(self) -> tuple[str, int, bool]:
-        """The text, the true byte count and whether anything was dropped."""
-        if self.total <= self.limit:
-            return _decode(self._head + self._tail), self.total, False
-        tail = self._tail[-self._tail_size :]
-        omitted = self.total - len(self._head) - len(tail)
-        text = f"{_decode(self._head)}\n... [{omitted} bytes omitted] ...\n{_decode(tail)}"
-        return text, self.total, True
+def render(head: bytes, tail: bytes, total: int) -> tuple[str, bool]:
+    """The text of capped output and whether anything was dropped."""
+    kept = len(head) + len(tail)
+    if total <= kept:
+        return _decode(head + tail), False
+    omitted = total - kept
+    return f"{_decode(head)}\n... [{omitted} bytes omitted] ...\n{_decode(tail)}", True
 
 
 class _Backstop(Exception):
-    """The output stream outlived the time limit by more than the margin."""
+    """The runner did not answer by the client's deadline."""
 
 
-def _frames(sock: Any, deadline: float) -> Iterator[tuple[int, bytes]]:
-    """Yield (stream, bytes) from Docker's multiplexed stream: 8-byte headers, then payloads."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
+class _RunnerLost(Exception):
+    """The runner's stream ended or broke the protocol."""
+
+
+class _Channel:
+    """The runner's attached stdin and stdout: Docker's multiplexed stream on a raw socket.
+
+    Docker frames (an 8-byte header naming stdout or stderr, then the payload) carry
+    the runner's stdout, which holds the runner's own frames (runner.HEADER).
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._raw = bytearray()
+        self._out = bytearray()
+        self._err = bytearray()
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        # SocketIO (unix and plain TCP) wraps the socket; TLS and SSH give it directly.
+        getattr(self._sock, "_sock", self._sock).sendall(data)
+
+    def frame(self, deadline: float, max_size: int) -> tuple[bytes, bytes]:
+        """The runner's next frame; _Backstop after `deadline`, _RunnerLost at the end of the stream."""
         while True:
-            header = _read_exactly(sock, selector, 8, deadline)
-            if len(header) < 8:
-                return
-            stream, size = header[0], int.from_bytes(header[4:8], "big")
-            while size > 0:
-                chunk = _read_some(sock, selector, min(size, 65536), deadline)
-                if not chunk:
-                    return
-                size -= len(chunk)
-                yield stream, chunk
+            if len(self._out) >= runner.HEADER.size:
+                kind, size = runner.HEADER.unpack_from(self._out)
+                if size > max_size:
+                    raise _RunnerLost(f"oversized frame ({size} bytes)")
+                end = runner.HEADER.size + size
+                if len(self._out) >= end:
+                    payload = bytes(self._out[runner.HEADER.size : end])
+                    del self._out[:end]
+                    return kind, payload
+            self._fill(deadline)
 
+    def alive(self) -> bool:
+        """False if the runner has gone (or said something unasked) since the last answer."""
+        if self._closed:
+            return False
+        pending = getattr(self._sock, "pending", None)
+        return not (pending and pending()) and not self._selector.select(0)
 
-def _read_exactly(sock: Any, selector: selectors.BaseSelector, n: int, deadline: float) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = _read_some(sock, selector, n - len(data), deadline)
+    def stderr(self) -> str:
+        return one_line(_decode(self._err))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self._selector.close()
+            _close(self._sock)
+
+    def _fill(self, deadline: float) -> None:
+        chunk = _read_some(self._sock, self._selector, 1 << 16, deadline)
         if not chunk:
-            break
-        data += chunk
-    return data
+            raise _RunnerLost(self.stderr() or "the runner's stream ended")
+        self._raw += chunk
+        while len(self._raw) >= 8:
+            stream, size = self._raw[0], int.from_bytes(self._raw[4:8], "big")
+            if len(self._raw) < 8 + size:
+                break
+            payload = self._raw[8 : 8 + size]
+            del self._raw[: 8 + size]
+            if stream == 1:
+                self._out += payload
+            elif stream == 2:
+                self._err = (self._err + payload)[-META_LIMIT:]
 
 
 def _read_some(sock: Any, selector: selectors.BaseSelector, n: int, deadline: float) -> bytes:
@@ -427,10 +582,10 @@ def _close(sock: Any) -> None:
                 closable.close()
 
 
-def _remove(container: Container) -> bool:
+def _remove_id(client: docker.DockerClient, container_id: str) -> bool:
     """Force-remove a container; False if it was already gone."""
     try:
-        container.remove(force=True)
+        client.api.remove_container(container_id, force=True)
     except NotFound:
         return False
     except DockerFailure as e:
@@ -438,20 +593,10 @@ def _remove(container: Container) -> bool:
         if "already in progress" in str(e):
             return False
         raise SandboxError(
-            f"cannot remove sandbox container {container.short_id}: {one_line(e)}",
+            f"cannot remove sandbox container {container_id[:12]}: {one_line(e)}",
             "check the Docker engine",
         ) from e
     return True
-
-
-def _parse_meta(meta: bytes) -> tuple[bool | None, bool]:
-    """(timed_out, oom_killed) from the wrapper's report; timed_out None without one."""
-    found = _META.findall(meta.decode("ascii", errors="replace"))
-    if not found:
-        return None, False
-    fired, before, after = found[-1]
-    oom = bool(before and after and int(after) > int(before))
-    return fired == "1", oom
 
 
 def _decode(data: bytes | bytearray) -> str:

@@ -48,3 +48,6 @@ class LocalSandboxProvider:
     def prune(self, labels: dict[str, str] | None = None) -> int:
         self.pruned.append(labels)
         return 0
+
+    def prune_orphans(self, labels: dict[str, str] | None = None) -> int:
+        return 0

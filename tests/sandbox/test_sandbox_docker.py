@@ -1,10 +1,15 @@
-"""The Docker sandbox, against a real engine: isolation, limits, output, cleanup."""
+"""The Docker sandbox, against a real engine: isolation, limits, output, cleanup.
+
+Hostile commands have their own suite (test_hostile.py); this one checks that ordinary
+commands behave and that each hardening option is in place.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -15,13 +20,16 @@ import macrohard.sandbox.docker as sandbox_docker
 from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
 from macrohard.sandbox.docker import (
+    KEEP_ALIVE_UID,
+    OWNER_LABEL,
     SANDBOX_ENV,
-    CappedOutput,
     DockerSandbox,
     DockerSandboxProvider,
-    _parse_meta,
+    RunnerRequest,
     docker_client,
+    render,
 )
+from macrohard.sandbox.lifecycle import owner_id
 
 # Every container these tests start carries this label, so a failed test leaves nothing.
 TEST_LABELS = {"macrohard.test": f"sandbox-{uuid.uuid4().hex[:8]}"}
@@ -72,27 +80,10 @@ def test_docker_client_names_the_unreachable_engine(
     assert caught.value.hint == "start Docker or set DOCKER_HOST"
 
 
-def test_capped_output_keeps_everything_up_to_the_limit() -> None:
-    out = CappedOutput(10)
-    for piece in (b"0123", b"4567", b"89"):
-        out.add(piece)
-    assert out.result() == ("0123456789", 10, False)
-
-
-def test_capped_output_keeps_head_and_tail_halves() -> None:
-    out = CappedOutput(10)
-    for i in range(100):
-        out.add(bytes([ord("a") + i % 26]) * 3)
-    text, total, truncated = out.result()
-    assert (total, truncated) == (300, True)
-    assert text == "aaabb\n... [290 bytes omitted] ...\nuuvvv"
-
-
-def test_parse_meta_reads_the_wrappers_last_report() -> None:
-    assert _parse_meta(b"macrohard-exec timed_out=1 oom_before=2 oom_after=2\n") == (True, False)
-    assert _parse_meta(b"macrohard-exec timed_out=0 oom_before=2 oom_after=3\n") == (False, True)
-    assert _parse_meta(b"macrohard-exec timed_out=0 oom_before= oom_after=\n") == (False, False)
-    assert _parse_meta(b"") == (None, False)
+def test_render_marks_what_was_omitted() -> None:
+    assert render(b"0123", b"4567", 8) == ("01234567", False)
+    assert render(b"aaabb", b"uuvvv", 300) == ("aaabb\n... [290 bytes omitted] ...\nuuvvv", True)
+    assert render(b"\xe2\x82", b"", 2) == ("\ufffd", False)  # a cut character is replaced, not fatal
 
 
 # ---- against the engine --------------------------------------------------------
@@ -116,17 +107,26 @@ def test_output_and_exit_code(sandbox: DockerSandbox) -> None:
 def test_container_has_hardened_settings(
     sandbox: DockerSandbox, docker_client: docker.DockerClient
 ) -> None:
-    host = docker_client.api.inspect_container(sandbox.id)["HostConfig"]
+    attrs = docker_client.api.inspect_container(sandbox.id)
+    host, config = attrs["HostConfig"], attrs["Config"]
     assert host["NetworkMode"] == "none"
-    assert host["CapDrop"] == ["ALL"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": "size=64m,mode=1777,exec"}
+    assert host["ShmSize"] == 64 * 2**20
     assert host["Init"] is True
     assert host["Memory"] == host["MemorySwap"] == 2**30
     assert host["PidsLimit"] == 256
     assert host["NanoCpus"] == 10**9
     assert host["Binds"] == [f"{sandbox.workdir}:/workspace:rw"]
-    assert "docker.sock" not in str(host)
+    assert "docker.sock" not in str(host) and "docker.sock" not in str(attrs["Mounts"])
+    # The keep-alive runs as a uid the commands cannot signal.
+    assert config["User"] == f"{KEEP_ALIVE_UID}:{KEEP_ALIVE_UID}" != sandbox.user
+    assert config["Env"] and {e.split("=", 1)[0] for e in config["Env"]} <= set(SANDBOX_ENV)
+    assert config["Labels"]["macrohard.sandbox"] == "1"
+    assert config["Labels"][OWNER_LABEL] == owner_id()
+    assert TEST_LABELS.items() <= config["Labels"].items()
 
 
 @pytest.mark.docker
@@ -191,7 +191,8 @@ def test_runs_as_the_non_root_owner_with_no_capabilities(
 @pytest.mark.docker
 def test_network_is_off(sandbox: DockerSandbox) -> None:
     assert sandbox.exec("ls /sys/class/net").output.split() == ["lo"]
-    probe = "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)"
+    # TEST-NET-1: reserved, routed nowhere; with only lo, nothing could leave anyway.
+    probe = "import socket; socket.create_connection(('192.0.2.1', 53), timeout=3)"
     result = sandbox.exec(f'python3 -c "{probe}"')
     assert result.exit_code != 0
     assert "unreachable" in result.output.lower()
@@ -245,18 +246,52 @@ def test_exit_124_without_timeout_is_not_a_timeout(sandbox: DockerSandbox) -> No
 
 
 @pytest.mark.docker
-def test_backstop_ends_an_exec_the_wrapper_failed_to_limit(
+def test_backstop_restarts_a_sandbox_whose_runner_failed_to_limit(
     sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A wrapper with no time limit stands in for enforcement that broke.
-    monkeypatch.setattr(sandbox_docker, "_WRAPPER", 'exec sh -c "$2"')
-    monkeypatch.setattr(sandbox_docker, "KILL_GRACE_S", 0)
+    # A runner told a far longer limit stands in for enforcement that broke.
+    def lax(**fields: object) -> RunnerRequest:
+        return RunnerRequest.model_validate({**fields, "timeout": 3600})
+
+    monkeypatch.setattr(sandbox_docker, "RunnerRequest", lax)
+    monkeypatch.setattr(sandbox_docker, "KILL_GRACE_S", 0.0)
     monkeypatch.setattr(sandbox_docker, "BACKSTOP_MARGIN_S", 0.5)
-    result = sandbox.exec("setsid sleep 3004 & sleep 3005", timeout_s=0.5)
+    restarts = sandbox.restarts
+    result = sandbox.exec("setsid sleep 3004 >/dev/null 2>&1 & sleep 3005", timeout_s=0.5)
     monkeypatch.undo()
-    assert result.timed_out
+    assert result.timed_out and result.exit_code == 124
+    assert "the sandbox was restarted" in result.output
     assert 1 <= result.duration_s < 8
+    assert sandbox.restarts == restarts + 1
     assert LEFTOVER not in _processes(sandbox)
+
+
+@pytest.mark.docker
+def test_background_processes_survive_only_with_their_output_redirected(sandbox: DockerSandbox) -> None:
+    kept = sandbox.exec("sleep 3006 >/dev/null 2>&1 & echo started")
+    assert (kept.exit_code, kept.output, kept.duration_s < 0.5) == (0, "started\n", True)
+    held = sandbox.exec("sleep 3007 & echo started")
+    assert held.exit_code == 0 and held.output.startswith("started\n")
+    assert "still held its output and were killed" in held.output
+    assert held.duration_s < 3
+    left = _processes(sandbox)
+    assert "sleep 3006" in left and "sleep 3007" not in left
+    sandbox.exec("pkill -f 'sleep 3006'")
+
+
+@pytest.mark.docker
+def test_commands_on_one_sandbox_from_many_threads_take_turns(sandbox: DockerSandbox) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: sandbox.exec(f"echo {i}; sleep 0.05; echo {i}"), range(8)))
+    assert [r.output for r in results] == [f"{i}\n{i}\n" for i in range(8)]
+
+
+@pytest.mark.docker
+def test_a_trivial_command_answers_in_well_under_50_ms(sandbox: DockerSandbox) -> None:
+    # The runner's whole point: `docker exec` alone costs ~60 ms per command.
+    sandbox.exec("true")
+    durations = sorted(sandbox.exec("true").duration_s for _ in range(15))
+    assert durations[7] < 0.05, durations
 
 
 @pytest.mark.docker
@@ -331,3 +366,50 @@ def test_missing_image_is_a_sandbox_error(
         provider.start(tmp_path, labels=TEST_LABELS)
     assert "macrohard-missing:nope" in caught.value.message
     assert caught.value.hint is not None and "macrohard sandbox build" in caught.value.hint
+
+
+@pytest.mark.docker
+def test_an_image_without_python_fails_clearly_and_leaves_nothing(
+    provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox_docker, "RUNNER_COMMAND", ["python3-missing", "-c", "pass"])
+    labels = {**TEST_LABELS, "macrohard.case": uuid.uuid4().hex[:8]}
+    with pytest.raises(SandboxError) as caught:
+        provider.start(tmp_path, labels=labels)
+    assert "the command runner does not start" in caught.value.message
+    assert caught.value.hint is not None and "python3" in caught.value.hint
+    assert provider.prune(labels) == 0
+
+
+@pytest.mark.docker
+def test_prune_orphans_removes_only_containers_whose_owner_is_gone(
+    provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    labels = {**TEST_LABELS, "macrohard.case": uuid.uuid4().hex[:8]}
+    live = provider.start(tmp_path, labels=labels)
+    # Our own pid with another start time: how a crashed run looks once its pid is reused.
+    monkeypatch.setattr(sandbox_docker.lifecycle, "owner_id", lambda: owner_id().rsplit(":", 1)[0] + ":1")
+    orphan = provider.start(tmp_path, labels=labels)
+    monkeypatch.undo()
+    assert provider.prune_orphans(labels) == 1
+    with pytest.raises(NotFound):
+        docker_client.containers.get(orphan.id)
+    assert docker_client.containers.get(live.id).status == "running"
+    assert provider.prune_orphans(labels) == 0
+    live.stop()
+
+
+@pytest.mark.docker
+def test_close_removes_every_sandbox_the_provider_started(
+    provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    own = DockerSandboxProvider(provider.settings, docker_client, cleanup_on_exit=False)
+    boxes = [own.start(tmp_path, labels=TEST_LABELS) for _ in range(2)]
+    boxes[0].stop()
+    assert own.close() == 1
+    for box in boxes:
+        with pytest.raises(NotFound):
+            docker_client.containers.get(box.id)
+    assert own.close() == 0
