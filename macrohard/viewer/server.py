@@ -1,0 +1,67 @@
+"""Run the viewer with uvicorn. It has no login, so it listens on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+
+from macrohard.config import ModelPrice
+from macrohard.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to tell the user before serving on `host`; None when it is a loopback address."""
+    if is_loopback(host):
+        return None
+    return (
+        f"the viewer has no authentication: listening on {host} lets anyone who can reach this machine "
+        "read every transcript, prompt and diff in the workspaces folder"
+    )
+
+
+def serve(
+    workspaces: Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    prices: Mapping[str, tuple[float, float] | ModelPrice] | None = None,
+    allow_remote: bool = False,
+) -> None:
+    """Serve the viewer until interrupted.
+
+    A host that is not a loopback address raises ConfigError (whose message is
+    exposure_warning(host)) unless allow_remote is set; callers show the warning
+    either way.
+    """
+    try:
+        import uvicorn
+
+        from macrohard.viewer.app import LOOPBACK_HOSTS, create_app
+    except ImportError as e:
+        raise ConfigError(f"the web viewer needs {e.name or 'its dependencies'}", "pip install 'macrohard[viewer]'") from None
+
+    warning = exposure_warning(host)
+    if warning and not allow_remote:
+        raise ConfigError(warning, "serve on 127.0.0.1, or pass --allow-remote if you mean it")
+    if not Path(workspaces).is_dir():
+        raise ConfigError(f"workspaces folder {workspaces} does not exist", "run `macrohard demo` or pass --workspaces")
+    # Bound to loopback, only loopback names are answered (a guard against DNS rebinding);
+    # bound wider, the user chose to be reachable under whatever name points here.
+    hosts = list(LOOPBACK_HOSTS) if warning is None else ["*"]
+    app = create_app(Path(workspaces), prices, allowed_hosts=hosts)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
