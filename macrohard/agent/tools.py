@@ -84,7 +84,8 @@ class ListFiles:
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if d not in {".git", "__pycache__", ".pytest_cache"})
-            found.extend(self.fs.show(Path(dirpath) / f) for f in sorted(filenames))
+            # In a worktree .git is a file pointing at the repository: not the product's.
+            found.extend(self.fs.show(Path(dirpath) / f) for f in sorted(filenames) if f != ".git")
             if len(found) > MAX_LIST_ENTRIES:
                 return "\n".join(found[:MAX_LIST_ENTRIES]) + f"\n... more than {MAX_LIST_ENTRIES} files"
         return "\n".join(found) or "(no files)"

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
+import warnings
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from macrohard._resources import resource_dir
@@ -59,8 +65,12 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
 
 
 def _sandbox_provider(settings: Settings) -> Any:
-    from macrohard.sandbox.docker import DockerSandboxProvider, docker_client
+    from macrohard.sandbox.docker import DockerSandboxProvider, SandboxWeakenedWarning, docker_client
     from macrohard.sandbox.image import build_image, image_exists
+
+    for weaker in settings.sandbox.weakened():
+        errors.print(f"[bold yellow]warning:[/] sandbox weakened: {weaker}", highlight=False, soft_wrap=True)
+    warnings.filterwarnings("ignore", category=SandboxWeakenedWarning)  # said once, above
 
     client = docker_client()
     if not image_exists(client, settings.sandbox.image):
@@ -71,22 +81,74 @@ def _sandbox_provider(settings: Settings) -> Any:
     return DockerSandboxProvider(settings.sandbox, client)
 
 
-def _run_company(spec: Path, settings: Settings, script: Path | None) -> None:
-    from macrohard.company.run import CompanyRun
+def _model_factory(script: Path | None) -> Any:
+    if script is not None:
+        return None
+    from macrohard.llm.openai import OpenAIChatModel
 
-    model_factory = None
-    if script is None:
-        from macrohard.llm.openai import OpenAIChatModel
+    return OpenAIChatModel
 
-        model_factory = OpenAIChatModel
-    run = CompanyRun(spec, settings, script=script, model_factory=model_factory)
+
+class _CtrlC:
+    """The first Ctrl-C finishes the current step and pauses; a second stops at once."""
+
+    def __init__(self) -> None:
+        self.control: Any = None
+        self.pressed = False
+
+    def __enter__(self) -> _CtrlC:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pressed or self.control is None:
+            raise KeyboardInterrupt
+        self.pressed = True
+        self.control.request_pause("paused by the user (Ctrl-C)")
+        errors.print("[yellow]Pausing after the current step; press Ctrl-C again to stop at once.[/]")
+
+
+def _ask(view: ProgressView, payload: dict[str, Any]) -> Any:
+    from macrohard.models import ApprovalDecision
+
+    with view.paused():
+        console.print(Panel(payload["summary"], title=f"Approve the {payload['gate']}?", title_align="left"))
+        answer = typer.prompt("approve or reject", type=click.Choice(["approve", "reject"]), default="approve")
+        comment = typer.prompt("why (goes back as feedback)") if answer == "reject" else ""
+    return ApprovalDecision(decision=answer, comment=comment)
+
+
+def _drive(run: Any, settings: Settings, *, banner: str, decision: Any = None) -> None:
     provider = _sandbox_provider(settings)
-    console.print(f"Run [bold]{run.run_id}[/]: {run.spec.title} (model: {run.model_name})", highlight=False)
-    with ProgressView(console) as view:
-        summary = run.execute(provider, on_event=view.on_event)
+    console.print(banner, highlight=False)
+    interactive = console.is_terminal and sys.stdin.isatty()
+    with ProgressView(console) as view, _CtrlC() as ctrl_c:
+        try:
+            summary = run.execute(
+                provider, on_event=view.on_event, decision=decision,
+                decide=(lambda payload: _ask(view, payload)) if interactive else None,
+                control_hook=lambda control: setattr(ctrl_c, "control", control),
+            )
+        except KeyboardInterrupt:
+            view.__exit__(None, None, None)
+            errors.print(f"[yellow]stopped;[/] resume with: macrohard resume {run.run_id}", highlight=False)
+            # Worker threads may be inside a step; the run is checkpointed, so do not wait for them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
     _print_summary(summary)
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+def _run_company(spec: Path, settings: Settings, script: Path | None) -> None:
+    from macrohard.company.run import CompanyRun
+
+    run = CompanyRun.create(spec, settings, script=script, model_factory=_model_factory(script))
+    _drive(run, run.settings, banner=f"Run [bold]{run.run_id}[/]: {run.spec.title} (model: {run.model_name})")
 
 
 def _print_summary(summary: Any) -> None:
@@ -98,14 +160,44 @@ def _print_summary(summary: Any) -> None:
     console.print(table)
     if summary.failure:
         console.print(f"[red]failure:[/] {summary.failure}", highlight=False)
+    cost = f" · ${summary.cost_usd:.4f}" if summary.cost_usd else ""
     console.print(
         f"commits {summary.commits} · model calls {summary.model_calls} · tokens {summary.usage.prompt_tokens} in, "
-        f"{summary.usage.completion_tokens} out · wall time {summary.wall_s:.1f}s"
+        f"{summary.usage.completion_tokens} out{cost} · wall time {summary.wall_s:.1f}s"
         + (f" · release {summary.release_tag}" if summary.release_tag else ""),
         highlight=False,
     )
     console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False)
+    if summary.status == "paused":
+        console.print(f"[yellow]paused:[/] {summary.paused_reason}", highlight=False)
+        console.print(f"resume it:  macrohard resume {summary.run_id}   (raise a limit with --max-tokens, --max-cost, --max-wall)", highlight=False)
+    elif summary.status == "awaiting_approval":
+        gate = (summary.awaiting or {}).get("gate")
+        console.print(Panel((summary.awaiting or {}).get("summary", ""), title=f"waiting for approval of the {gate}", title_align="left"))
+        console.print(f"answer it:  macrohard approve {summary.run_id}   or   macrohard reject {summary.run_id} --comment TEXT", highlight=False)
     console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False)
+
+
+ApproveOpt = Annotated[
+    list[str] | None, typer.Option("--approve", help="Wait for a person at this gate: plan, deploy (repeatable).")
+]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Stop (paused) at this many tokens.")]
+MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", min=0, help="Stop (paused) at this many US dollars.")]
+MaxWallOpt = Annotated[float | None, typer.Option("--max-wall", min=0, help="Stop (paused) after this many seconds of running.")]
+
+
+def _budget(max_tokens: int | None, max_cost: float | None, max_wall: float | None) -> dict[str, Any] | None:
+    given = {"max_tokens": max_tokens, "max_cost_usd": max_cost, "max_wall_s": max_wall}
+    return {k: v for k, v in given.items() if v is not None} or None
+
+
+def _gates(approve: list[str] | None) -> list[str] | None:
+    if not approve:
+        return None
+    unknown = sorted(set(approve) - {"plan", "deploy"})
+    if unknown:
+        raise ConfigError(f"unknown gate {', '.join(unknown)}", "use --approve plan and/or --approve deploy")
+    return sorted(set(approve))
 
 
 @app.command()
@@ -117,12 +209,19 @@ def run(
     script: Annotated[
         Path | None, typer.Option("--script", help="Replay this model script instead of calling a model endpoint.")
     ] = None,
+    approve: ApproveOpt = None,
     max_parallel: ParallelOpt = None,
     max_attempts: AttemptsOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_wall: MaxWallOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the company on SPEC with the configured model endpoint."""
-    settings = _settings(config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces)
+    settings = _settings(
+        config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces,
+        approve=_gates(approve), budget=_budget(max_tokens, max_cost, max_wall),
+    )
     if script is not None and not script.is_file():
         raise ConfigError(f"script file {script} does not exist", "give the path of a model script (YAML)")
     _run_company(spec, settings, script)
@@ -132,15 +231,119 @@ def run(
 @user_errors
 def demo(
     config: ConfigOpt = None,
+    approve: ApproveOpt = None,
     max_parallel: ParallelOpt = None,
+    max_tokens: MaxTokensOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the bundled example with its scripted model: no network or API key needed."""
-    settings = _settings(config, max_parallel=max_parallel, workspaces=workspaces)
+    settings = _settings(
+        config, max_parallel=max_parallel, workspaces=workspaces, approve=_gates(approve),
+        budget=_budget(max_tokens, None, None),
+    )
     # The demo's script is written for the bundled roles, whatever ./roles holds.
     settings = settings.model_copy(update={"roles_dir": resource_dir("roles")})
     folder = resource_dir("demo")
     _run_company(folder / "spec.md", settings, folder / "script.yaml")
+
+
+def _open(run: str, config: Path | None, workspaces: Path | None, **overrides: Any) -> Any:
+    from macrohard.company.run import CompanyRun, load_record
+
+    run_dir = resolve_run_dir(run, _settings(config, workspaces=workspaces).workspaces)
+    script = load_record(run_dir).script
+    return CompanyRun.open(run_dir, overrides, model_factory=_model_factory(Path(script) if script else None))
+
+
+@app.command()
+@user_errors
+def resume(
+    run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
+    max_parallel: ParallelOpt = None,
+    max_attempts: AttemptsOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_wall: MaxWallOpt = None,
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """Continue a stopped run (paused, crashed, killed) from its last checkpoint."""
+    opened = _open(
+        run, config, workspaces, max_parallel=max_parallel, max_attempts=max_attempts,
+        max_tokens=max_tokens, max_cost_usd=max_cost, max_wall_s=max_wall,
+    )
+    _drive(opened, opened.settings, banner=f"Resuming run [bold]{opened.run_id}[/] ({opened.record.status})")
+
+
+def _answer(run: str, decision: str, comment: str, config: Path | None, workspaces: Path | None) -> None:
+    from macrohard.models import ApprovalDecision
+
+    opened = _open(run, config, workspaces)
+    gate = (opened.record.awaiting or {}).get("gate", "?")
+    _drive(
+        opened, opened.settings, banner=f"{decision.capitalize()} the {gate} of run [bold]{opened.run_id}[/]",
+        decision=ApprovalDecision(decision=decision, comment=comment),  # type: ignore[arg-type]
+    )
+
+
+@app.command("approve")
+@user_errors
+def approve_run(
+    run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
+    comment: Annotated[str, typer.Option("--comment", help="A note recorded with the decision.")] = "",
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """Approve the gate a run is waiting at, and let it go on."""
+    _answer(run, "approve", comment, config, workspaces)
+
+
+@app.command("reject")
+@user_errors
+def reject_run(
+    run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
+    comment: Annotated[str, typer.Option("--comment", help="What to change: goes back to the role as feedback.")],
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """Reject the plan or release a run is waiting at; the role redoes it with your comment."""
+    if not comment.strip():
+        raise ConfigError("a rejection needs a comment", "say what to change with --comment")
+    _answer(run, "reject", comment, config, workspaces)
+
+
+@app.command()
+@user_errors
+def runs(config: ConfigOpt = None, workspaces: WorkspacesOpt = None) -> None:
+    """List runs with their status and what is left to do."""
+    from macrohard.company.run import RunPaths, RunRecord, checkpoint_values
+
+    folder = _settings(config, workspaces=workspaces).workspaces
+    records = []
+    for path in sorted(folder.glob("*/run.json")) if folder.is_dir() else []:
+        try:
+            records.append(RunRecord.model_validate_json(path.read_text()))
+        except ValueError:
+            errors.print(f"[yellow]skipping {path}: not a readable run.json[/]", highlight=False)
+    if not records:
+        console.print(f"no runs in {folder}")
+        return
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for col in ("run", "status", "spec", "tickets", "left to do"):
+        table.add_column(col, no_wrap=col != "left to do")
+    for r in records:
+        status = r.status if r.status != "running" or r.is_live() else "stopped (crashed)"
+        tickets = checkpoint_values(RunPaths(run_dir=folder / r.run_id)).get("tickets") or {}
+        merged = sum(1 for t in tickets.values() if t.status.value == "merged")
+        open_ = [t.id for t in tickets.values() if t.status.value in ("todo", "in_progress", "passed")]
+        left = (
+            f"approve the {r.awaiting.get('gate')}" if r.awaiting
+            else r.paused_reason or ("" if not open_ else "")
+        )
+        if open_:
+            left = (left + "; " if left else "") + f"{len(open_)} tickets: {', '.join(open_)}"
+        table.add_row(r.run_id, status, r.spec_title, f"{merged}/{len(tickets)} merged", left or "-")
+    console.print(table)
 
 
 def resolve_run_dir(run: str, workspaces: Path) -> Path:
@@ -270,6 +473,32 @@ def trace(
     count = export_run(read_events(run_dir / "transcript.jsonl"), provider)
     provider.shutdown()
     errors.print(f"exported {count} spans" + (f" to {endpoint}" if endpoint else ""), highlight=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; it has no login, so keep it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Listen on a non-loopback address anyway (anyone who reaches it sees every run).")
+    ] = False,
+    config: ConfigOpt = None,
+    workspaces: WorkspacesOpt = None,
+) -> None:
+    """Start the web audit viewer: runs, timelines, ticket boards, events, diffs, live updates."""
+    from macrohard.viewer.server import exposure_warning, serve as serve_viewer
+
+    settings = _settings(config, workspaces=workspaces)
+    warning = exposure_warning(host)
+    if warning and not allow_remote:
+        raise ConfigError(warning, "serve on 127.0.0.1, or pass --allow-remote if you mean it")
+    if warning:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if not settings.workspaces.is_dir():
+        raise ConfigError(f"there are no runs in {settings.workspaces}", "start one with `macrohard demo`, or pass --workspaces")
+    console.print(f"Viewer for {settings.workspaces.resolve()} at http://{host}:{port}/  (Ctrl-C stops it)", highlight=False)
+    serve_viewer(settings.workspaces, host, port, prices=settings.prices, allow_remote=allow_remote)
 
 
 @sandbox_app.command("build")

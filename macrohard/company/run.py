@@ -30,7 +30,7 @@ from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
-from macrohard.models import ApprovalDecision, Spec, Ticket, Usage
+from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, Usage
 from macrohard.redact import Redactor
 from macrohard.roles import Role, default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
@@ -236,7 +236,7 @@ class CompanyRun:
         for key, value in (overrides or {}).items():
             if value is None:
                 continue
-            if key in Settings.model_fields["budget"].annotation.model_fields:  # type: ignore[union-attr]
+            if key in Budget.model_fields:
                 settings.budget = settings.budget.model_copy(update={key: value})
             else:
                 settings = settings.model_copy(update={key: value})
@@ -288,15 +288,18 @@ class CompanyRun:
         control = RunControl(self.settings.budget, self.settings.prices, spent, record.active_s)
         if control_hook:
             control_hook(control)
+        # Sandboxes a crashed process left behind (this run's or any other's) go first.
+        orphans = provider.prune_orphans()
         if resuming:
-            prune = getattr(provider, "prune_orphans", None)
             transcript.append(
                 "run.resumed", previous_status=record.status, by=ApprovalDecision(decision="approve").by,
-                removed_orphan_sandboxes=prune({"macrohard.run": self.run_id}) if prune else 0,
-                budget=self.settings.budget.model_dump(), spent=spent.model_dump(),
+                removed_orphan_sandboxes=orphans, budget=self.settings.budget.model_dump(), spent=spent.model_dump(),
             )
         else:
-            transcript.append("run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name)
+            transcript.append(
+                "run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
+                removed_orphan_sandboxes=orphans,
+            )
         record.status, record.owner, record.paused_reason, record.awaiting = "running", owner_id(), None, None
         record.settings = json.loads(self.settings.model_dump_json())
         self._write(record)

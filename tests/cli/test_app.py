@@ -88,3 +88,37 @@ def test_no_docker_engine(tmp_path, monkeypatch):
 def test_audit_of_an_unknown_run():
     assert "no run 'r-1'" in one_error_line(invoke("audit", "r-1"))
     assert "there are no runs" in one_error_line(invoke("audit", "latest"))
+
+
+def test_serve_refuses_a_public_address_without_allow_remote():
+    line = one_error_line(invoke("serve", "--host", "0.0.0.0"))
+    assert "--allow-remote" in line
+
+
+def test_serve_answers_on_loopback(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "there are no runs" in one_error_line(invoke("serve"))
+    (tmp_path / "workspaces").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "macrohard.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert page.status == 200 and b"macrohard" in page.read().lower()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, proc.stdout.read1().decode() if proc.poll() is not None else "no answer"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

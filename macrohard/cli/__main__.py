@@ -1,0 +1,3 @@
+from macrohard.cli import app
+
+app(prog_name="macrohard")

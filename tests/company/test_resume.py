@@ -1,0 +1,112 @@
+"""Stopping and going on: budgets, approvals and resume, on the scripted model and a local sandbox."""
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from macrohard._resources import resource_dir
+from macrohard.company.run import CompanyRun
+from macrohard.config import Settings
+from macrohard.errors import ConfigError
+from macrohard.models import ApprovalDecision
+from macrohard.transcript.log import read_events, verify_chain
+from macrohard.workspace.git import GitWorkspace
+
+from fakes import LocalSandboxProvider
+
+DEMO = resource_dir("demo")
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def create(tmp_path: Path, spec: Path = DEMO / "spec.md", script: Path = DEMO / "script.yaml", **settings) -> CompanyRun:
+    s = Settings(workspaces=tmp_path / "ws", roles_dir=resource_dir("roles"), **settings)
+    return CompanyRun.create(spec, s, script=script)
+
+
+def tree(run: CompanyRun) -> str:
+    return subprocess.run(["git", "ls-tree", "-r", "main"], cwd=run.paths.repo, capture_output=True, text=True).stdout
+
+
+def commits(run: CompanyRun) -> Counter:
+    return Counter((c.author, c.subject) for c in GitWorkspace(run.paths.run_dir).history("main"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = create(tmp_path_factory.mktemp("baseline"))
+    assert run.execute(LocalSandboxProvider()).status == "done"
+    return run
+
+
+def test_a_token_budget_pauses_the_run_and_a_higher_one_finishes_it(tmp_path, uninterrupted):
+    run = create(tmp_path, budget={"max_tokens": 5000})
+    paused = run.execute(LocalSandboxProvider())
+    assert paused.status == "paused" and "token budget reached" in paused.paused_reason
+    # never past the limit by more than one call
+    largest = max(e.data["usage"]["prompt_tokens"] + e.data["usage"]["completion_tokens"]
+                  for e in read_events(run.paths.transcript) if e.kind == "model.response")
+    assert 5000 <= paused.usage.total_tokens <= 5000 + largest
+
+    again = CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())  # the same limit: stops at once
+    assert again.status == "paused" and again.model_calls == paused.model_calls
+
+    done = CompanyRun.open(run.paths.run_dir, {"max_tokens": 100_000}).execute(LocalSandboxProvider())
+    assert done.status == "done"
+    assert tree(run) == tree(uninterrupted)
+    assert commits(run) == commits(uninterrupted)
+    assert verify_chain(run.paths.transcript) is None
+    kinds = [e.kind for e in read_events(run.paths.transcript)]
+    assert kinds.count("run.paused") == 2 and kinds.count("run.resumed") == 2
+
+
+def test_gates_wait_without_a_person_and_go_on_when_approved(tmp_path, uninterrupted):
+    run = create(tmp_path, approve=["plan", "deploy"])
+    first = run.execute(LocalSandboxProvider())
+    assert first.status == "awaiting_approval" and first.awaiting["gate"] == "plan"
+    assert "T-3: Command line (after T-1, T-2)" in first.awaiting["summary"]
+    with pytest.raises(ConfigError, match="waiting for approval of its plan"):
+        CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())
+
+    second = CompanyRun.open(run.paths.run_dir).execute(
+        LocalSandboxProvider(), decision=ApprovalDecision(decision="approve", by="alice")
+    )
+    assert second.status == "awaiting_approval" and second.awaiting["gate"] == "deploy"
+    assert "textstats v0.1.0" in second.awaiting["summary"]
+    assert second.release_tag is None  # nothing is tagged before the release is approved
+
+    done = CompanyRun.open(run.paths.run_dir).execute(
+        LocalSandboxProvider(), decision=ApprovalDecision(decision="approve", comment="ship it", by="bob")
+    )
+    assert done.status == "done" and done.release_tag == "v0.1.0"
+    decisions = [(e.data["gate"], e.data["decision"], e.data["by"]) for e in read_events(run.paths.transcript) if e.kind == "approval"]
+    assert decisions == [("plan", "approve", "alice"), ("deploy", "approve", "bob")]
+    assert tree(run) == tree(uninterrupted)
+
+
+def test_a_person_at_the_terminal_rejects_the_plan_and_it_is_planned_again(tmp_path):
+    run = create(tmp_path, SCRIPTS / "conflict_spec.md", SCRIPTS / "replan_script.yaml", approve=["plan"])
+    asked = []
+
+    def decide(payload):
+        asked.append(payload["gate"])
+        if len(asked) == 1:
+            assert "- T-1: both" in payload["summary"]
+            return ApprovalDecision(decision="reject", comment="Make it one ticket per function.", by="carol")
+        assert "- T-2: two" in payload["summary"]
+        return ApprovalDecision(decision="approve", by="carol")
+
+    done = run.execute(LocalSandboxProvider(), decide=decide)
+    assert asked == ["plan", "plan"]
+    assert done.status == "done"
+    assert sorted((t.id, t.title, t.status) for t in done.tickets) == [("T-1", "one", "merged"), ("T-2", "two", "merged")]
+    subjects = [c.subject for c in GitWorkspace(run.paths.run_dir).history("main")]
+    assert "Plan: PRD and 2 tickets (revision 2)" in subjects
+    feedback = [e for e in read_events(run.paths.transcript) if e.kind == "approval" and e.data["decision"] == "reject"]
+    assert feedback[0].data["comment"] == "Make it one ticket per function." and feedback[0].data["by"] == "carol"
+
+
+def test_a_done_run_cannot_be_resumed(uninterrupted):
+    with pytest.raises(ConfigError, match="is done"):
+        CompanyRun.open(uninterrupted.paths.run_dir).execute(LocalSandboxProvider())
