@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from pathlib import Path
 
 from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
@@ -42,3 +43,19 @@ def sandbox_image(docker_client: docker.DockerClient) -> str:
     if not image_exists(docker_client, tag):
         build_image(docker_client, tag)
     return tag
+
+
+@pytest.fixture(scope="session")
+def demo_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run of the bundled demo on the local fake sandbox, shared by tests that only read it."""
+    from fakes import LocalSandboxProvider
+
+    from macrohard._resources import resource_dir
+    from macrohard.company.run import CompanyRun
+    from macrohard.config import Settings
+
+    demo = resource_dir("demo")
+    settings = Settings(workspaces=tmp_path_factory.mktemp("demo") / "ws", roles_dir=resource_dir("roles"))
+    run = CompanyRun.create(demo / "spec.md", settings, script=demo / "script.yaml")
+    assert run.execute(LocalSandboxProvider()).status == "done"
+    return run.paths.run_dir

@@ -21,10 +21,6 @@ def test_redacts_secret_named_variables_and_named_key_variables():
 
 
 def test_a_planted_key_the_model_echoes_appears_nowhere_in_the_run(tmp_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent / "company"))
     from fakes import LocalSandboxProvider
 
     monkeypatch.setenv("LEAKY_PROVIDER_KEY", PLANTED)

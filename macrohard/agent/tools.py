@@ -67,15 +67,19 @@ class Confined:
         return str(path.relative_to(self.root)) or "."
 
 
-class ListFiles:
+class FileTool:
+    """A tool that works on files inside one confined root."""
+
+    def __init__(self, fs: Confined) -> None:
+        self.fs = fs
+
+
+class ListFiles(FileTool):
     name = "list_files"
     description = "List files under a directory of the workspace, recursively."
 
     class Args(BaseModel):
         path: str = Field(".", description="directory relative to the workspace root")
-
-    def __init__(self, fs: Confined) -> None:
-        self.fs = fs
 
     def run(self, args: Args) -> str:
         base = self.fs.path(args.path)
@@ -91,15 +95,12 @@ class ListFiles:
         return "\n".join(found) or "(no files)"
 
 
-class ReadFile:
+class ReadFile(FileTool):
     name = "read_file"
     description = "Read a text file of the workspace."
 
     class Args(BaseModel):
         path: str
-
-    def __init__(self, fs: Confined) -> None:
-        self.fs = fs
 
     def run(self, args: Args) -> str:
         path = self.fs.path(args.path)
@@ -110,16 +111,13 @@ class ReadFile:
         return text if len(data) <= MAX_READ_BYTES else text + f"\n... [{len(data) - MAX_READ_BYTES} more bytes]"
 
 
-class WriteFile:
+class WriteFile(FileTool):
     name = "write_file"
     description = "Create or overwrite a text file of the workspace with the given content."
 
     class Args(BaseModel):
         path: str
         content: str
-
-    def __init__(self, fs: Confined) -> None:
-        self.fs = fs
 
     def run(self, args: Args) -> str:
         path = self.fs.path(args.path)
@@ -130,7 +128,7 @@ class WriteFile:
         return f"wrote {self.fs.show(path)} ({len(args.content.encode())} bytes)"
 
 
-class EditFile:
+class EditFile(FileTool):
     name = "edit_file"
     description = "Replace one exact occurrence of `old` with `new` in a file of the workspace."
 
@@ -138,9 +136,6 @@ class EditFile:
         path: str
         old: str = Field(description="text to find; it must occur exactly once")
         new: str
-
-    def __init__(self, fs: Confined) -> None:
-        self.fs = fs
 
     def run(self, args: Args) -> str:
         path = self.fs.path(args.path)

@@ -1,11 +1,4 @@
-import sys
-from pathlib import Path
-
-# fakes.py sits beside the tests that use it.
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])

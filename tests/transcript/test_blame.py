@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from macrohard._resources import resource_dir
-from macrohard.company.run import CompanyRun
-from macrohard.config import Settings
 from macrohard.errors import MacrohardError
 from macrohard.transcript.blame import BlameResult, blame, render_blame
 from macrohard.transcript.log import Event, read_events
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "company"))
-from fakes import LocalSandboxProvider  # noqa: E402
 
 DEMO = resource_dir("demo")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Shared through the session's base temp folder: test_otel.py reuses the same run.
-    base = tmp_path_factory.getbasetemp() / "macrohard-demo"
-    done = base / "run-dir.txt"
-    if not done.exists():
-        settings = Settings(workspaces=base / "ws", roles_dir=resource_dir("roles"))
-        run = CompanyRun.create(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
-        assert run.execute(LocalSandboxProvider()).status == "done"
-        done.write_text(str(run.paths.run_dir))
-    return Path(done.read_text())
+def run_dir(demo_run_dir: Path) -> Path:
+    return demo_run_dir
 
 
 @pytest.fixture(scope="module")

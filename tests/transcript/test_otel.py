@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,30 +16,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 from macrohard._resources import resource_dir  # noqa: E402
-from macrohard.company.run import CompanyRun  # noqa: E402
-from macrohard.config import Settings  # noqa: E402
 from macrohard.errors import MacrohardError  # noqa: E402
 from macrohard.transcript import otel  # noqa: E402
 from macrohard.transcript.log import Event, read_events  # noqa: E402
 from macrohard.transcript.otel import export_run, sdk_tracer_provider  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "company"))
-from fakes import LocalSandboxProvider  # noqa: E402
 
 DEMO = resource_dir("demo")
 
 
 @pytest.fixture(scope="module")
-def events(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
-    # Shared through the session's base temp folder: test_blame.py may have made the run already.
-    base = tmp_path_factory.getbasetemp() / "macrohard-demo"
-    done = base / "run-dir.txt"
-    if not done.exists():
-        settings = Settings(workspaces=base / "ws", roles_dir=resource_dir("roles"))
-        run = CompanyRun.create(DEMO / "spec.md", settings, script=DEMO / "script.yaml")
-        assert run.execute(LocalSandboxProvider()).status == "done"
-        done.write_text(str(run.paths.run_dir))
-    return list(read_events(Path(done.read_text()) / "transcript.jsonl"))
+def events(demo_run_dir: Path) -> list[Event]:
+    return list(read_events(demo_run_dir / "transcript.jsonl"))
 
 
 def export(events: list[Event]) -> tuple[int, list[ReadableSpan]]:

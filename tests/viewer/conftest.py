@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,6 @@ from macrohard.config import Settings
 from macrohard.transcript.log import Event, read_events
 
 # The local sandbox fake lives with the company tests.
-sys.path.insert(0, str(Path(__file__).parent.parent / "company"))
 from fakes import LocalSandboxProvider  # noqa: E402
 
 DEMO = resource_dir("demo")
