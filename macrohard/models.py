@@ -52,7 +52,7 @@ class Ticket(BaseModel):
 class PRD(BaseModel):
     """The product manager's plan: a document in the repo and the tickets it implies."""
 
-    path: str
+    path: str  # "" when the product manager wrote none
     tickets: list[Ticket]
 
 

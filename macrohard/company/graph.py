@@ -23,12 +23,13 @@ from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
-from macrohard.models import ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
+from macrohard.models import PRD, ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
 
 RELEASE_VERSION = "v0.1.0"
+PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
 FAILURE_TAIL_CHARS = 3000
 MAIN = "main"
 ORCHESTRATOR = "orchestrator"
@@ -122,9 +123,8 @@ class Company:
             return {"status": "failed", "failure": f"planning failed: {reason}", "plan_attempt": attempt}
         title = f"Plan: PRD and {len(planned)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
         sha = self._commit(root, "product_manager", title, result, None)
-        self.transcript.append(
-            "plan", role="product_manager", attempt=attempt, tickets=[t.model_dump(mode="json") for t in planned], sha=sha
-        )
+        prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=planned)
+        self.transcript.append("plan", role="product_manager", attempt=attempt, sha=sha, **prd.model_dump(mode="json"))
         dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
         return {
             "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
@@ -139,7 +139,7 @@ class Company:
         if "plan" not in self.settings.approve or state.get("status") == "failed":
             return {"rejected": False}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
-        summary = _read(self.workspace.repo_dir / "docs" / "PRD.md") + "\n\nTickets:\n" + "\n".join(
+        summary = _read(self.workspace.repo_dir / PRD_PATH) + "\n\nTickets:\n" + "\n".join(
             f"- {t.id}: {t.title}" + (f" (after {', '.join(t.depends_on)})" if t.depends_on else "") for t in tickets
         )
         return self._gate("plan", summary)

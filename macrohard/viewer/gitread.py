@@ -1,28 +1,26 @@
 """Read-only git for the viewer: commits with their trailers, and one commit's diff.
 
 The product repository is written by the run; the viewer only ever runs `git log`,
-`git show` and `git rev-parse` on it, with external diff and textconv drivers off
-so nothing configured in the repository runs a program.
+`git show` and `git rev-parse` on it, through the workspace adapter (the one module
+that runs git), with external diff and textconv drivers off so nothing configured in
+the repository runs a program.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from macrohard.workspace.git import EVENT_TRAILER, parse_trailers
+from macrohard.errors import WorkspaceError
+from macrohard.workspace.git import EVENT_TRAILER, GitWorkspace, parse_trailers
 
 SHA = re.compile(r"^[0-9a-f]{4,64}$")
 MAX_DIFF_BYTES = 1_000_000
 MAX_COMMITS = 1000
 _FIELD = "\x1f"
-# Inherited from a parent git process, these would point git at another repository.
-_REDIRECTING_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE")
 
 
 class Commit(BaseModel):
@@ -77,20 +75,13 @@ class RepoReader:
     def _git(self, *args: str, limit: int | None = None) -> str:
         if self.repo is None or not (self.repo / ".git").exists():
             raise GitReadError(f"no repository at {self.repo}")
-        env = {k: v for k, v in os.environ.items() if k not in _REDIRECTING_ENV}
-        # Reads must not take locks a running company could trip over.
-        env |= {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         try:
-            proc = subprocess.run(
-                ["git", "-C", str(self.repo), "-c", "core.quotePath=false", *args],
-                capture_output=True, env=env, timeout=30, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise GitReadError(f"git {args[0]} failed: {e}") from e
-        if proc.returncode != 0:
-            raise GitReadError(proc.stderr.decode(errors="replace").strip() or f"git {args[0]} failed")
-        out = proc.stdout if limit is None else proc.stdout[:limit]
-        return out.decode(errors="replace")
+            status, out = GitWorkspace(self.repo.parent).query("-c", "core.quotePath=false", *args)
+        except WorkspaceError as e:
+            raise GitReadError(str(e)) from e
+        if status != 0:
+            raise GitReadError(f"git {args[0]} failed in {self.repo}")
+        return out if limit is None else out[:limit]
 
     def commits(self) -> list[Commit]:
         """Commits on every branch and tag, newest first."""

@@ -594,7 +594,8 @@ class GitWorkspace:
     def query(self, *args: str) -> tuple[int, str]:
         """Run a read-only git command (blame, log, show) in the product repository."""
         self._require_repo()
-        status, out, _ = self._run(self.repo_dir, *args, check=False)
+        # Readers (blame, the viewer) may run while the company writes: take no optional locks.
+        status, out, _ = self._run(self.repo_dir, *args, check=False, env={"GIT_OPTIONAL_LOCKS": "0"})
         return status, out
 
     def changed_files(self, ticket_id: str) -> list[str]:
