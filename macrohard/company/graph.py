@@ -25,7 +25,7 @@ from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
 from macrohard.models import PRD, ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
-from macrohard.transcript.log import TranscriptLog
+from macrohard.transcript.log import TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
 
 RELEASE_VERSION = "v0.1.0"
@@ -51,8 +51,20 @@ class Company:
 
     # -- helpers -----------------------------------------------------------
 
-    def _prov(self, role: str, event_id: str, ticket: str | None = None) -> Provenance:
-        return Provenance(run_id=self.run_id, role=role, ticket=ticket, event_id=event_id)
+    def _prov(self, role: str, event_id: str, ticket: str | None = None, attempt: int | None = None) -> Provenance:
+        return Provenance(run_id=self.run_id, role=role, ticket=ticket, event_id=event_id, attempt=attempt)
+
+    def _already_done(self, role: str, ref: str, ticket: str | None, attempt: int) -> str | None:
+        """The commit this role made for this attempt before the run was interrupted, if any.
+
+        A node re-runs from its start on resume; with its work already committed it
+        must not ask the model again (spending twice) or commit twice.
+        """
+        sha = self.workspace.find_work(ref, self.run_id, role, ticket, attempt)
+        if sha is not None:
+            self.transcript.append("node.skipped", role=role, ticket=ticket, attempt=attempt, commit=sha,
+                                   reason="its work was committed before the run was interrupted")
+        return sha
 
     def _node(self, name: str, ticket: str | None = None, **data: object) -> str:
         return self.transcript.append("node", ticket=ticket, node=name, **data).id
@@ -86,9 +98,11 @@ class Company:
         named = set(_PATH.findall(" ".join([ticket.title, ticket.description, *ticket.acceptance_criteria])))
         return sorted((named | set(context)) & every), len(every)
 
-    def _commit(self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None) -> str | None:
+    def _commit(
+        self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None, attempt: int
+    ) -> str | None:
         event_id = result.last_event_id or self._node("commit", ticket=ticket)
-        sha = self.workspace.commit(root, message, self._prov(role, event_id, ticket))
+        sha = self.workspace.commit(root, message, self._prov(role, event_id, ticket, attempt))
         if sha:
             self.transcript.append("git.commit", role=role, ticket=ticket, sha=sha, message=message, cause=event_id)
         return sha
@@ -113,6 +127,8 @@ class Company:
         attempt = state.get("plan_attempt", 0) + 1
         self._node("product_manager", attempt=attempt)
         root = self.workspace.repo_dir
+        if self._already_done("product_manager", MAIN, None, attempt) and (prd := self._recorded_plan(attempt)):
+            return self._planned(state, prd.tickets, self.workspace.head(), attempt)
         planned: list[Ticket] = []
         prompt = prompts.plan_prompt(self.spec, state.get("feedback") if state.get("rejected") else None)
         result = self._agent(
@@ -122,16 +138,23 @@ class Company:
             reason = result.reason if not result.finished else "the product manager added no ticket"
             return {"status": "failed", "failure": f"planning failed: {reason}", "plan_attempt": attempt}
         title = f"Plan: PRD and {len(planned)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
-        sha = self._commit(root, "product_manager", title, result, None)
+        sha = self._commit(root, "product_manager", title, result, None, attempt)
         prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=planned)
         self.transcript.append("plan", role="product_manager", attempt=attempt, sha=sha, **prd.model_dump(mode="json"))
+        return self._planned(state, planned, sha or self.workspace.head(), attempt)
+
+    def _planned(self, state: CompanyState, planned: list[Ticket], sha: str, attempt: int) -> CompanyState:
         dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
         return {
             "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
-            "prd_sha": sha or self.workspace.head(),
+            "prd_sha": sha,
             "plan_attempt": attempt,
             "rejected": False,
         }
+
+    def _recorded_plan(self, attempt: int) -> PRD | None:
+        plans = [e for e in read_events(self.transcript.path) if e.kind == "plan" and e.data.get("attempt") == attempt]
+        return PRD.model_validate(plans[-1].data) if plans else None
 
     # -- approval gates: their own nodes, since a node re-runs from its start on resume
 
@@ -211,22 +234,28 @@ class Company:
         ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1})
         root = self.workspace.worktree_path(ticket.id)
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
+        if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+            return {"ticket": ticket}
         # Start the sandbox now; it is ready by the time the engineer's first answer is.
         self.sandboxes.prepare(ticket.id, root)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
         prompt = prompts.engineer_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
-        self._commit(root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id)
+        self._commit(
+            root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id, ticket.attempts
+        )
         return {"ticket": ticket}
 
     def tester(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
         root = self.workspace.worktree_path(ticket.id)
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
+        if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+            return {}
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
         prompt = prompts.tester_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
-        self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id)
+        self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id, ticket.attempts)
         return {}
 
     def verdict(self, state: TicketState) -> TicketState:
@@ -328,6 +357,8 @@ class Company:
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1
         self._node("deployer", attempt=attempt)
+        if self._already_done("deployer", MAIN, None, attempt):
+            return {"release_attempt": attempt, "rejected": False}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
         merged = [t for t in tickets if t.status == TicketStatus.MERGED]
         unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
@@ -337,7 +368,7 @@ class Company:
             "deployer", self._file_tools(root), "release",
             prompts.release_prompt(RELEASE_VERSION, merged, unfinished, feedback), attempt=attempt,
         )
-        self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None)
+        self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None, attempt)
         return {"release_attempt": attempt, "rejected": False}
 
     def release(self, state: CompanyState) -> CompanyState:

@@ -29,6 +29,7 @@ RUN_TRAILER = "Macrohard-Run"
 ROLE_TRAILER = "Macrohard-Role"
 TICKET_TRAILER = "Macrohard-Ticket"
 EVENT_TRAILER = "Macrohard-Event"
+ATTEMPT_TRAILER = "Macrohard-Attempt"
 
 MACROHARD_NAME = "macrohard"
 EMAIL_DOMAIN = "macrohard.invalid"
@@ -83,6 +84,9 @@ class Provenance(BaseModel):
     role: str
     ticket: str | None = None
     event_id: str
+    # The role's session this work came from (a ticket's attempt, a plan's revision):
+    # how a resumed step finds the work it already committed.
+    attempt: int | None = Field(default=None, ge=1)
 
     @field_validator("run_id", "role", "event_id", "ticket")
     @classmethod
@@ -101,6 +105,8 @@ class Provenance(BaseModel):
         if self.ticket is not None:
             items[TICKET_TRAILER] = self.ticket
         items[EVENT_TRAILER] = self.event_id
+        if self.attempt is not None:
+            items[ATTEMPT_TRAILER] = str(self.attempt)
         return items
 
     def trailers(self) -> str:
@@ -116,6 +122,7 @@ class Provenance(BaseModel):
                 role=trailers[ROLE_TRAILER],
                 ticket=trailers.get(TICKET_TRAILER),
                 event_id=trailers[EVENT_TRAILER],
+                attempt=int(trailers[ATTEMPT_TRAILER]) if ATTEMPT_TRAILER in trailers else None,
             )
         except (KeyError, ValueError):
             return None
@@ -421,6 +428,24 @@ class GitWorkspace:
                 hint=f"inspect the working tree {cwd}",
             )
             return self._out(cwd, "rev-parse", "HEAD")
+
+    def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
+        """The commit on ref that `role` made for this ticket and attempt in this run, if any."""
+        self._require_repo()
+        cwd = self.repo_dir
+        if self._rev(cwd, ref) is None:
+            return None
+        out = self._run(
+            cwd, "log", ref, "-z", "--fixed-strings", f"--grep={ATTEMPT_TRAILER}: {attempt}", "--format=%H%n%B"
+        )[1]
+        for record in _split_z(out):
+            sha, _, message = record.partition("\n")
+            t = parse_trailers(message)
+            if (t.get(RUN_TRAILER), t.get(ROLE_TRAILER), t.get(TICKET_TRAILER), t.get(ATTEMPT_TRAILER)) == (
+                run_id, role, ticket, str(attempt)
+            ):
+                return sha.strip()
+        return None
 
     def find_commit(self, ref: str, run_id: str, event_id: str) -> str | None:
         """The newest commit reachable from ref with these run and event trailers."""

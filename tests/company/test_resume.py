@@ -110,3 +110,32 @@ def test_a_person_at_the_terminal_rejects_the_plan_and_it_is_planned_again(tmp_p
 def test_a_done_run_cannot_be_resumed(uninterrupted):
     with pytest.raises(ConfigError, match="is done"):
         CompanyRun.open(uninterrupted.paths.run_dir).execute(LocalSandboxProvider())
+
+
+def test_work_committed_just_before_a_crash_is_not_asked_for_again(tmp_path, uninterrupted, monkeypatch):
+    real_commit = GitWorkspace.commit
+    crashed = []
+
+    def commit_then_die(self, path, message, prov):
+        sha = real_commit(self, path, message, prov)
+        if prov.role == "engineer" and prov.ticket == "T-1" and not crashed:
+            crashed.append(sha)
+            raise KeyboardInterrupt  # the process dies between the commit and the checkpoint
+        return sha
+
+    monkeypatch.setattr(GitWorkspace, "commit", commit_then_die)
+    run = create(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.execute(LocalSandboxProvider())
+    monkeypatch.setattr(GitWorkspace, "commit", real_commit)
+    asked_before = sum(1 for e in read_events(run.paths.transcript)
+                       if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-1")
+
+    done = CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())
+    assert done.status == "done"
+    events = list(read_events(run.paths.transcript))
+    skipped = [e for e in events if e.kind == "node.skipped"]
+    assert [(e.role, e.ticket, e.data["commit"]) for e in skipped] == [("engineer", "T-1", crashed[0])]
+    asked_after = sum(1 for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-1")
+    assert asked_after == asked_before  # the engineer was not asked again
+    assert tree(run) == tree(uninterrupted) and commits(run) == commits(uninterrupted)

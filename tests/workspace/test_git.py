@@ -347,3 +347,15 @@ def test_concurrent_commits_in_two_worktrees(ws: GitWorkspace) -> None:
         history = ws.history(f"ticket/{ticket}")
         assert [c.subject for c in history[:rounds]] == [f"{ticket} step {n}" for n in reversed(range(rounds))]
         assert ws.changed_files(ticket) == sorted(f"{ticket}-{n}.txt" for n in range(rounds))
+
+
+def test_find_work_finds_a_roles_commit_for_one_attempt(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "a.py", "x = 1\n")
+    first = Provenance(run_id="run-1", role="engineer", ticket="T-1", event_id="ev-000001", attempt=1)
+    sha = ws.commit(wt, "T-1: a (attempt 1)", first)
+    assert Provenance.from_trailers(ws.history("ticket/T-1")[0].trailers) == first
+    assert ws.find_work("ticket/T-1", "run-1", "engineer", "T-1", 1) == sha
+    assert ws.find_work("ticket/T-1", "run-1", "engineer", "T-1", 2) is None
+    assert ws.find_work("ticket/T-1", "run-1", "tester", "T-1", 1) is None
+    assert ws.find_work("ticket/T-1", "run-2", "engineer", "T-1", 1) is None
