@@ -113,3 +113,29 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, script, uninterrupted
     resumed = [e for e in read_events(run / "transcript.jsonl") if e.kind == "run.resumed"]
     assert len(resumed) == 1 and resumed[0].data["previous_status"] == "running"
     assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run.name}"}) == []
+
+
+def test_ctrl_c_pauses_after_the_current_step_and_twice_stops_at_once(tmp_path, script, uninterrupted, docker_client):
+    proc = macrohard(tmp_path, "run", str(DEMO / "spec.md"), "--script", str(script))
+    wait_for(tmp_path, lambda e: e["kind"] == "node" and e["data"].get("node") == "engineer")
+    os.killpg(proc.pid, signal.SIGINT)
+    out = finish(proc)
+    run = run_folder(tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "paused" and "Ctrl-C" in record["paused_reason"], out
+    assert "resume it:" in out
+
+    resumed = macrohard(tmp_path, "resume", run.name)
+    wait_for(tmp_path, lambda e: e["kind"] == "run.resumed")
+    time.sleep(0.3)
+    os.killpg(resumed.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(resumed.pid, signal.SIGINT)
+    out, _ = resumed.communicate(timeout=60)
+    assert resumed.returncode == 130, out.decode()
+    assert json.loads((run / "run.json").read_text())["status"] == "paused"
+
+    assert "Run " + run.name + ": done" in finish(macrohard(tmp_path, "resume", run.name))
+    assert outcome(run) == uninterrupted
+    assert verify_chain(run / "transcript.jsonl") is None
+    assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run.name}"}) == []

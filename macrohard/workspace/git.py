@@ -253,6 +253,9 @@ class GitWorkspace:
                 with_exceptions=False,
                 stdout_as_string=False,
                 env=full_env,
+                # Out of the terminal's process group: a Ctrl-C that pauses the run
+                # must not kill a commit or merge half way.
+                start_new_session=True,
             )
         except gitpython.GitCommandNotFound as exc:
             raise WorkspaceError("git could not be run", hint="install git 2.39 or newer and put it on PATH") from exc
