@@ -139,3 +139,16 @@ def test_ctrl_c_pauses_after_the_current_step_and_twice_stops_at_once(tmp_path, 
     assert outcome(run) == uninterrupted
     assert verify_chain(run / "transcript.jsonl") is None
     assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run.name}"}) == []
+
+
+def test_sigterm_stops_the_run_as_paused_and_cleans_up(tmp_path, script, uninterrupted, docker_client):
+    proc = macrohard(tmp_path, "run", str(DEMO / "spec.md"), "--script", str(script))
+    wait_for(tmp_path, lambda e: e["kind"] == "sandbox.start")
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out.decode()
+    run = run_folder(tmp_path)
+    assert json.loads((run / "run.json").read_text())["status"] == "paused"
+    assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run.name}"}) == []
+    assert "Run " + run.name + ": done" in finish(macrohard(tmp_path, "resume", run.name))
+    assert outcome(run) == uninterrupted

@@ -90,7 +90,10 @@ def _model_factory(script: Path | None) -> Any:
 
 
 class _CtrlC:
-    """The first Ctrl-C finishes the current step and pauses; a second stops at once."""
+    """The first Ctrl-C finishes the current step and pauses; a second stops at once.
+
+    SIGTERM (a `kill`, a shutdown) stops at once too, leaving the run paused and resumable.
+    """
 
     def __init__(self) -> None:
         self.control: Any = None
@@ -98,10 +101,15 @@ class _CtrlC:
 
     def __enter__(self) -> _CtrlC:
         self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous_term = signal.signal(signal.SIGTERM, self._stop)
         return self
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)
+        signal.signal(signal.SIGTERM, self._previous_term)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.pressed or self.control is None:
