@@ -279,7 +279,9 @@ class GitWorkspace:
         return out.strip() if status == 0 else None
 
     def _merging(self, cwd: Path) -> bool:
-        return self._rev(cwd, "MERGE_HEAD") is not None
+        # A file check, not a git process: this runs before every commit and merge.
+        git_dir = _git_dir(cwd)
+        return git_dir is not None and (git_dir / "MERGE_HEAD").is_file()
 
     def _unmerged(self, cwd: Path) -> list[str]:
         out = self._run(cwd, "ls-files", "--unmerged", "-z")[1]
@@ -318,12 +320,14 @@ class GitWorkspace:
         return [Path(line[len("worktree ") :]).resolve() for line in out.splitlines() if line.startswith("worktree ")]
 
     def _find(self, cwd: Path, ref: str, run_id: str, event_id: str) -> str | None:
-        if self._rev(cwd, ref) is None:
+        # --grep narrows the walk; the exact match is on the parsed trailers. A ref
+        # that does not exist yet (no commit) makes log fail: nothing found.
+        status, out, _ = self._run(
+            cwd, "log", ref, "-z", "--fixed-strings", f"--grep={EVENT_TRAILER}: {event_id}", "--format=%H%n%B",
+            "--", check=False,
+        )
+        if status != 0:
             return None
-        # --grep narrows the walk; the exact match is on the parsed trailers.
-        out = self._run(
-            cwd, "log", ref, "-z", "--fixed-strings", f"--grep={EVENT_TRAILER}: {event_id}", "--format=%H%n%B"
-        )[1]
         for record in _split_z(out):
             sha, _, message = record.partition("\n")
             trailers = parse_trailers(message)
@@ -435,12 +439,12 @@ class GitWorkspace:
     def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
         """The commit on ref that `role` made for this ticket and attempt in this run, if any."""
         self._require_repo()
-        cwd = self.repo_dir
-        if self._rev(cwd, ref) is None:
+        status, out, _ = self._run(
+            self.repo_dir, "log", ref, "-z", "--fixed-strings", f"--grep={ATTEMPT_TRAILER}: {attempt}",
+            "--format=%H%n%B", "--", check=False,
+        )
+        if status != 0:
             return None
-        out = self._run(
-            cwd, "log", ref, "-z", "--fixed-strings", f"--grep={ATTEMPT_TRAILER}: {attempt}", "--format=%H%n%B"
-        )[1]
         for record in _split_z(out):
             sha, _, message = record.partition("\n")
             t = parse_trailers(message)
@@ -638,6 +642,21 @@ class GitWorkspace:
         branch = f"ticket/{_check_ticket_id(ticket_id)}"
         self._require_repo()
         return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
+
+
+def _git_dir(cwd: Path) -> Path | None:
+    """The git directory of a repository or worktree, found without running git."""
+    dot = cwd / ".git"
+    if dot.is_dir():
+        return dot
+    try:
+        text = dot.read_text().strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    path = Path(text[len("gitdir:") :].strip())
+    return path if path.is_absolute() else (cwd / path).resolve()
 
 
 def _check_ticket_id(ticket_id: str) -> str:
