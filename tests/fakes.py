@@ -19,8 +19,10 @@ class LocalSandbox:
         self.workdir = workdir
         self.labels = labels
         self.stopped = False
+        self.timeouts: list[float | None] = []
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
+        self.timeouts.append(timeout_s)
         started = time.perf_counter()
         proc = subprocess.run(
             ["sh", "-c", command], cwd=self.workdir, capture_output=True, timeout=timeout_s or 60,

@@ -25,6 +25,7 @@ from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
 from macrohard.models import PRD, ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
+from macrohard.sandbox.base import ExecResult
 from macrohard.transcript.log import TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
 
@@ -90,7 +91,13 @@ class Company:
         return [ListFiles(fs), ReadFile(fs), WriteFile(fs), EditFile(fs)]
 
     def _shell(self, key: str, root: Path, role: str) -> RunShell:
-        return RunShell(lambda cmd, timeout: self.sandboxes.exec(key, root, cmd, timeout_s=timeout, role=role)[0])
+        limit = self.settings.sandbox.timeout_s
+
+        def execute(command: str, timeout: float | None) -> ExecResult:
+            # The model may ask for less time than the configured limit, never more.
+            return self.sandboxes.exec(key, root, command, timeout_s=min(timeout or limit, limit), role=role)[0]
+
+        return RunShell(execute)
 
     def _relevant(self, root: Path, ticket: Ticket, context: list[str]) -> tuple[list[str], int]:
         """Files the ticket names or builds on (that exist), and how many files there are."""
@@ -302,12 +309,13 @@ class Company:
         merged = []
         for ticket in passed:
             event_id = self._node("integrate", ticket=ticket.id, batch=[t.id for t in passed])
-            files = self.workspace.changed_files(ticket.id)
             merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
             if not merge.merged:
                 self.workspace.reset_main(base)
                 return None
-            merged.append((ticket, merge, files, event_id))
+            if not merged and merge.previous_sha:
+                base = merge.previous_sha  # where main was before this batch, even on a resumed run
+            merged.append((ticket, merge, event_id))
         report = self._run_suite(MAIN, self.workspace.repo_dir, None)
         self.transcript.append(
             "main.suite", tickets=[t.id for t in passed], sha=self.workspace.head(),
@@ -316,9 +324,10 @@ class Company:
         if not report.passed:
             self.workspace.reset_main(base)
             return None
-        return {t.id: self._merged(t, merge, files, event_id) for t, merge, files, event_id in merged}
+        return {t.id: self._merged(t, merge, event_id) for t, merge, event_id in merged}
 
-    def _merged(self, ticket: Ticket, merge: MergeResult, files: list[str], event_id: str) -> Ticket:
+    def _merged(self, ticket: Ticket, merge: MergeResult, event_id: str) -> Ticket:
+        files = self.workspace.files_between(merge.previous_sha or "", merge.sha or "") if merge.previous_sha else []
         self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
         self.workspace.remove_worktree(ticket.id)
         return ticket.model_copy(
@@ -327,7 +336,6 @@ class Company:
 
     def _integrate_one(self, ticket: Ticket) -> Ticket:
         event_id = self._node("integrate", ticket=ticket.id)
-        files = self.workspace.changed_files(ticket.id)
         merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
         if not merge.merged:
             failure = (
@@ -347,7 +355,7 @@ class Company:
                 f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
             )
             return self._back_to_engineer(ticket, failure, "main's suite fails with it")
-        return self._merged(ticket, merge, files, event_id)
+        return self._merged(ticket, merge, event_id)
 
     def _back_to_engineer(self, ticket: Ticket, failure: str, why: str) -> Ticket:
         ticket = self._after_failure(ticket, failure, why)

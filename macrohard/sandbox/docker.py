@@ -232,7 +232,7 @@ class DockerSandboxProvider:
             "user": f"{keep}:{keep}",
             "environment": dict(SANDBOX_ENV),
             "labels": {**labels, SANDBOX_LABEL: "1", OWNER_LABEL: lifecycle.owner_id()},
-            "volumes": {str(workdir): {"bind": WORKSPACE, "mode": "rw"}},
+            "volumes": _volumes(workdir),
             # The keep-alive's uid may not be allowed into the workdir; commands get
             # /workspace as their working directory from the runner's exec.
             "working_dir": "/",
@@ -255,6 +255,17 @@ class DockerSandboxProvider:
         if s.cpus:
             options["nano_cpus"] = int(s.cpus * 1e9)
         return options
+
+
+def _volumes(workdir: Path) -> dict[str, dict[str, str]]:
+    # .git (a worktree's pointer file, or the repository itself for main) is mounted
+    # read-only over the writable workspace: git on the host runs commands that a
+    # repository's config names (core.fsmonitor, hooks), so sandboxed code must not
+    # be able to write that config or point the worktree at one of its own.
+    volumes = {str(workdir): {"bind": WORKSPACE, "mode": "rw"}}
+    if (workdir / ".git").exists():
+        volumes[str(workdir / ".git")] = {"bind": f"{WORKSPACE}/.git", "mode": "ro"}
+    return volumes
 
 
 class DockerSandbox:

@@ -73,6 +73,14 @@ _BASE_ENV: dict[str, str] = {
     "GIT_MERGE_AUTOEDIT": "no",
 }
 
+_NO_PROGRAMS: dict[str, str] = {
+    "core.fsmonitor": "false",
+    "core.hooksPath": "/dev/null",
+    "core.sshCommand": "false",
+    "diff.external": "",
+    "core.pager": "cat",
+}
+
 _TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):[ \t]*(.*)$")
 
@@ -245,7 +253,10 @@ class GitWorkspace:
             )
         full_env = {**_BASE_ENV, **(env or {})}
         runner = gitpython.Git(str(cwd))
-        overrides = [arg for key, value in (config or {}).items() for arg in ("-c", f"{key}={value}")]
+        # Settings that make git run a program, pinned on the command line (which wins
+        # over any config file): a repository's config is not trusted to be ours alone.
+        pinned = {**_NO_PROGRAMS, **(config or {})}
+        overrides = [arg for key, value in pinned.items() for arg in ("-c", f"{key}={value}")]
         try:
             status, out, err = runner.execute(
                 [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *overrides, *args],
@@ -332,6 +343,18 @@ class GitWorkspace:
             sha, _, message = record.partition("\n")
             trailers = parse_trailers(message)
             if trailers.get(RUN_TRAILER) == run_id and trailers.get(EVENT_TRAILER) == event_id:
+                return sha.strip()
+        return None
+
+    def _find_merge(self, prov: Provenance, ticket_id: str) -> str | None:
+        status, out, _ = self._run(
+            self.repo_dir, "log", MAIN, "--merges", "-z", "--fixed-strings", f"--grep={TICKET_TRAILER}: {ticket_id}",
+            "--format=%H%n%B", "--", check=False,
+        )
+        for record in _split_z(out) if status == 0 else []:
+            sha, _, message = record.partition("\n")
+            t = parse_trailers(message)
+            if (t.get(RUN_TRAILER), t.get(ROLE_TRAILER), t.get(TICKET_TRAILER)) == (prov.run_id, prov.role, ticket_id):
                 return sha.strip()
         return None
 
@@ -499,7 +522,9 @@ class GitWorkspace:
             before = self.head(MAIN)
             contained = self._ok(repo, "merge-base", "--is-ancestor", ticket_head, MAIN)
             if contained:
-                earlier = self._find(repo, MAIN, prov.run_id, prov.event_id)
+                # A resumed integration runs under a new event: look for this run's merge
+                # of this ticket too, so previous_sha is where main really was before it.
+                earlier = self._find(repo, MAIN, prov.run_id, prov.event_id) or self._find_merge(prov, ticket_id)
                 if earlier is not None:
                     first_parent = self._rev(repo, f"{earlier}^1")
                     return MergeResult(merged=True, sha=earlier, previous_sha=first_parent, detail="already merged")
@@ -629,6 +654,14 @@ class GitWorkspace:
         # Readers (blame, the viewer) may run while the company writes: take no optional locks.
         status, out, _ = self._run(self.repo_dir, *args, check=False, env={"GIT_OPTIONAL_LOCKS": "0"})
         return status, out
+
+    def files_between(self, old: str, new: str) -> list[str]:
+        """Files that differ between two commits (what a merge brought into main)."""
+        self._require_repo()
+        if old == new:
+            return []
+        out = self._run(self.repo_dir, "diff", "--name-only", "-z", "--no-renames", old, new)[1]
+        return sorted(set(_split_z(out)))
 
     def changed_files(self, ticket_id: str) -> list[str]:
         """Files the ticket branch changed since it forked from main (committed changes only)."""

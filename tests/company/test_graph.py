@@ -117,3 +117,14 @@ def test_engineer_context_holds_the_ticket_and_what_it_builds_on(tmp_path):
             prompts.setdefault(e.ticket, e.data["messages"][1]["content"])
     assert "textstats/counts.py" in prompts["T-3"] and "textstats/freq.py" in prompts["T-3"]
     assert "freq.py" not in prompts["T-1"]
+
+
+def test_the_model_cannot_raise_a_commands_time_limit(tmp_path):
+    script = yaml.safe_load((DEMO / "script.yaml").read_text())
+    script["engineer"]["T-1"][1]["calls"][0]["run_shell"]["timeout_s"] = 1e9
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    run, summary, provider = run_demo(tmp_path, path)
+    assert summary.status == "done"
+    asked = [t for box in provider.started for t in box.timeouts]
+    assert 1e9 not in asked and max(t for t in asked if t is not None) == Settings().sandbox.timeout_s

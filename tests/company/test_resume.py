@@ -139,3 +139,34 @@ def test_work_committed_just_before_a_crash_is_not_asked_for_again(tmp_path, uni
     asked_after = sum(1 for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-1")
     assert asked_after == asked_before  # the engineer was not asked again
     assert tree(run) == tree(uninterrupted) and commits(run) == commits(uninterrupted)
+
+
+def test_a_crash_between_a_merge_and_mains_suite_resumes_with_the_real_merges(tmp_path, uninterrupted, monkeypatch):
+    from macrohard.company.graph import Company
+
+    real_suite = Company._run_suite
+    crashed = []
+
+    def suite_then_die(self, key, root, ticket):
+        if key == "main" and not crashed:
+            crashed.append(self.workspace.head())
+            raise KeyboardInterrupt  # killed after merging, before main's suite answered
+        return real_suite(self, key, root, ticket)
+
+    monkeypatch.setattr(Company, "_run_suite", suite_then_die)
+    run = create(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.execute(LocalSandboxProvider())
+    monkeypatch.setattr(Company, "_run_suite", real_suite)
+
+    done = CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())
+    assert done.status == "done"
+    assert tree(run) == tree(uninterrupted) and commits(run) == commits(uninterrupted)
+    history = {c.sha: c for c in GitWorkspace(run.paths.run_dir).history("main")}
+    merges = [e for e in read_events(run.paths.transcript) if e.kind == "git.merge"]
+    assert len(merges) == 3
+    for e in merges:
+        assert history[e.data["sha"]].parents == 2 and history[e.data["sha"]].trailers["Macrohard-Ticket"] == e.ticket
+    t3_prompt = next(e for e in read_events(run.paths.transcript)
+                     if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-3")
+    assert "textstats/counts.py" in t3_prompt.data["messages"][1]["content"]  # the merged tickets' files

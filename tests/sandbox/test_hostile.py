@@ -276,3 +276,34 @@ def test_killing_every_process_in_reach_spares_the_container(sandbox: DockerSand
 def test_nothing_is_left_behind(provider: DockerSandboxProvider, docker_client: docker.DockerClient) -> None:
     provider.close()
     assert docker_client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in LABELS.items()]}) == []
+
+
+@pytest.mark.docker
+def test_sandboxed_code_cannot_rewrite_git_config_that_host_git_would_obey(docker_client, sandbox_image, tmp_path):
+    """core.fsmonitor in a repository's config is a command git runs on the host."""
+    import subprocess
+
+    from macrohard.config import SandboxSettings
+    from macrohard.sandbox.docker import DockerSandboxProvider
+    from macrohard.workspace.git import GitWorkspace
+
+    ws = GitWorkspace(tmp_path / "run")
+    ws.init()
+    worktree = ws.worktree("T-1")
+    planted = tmp_path / "host-was-reached"
+    provider = DockerSandboxProvider(SandboxSettings(), docker_client)
+    # Read-only by mount, whoever the sandbox user is: with the owner's uid (a normal
+    # user's run) file permissions alone would let it write.
+    with provider.start(ws.repo_dir, labels={"macrohard.test": "git-config"}) as box:
+        result = box.exec(f"git config --file /workspace/.git/config core.fsmonitor 'touch {planted}'")
+    assert result.exit_code != 0 and "Read-only file system" in result.output, result.output
+    with provider.start(worktree, labels={"macrohard.test": "git-config"}) as box:
+        result = box.exec("echo 'gitdir: /workspace/evil' > /workspace/.git")
+    assert result.exit_code != 0 and "Read-only file system" in result.output, result.output
+    # The host's git keeps working on the repository, and nothing it runs was planted.
+    subprocess.run(["git", "status"], cwd=worktree, check=True, capture_output=True)
+    (worktree / "a.txt").write_text("x\n")
+    from macrohard.workspace.git import Provenance
+
+    assert ws.commit(worktree, "T-1: a", Provenance(run_id="r", role="engineer", ticket="T-1", event_id="ev-1"))
+    assert not planted.exists()

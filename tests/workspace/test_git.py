@@ -359,3 +359,14 @@ def test_find_work_finds_a_roles_commit_for_one_attempt(ws: GitWorkspace) -> Non
     assert ws.find_work("ticket/T-1", "run-1", "engineer", "T-1", 2) is None
     assert ws.find_work("ticket/T-1", "run-1", "tester", "T-1", 1) is None
     assert ws.find_work("ticket/T-1", "run-2", "engineer", "T-1", 1) is None
+
+
+def test_a_resumed_merge_under_a_new_event_finds_the_real_merge(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "a.py", "x = 1\n")
+    ws.commit(wt, "T-1: a", prov("ev-1"))
+    before = ws.head()
+    first = ws.merge_ticket("T-1", prov("ev-2", role="orchestrator"))
+    again = ws.merge_ticket("T-1", prov("ev-9", role="orchestrator"))  # the node ran again after a crash
+    assert again.merged and again.sha == first.sha and again.previous_sha == before
+    assert ws.files_between(again.previous_sha, again.sha) == ["a.py"]
