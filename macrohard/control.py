@@ -47,7 +47,9 @@ class RunControl:
         self._started = time.monotonic()
         self._pause: str | None = None
         self._in_flight = 0
-        self._largest_call = 0  # tokens of the largest call so far: how far one more call may go
+        # The largest call so far, in tokens and dollars: how far one more call may go.
+        self._largest_tokens = 0
+        self._largest_cost = 0.0
         self._cond = threading.Condition()
 
     @property
@@ -73,13 +75,16 @@ class RunControl:
         # Parallel tickets must not all pass the check at once and overshoot together:
         # while calls are in flight, another starts only if even the largest call seen
         # so far from each of them would still leave room.
-        if self._in_flight == 0 or self.budget.max_tokens is None:
+        if self._in_flight == 0:
             return False
-        return self.spent.tokens + (self._in_flight + 1) * self._largest_call > self.budget.max_tokens
+        n, b, s = self._in_flight + 1, self.budget, self.spent
+        over_tokens = b.max_tokens is not None and s.tokens + n * self._largest_tokens > b.max_tokens
+        over_cost = b.max_cost_usd is not None and s.cost_usd + n * self._largest_cost > b.max_cost_usd
+        return over_tokens or over_cost
 
     @contextmanager
     def model_call(self) -> Iterator[None]:
-        """Wrap one model call: refuse it when paused or over budget."""
+        """Wrap one model call and its record(): refuse it when paused or over budget."""
         with self._cond:
             while self._pause is None and self._crowded():
                 self._cond.wait()
@@ -97,10 +102,11 @@ class RunControl:
     def record(self, response: ModelResponse) -> None:
         tokens = response.usage.total_tokens
         price = self.prices.get(response.model)
+        cost = price.cost(response.usage.prompt_tokens, response.usage.completion_tokens) if price else 0.0
         with self._cond:
             self.spent.tokens += tokens
+            self.spent.cost_usd += cost
             self.spent.calls += 1
-            self._largest_call = max(self._largest_call, tokens)
-            if price is not None:
-                self.spent.cost_usd += price.cost(response.usage.prompt_tokens, response.usage.completion_tokens)
+            self._largest_tokens = max(self._largest_tokens, tokens)
+            self._largest_cost = max(self._largest_cost, cost)
             self._cond.notify_all()

@@ -17,7 +17,7 @@ def response(tokens: int, model: str = "m") -> ModelResponse:
 def call(control: RunControl, tokens: int, hold_s: float = 0.0) -> None:
     with control.model_call():
         time.sleep(hold_s)
-    control.record(response(tokens))
+        control.record(response(tokens))
 
 
 def test_stops_at_the_token_budget_and_says_what_was_spent():
@@ -66,3 +66,22 @@ def test_a_pause_request_stops_the_next_call_and_wakes_waiters():
     control.request_pause("paused by the user (Ctrl-C)")
     with pytest.raises(RunPaused, match="Ctrl-C"):
         call(control, 10)
+
+
+def test_parallel_callers_overshoot_a_cost_budget_by_at_most_one_call():
+    control = RunControl(Budget(max_cost_usd=0.01), {"m": ModelPrice(input=10.0, output=0.0)})
+    call(control, 100)  # $0.001 a call
+
+    def worker() -> None:
+        try:
+            while True:
+                call(control, 100, hold_s=0.02)
+        except RunPaused:
+            pass
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert 0.01 <= control.spent.cost_usd <= 0.011 + 1e-9

@@ -11,7 +11,6 @@ from macrohard.agent.tools import Tool, ToolError, spec_of
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel, Message, ModelRequest, ToolCall
 from macrohard.models import Usage
-from macrohard.redact import Redactor
 from macrohard.roles import Role
 from macrohard.transcript.log import TranscriptLog
 
@@ -42,13 +41,13 @@ class AgentLoop:
         task: str,
         ticket: str | None = None,
         attempt: int = 1,
-        redactor: Redactor | None = None,
         control: RunControl | None = None,
     ) -> None:
         self.attempt = attempt
         self.control = control
         self.role = role
-        self.redactor = redactor or transcript.redactor
+        # The transcript's redactor: what it keeps out of the log, the loop keeps out of files.
+        self.redactor = transcript.redactor
         self.model = model
         self.tools = {t.name: t for t in tools}
         self.transcript = transcript
@@ -84,7 +83,8 @@ class AgentLoop:
             else:
                 with self.control.model_call():
                     response = self.model.complete(request)
-                self.control.record(response)
+                    # Inside the call: a ticket waiting for room must see this spend.
+                    self.control.record(response)
             if self.redactor:
                 # Before any tool acts on it: a key the model echoes never reaches a file.
                 response.message = Message.model_validate(self.redactor.value(response.message.model_dump()))
@@ -94,6 +94,7 @@ class AgentLoop:
                 task=self.task,
                 step=step,
                 model=response.model,
+                served_model=response.served_model,
                 message=response.message.model_dump(exclude_defaults=True),
                 usage=response.usage.model_dump(),
                 latency_s=round(response.latency_s, 4),

@@ -56,7 +56,10 @@ class Confined:
                 raise ToolError(f"{relative} is outside the workspace; use a path relative to it")
             candidate = Path(*parts[2:]) if len(parts) > 2 else Path(".")
         # resolve() follows symlinks, so a link pointing out of the root is refused too.
-        resolved = (self.root / candidate).resolve()
+        try:
+            resolved = (self.root / candidate).resolve()
+        except (RuntimeError, OSError) as e:  # a symlink loop, a name too long
+            raise ToolError(f"{relative} cannot be resolved: {e}") from e
         if resolved != self.root and self.root not in resolved.parents:
             raise ToolError(f"{relative} leads outside the workspace; only files inside it can be used")
         if ".git" in resolved.relative_to(self.root).parts:
@@ -65,6 +68,15 @@ class Confined:
 
     def show(self, path: Path) -> str:
         return str(path.relative_to(self.root)) or "."
+
+
+def _regular(path: Path, shown: str) -> Path:
+    """The path, if it is a regular file: a FIFO or device would hang or flood the host."""
+    if not path.exists():
+        raise ToolError(f"{shown} does not exist")
+    if not path.is_file():
+        raise ToolError(f"{shown} is not a regular file")
+    return path
 
 
 class FileTool:
@@ -103,12 +115,11 @@ class ReadFile(FileTool):
         path: str
 
     def run(self, args: Args) -> str:
-        path = self.fs.path(args.path)
-        if not path.is_file():
-            raise ToolError(f"{args.path} does not exist")
-        data = path.read_bytes()
-        text = data[:MAX_READ_BYTES].decode("utf-8", errors="replace")
-        return text if len(data) <= MAX_READ_BYTES else text + f"\n... [{len(data) - MAX_READ_BYTES} more bytes]"
+        path = _regular(self.fs.path(args.path), args.path)
+        size = path.stat().st_size
+        with path.open("rb") as f:  # only what is shown: the file may be huge
+            text = f.read(MAX_READ_BYTES).decode("utf-8", errors="replace")
+        return text if size <= MAX_READ_BYTES else text + f"\n... [{size - MAX_READ_BYTES} more bytes]"
 
 
 class WriteFile(FileTool):
@@ -121,8 +132,8 @@ class WriteFile(FileTool):
 
     def run(self, args: Args) -> str:
         path = self.fs.path(args.path)
-        if path.is_dir():
-            raise ToolError(f"{args.path} is a directory")
+        if path.exists() or path.is_symlink():
+            _regular(path, args.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(args.content, encoding="utf-8")
         return f"wrote {self.fs.show(path)} ({len(args.content.encode())} bytes)"
@@ -138,9 +149,9 @@ class EditFile(FileTool):
         new: str
 
     def run(self, args: Args) -> str:
-        path = self.fs.path(args.path)
-        if not path.is_file():
-            raise ToolError(f"{args.path} does not exist")
+        path = _regular(self.fs.path(args.path), args.path)
+        if path.stat().st_size > MAX_READ_BYTES:
+            raise ToolError(f"{args.path} is larger than {MAX_READ_BYTES} bytes; edit smaller files")
         text = path.read_text(encoding="utf-8")
         count = text.count(args.old) if args.old else 0
         if count != 1:

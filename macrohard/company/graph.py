@@ -343,12 +343,14 @@ class Company:
                 "main has been merged into your branch; resolve the conflict markers in those files."
             )
             self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
+            self.workspace.discard_uncommitted(ticket.id)  # the verdict's test run may leave files
             self.workspace.update_from_main(ticket.id)
             return self._back_to_engineer(ticket, failure, "it conflicts with main")
         report = self._run_suite(MAIN, self.workspace.repo_dir, ticket.id)
         self.transcript.append("main.suite", ticket=ticket.id, sha=merge.sha, **report.model_dump(exclude={"output_tail", "ticket"}))
         if not report.passed:
             self.workspace.reset_main(merge.previous_sha)
+            self.workspace.discard_uncommitted(ticket.id)  # the verdict's test run may leave files
             self.workspace.update_from_main(ticket.id)
             failure = (
                 f"After merging into main the full suite failed (`{report.command}` exited {report.exit_code}); "

@@ -2,12 +2,15 @@
 
 A run stops in one of these states, recorded in run.json: done, partial (some tickets
 failed or were blocked), failed, paused (a budget was reached or the user asked),
-awaiting_approval (a gate waits for a person), or running. Every state but done can
-be resumed from the last checkpoint.
+awaiting_approval (a gate waits for a person), or running. A run whose graph did not
+reach its end (paused, awaiting_approval, crashed while running, failed on an error)
+resumes from its last checkpoint; done and partial runs, and runs that failed in
+planning, have ended.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -15,6 +18,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -41,7 +46,6 @@ from macrohard.workspace.git import GitWorkspace
 
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
 CHECKPOINT_TYPES = [("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release")]
-RESUMABLE = {"paused", "awaiting_approval", "failed", "partial", "running"}
 
 # Called at a gate with its payload ({"gate", "summary"}); returns the person's decision.
 Decide = Callable[[dict[str, Any]], ApprovalDecision]
@@ -142,6 +146,14 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def role_model_settings(settings: Settings, role: Role) -> ModelSettings:
+    """A role's endpoint: [model], then the role file's `model:`, then [roles.<name>]."""
+    chosen = settings.model
+    if role.model:
+        chosen = chosen.model_copy(update={"model": role.model})
+    return chosen.merged(settings.roles.get(role.name))
+
+
 def role_models(
     settings: Settings, roles: dict[str, Role], factory: Callable[[ModelSettings], ChatModel]
 ) -> Callable[[str], ChatModel]:
@@ -151,17 +163,12 @@ def role_models(
         raise ConfigError(
             f"macrohard.toml configures unknown role {', '.join(unknown)}", f"roles are: {', '.join(sorted(roles))}"
         )
-    models: dict[str, ChatModel] = {}
-    for name, role in roles.items():
-        chosen = settings.model
-        if role.model:
-            chosen = chosen.model_copy(update={"model": role.model})
-        models[name] = factory(chosen.merged(settings.roles.get(name)))
+    models = {name: factory(role_model_settings(settings, role)) for name, role in roles.items()}
     return models.__getitem__
 
 
 def describe_models(settings: Settings, roles: dict[str, Role]) -> str:
-    names = sorted({(settings.roles.get(r, ModelSettings()).model or roles[r].model or settings.model.model or "?") for r in roles})
+    names = sorted({role_model_settings(settings, role).model or "?" for role in roles.values()})
     return ", ".join(names) + (f" at {settings.model.base_url}" if settings.model.base_url else "")
 
 
@@ -207,7 +214,7 @@ class CompanyRun:
     def _model_names(self) -> list[str]:
         if self.script is not None:
             return ["scripted"]
-        return sorted({self.settings.model_for(r).model or self.roles[r].model or "" for r in self.roles} - {""})
+        return sorted({role_model_settings(self.settings, role).model or "" for role in self.roles.values()} - {""})
 
     @classmethod
     def create(
@@ -274,10 +281,24 @@ class CompanyRun:
                 script=str(self.script) if self.script else None, created_at=time.time(),
                 settings=json.loads(self.settings.model_dump_json()),
             )
+        with _locked(self.paths):  # one process drives a run at a time
+            return self._drive(provider, on_event, started, resuming, decide, decision, control_hook)
+
+    def _drive(
+        self,
+        provider: SandboxProvider,
+        on_event: Listener | None,
+        started: float,
+        resuming: bool,
+        decide: Decide | None,
+        decision: ApprovalDecision | None,
+        control_hook: Callable[[RunControl], None] | None,
+    ) -> RunSummary:
         record = self.record
+        assert record is not None
         if resuming:
             self._check_resumable(record, decision)
-        key_variables = {self.settings.model_for(r).api_key_env for r in self.roles}
+        key_variables = {role_model_settings(self.settings, role).api_key_env for role in self.roles.values()}
         transcript = TranscriptLog(self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables))
         if on_event:
             transcript.subscribe(on_event)
@@ -353,8 +374,11 @@ class CompanyRun:
     def _check_resumable(self, record: RunRecord, decision: ApprovalDecision | None) -> None:
         if record.is_live():
             raise ConfigError(f"run {self.run_id} is still running", "wait for it, or stop it with Ctrl-C first")
-        if record.status == "done":
-            raise ConfigError(f"run {self.run_id} is done; there is nothing to resume")
+        ended = record.status in ("done", "partial") or (
+            record.status == "failed" and any(e.kind == "run.finished" for e in read_events(self.paths.transcript))
+        )
+        if ended:
+            raise ConfigError(f"run {self.run_id} is {record.status} and has ended; there is nothing to resume")
         if decision is not None and record.status != "awaiting_approval":
             raise ConfigError(f"run {self.run_id} is not waiting for an approval (it is {record.status})")
         if decision is None and record.status == "awaiting_approval":
@@ -374,6 +398,18 @@ class CompanyRun:
 
     def _write(self, record: RunRecord) -> None:
         self.paths.run_json.write_text(record.model_dump_json(indent=2) + "\n")
+
+
+@contextmanager
+def _locked(paths: RunPaths) -> Iterator[None]:
+    with (paths.run_dir / ".lock").open("ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"run {paths.run_dir.name} is being driven by another macrohard process", "wait for it to stop"
+            ) from None
+        yield
 
 
 def checkpoint_values(paths: RunPaths) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class RunSandboxes:
             self._stopping = []
         for done in stopping:
             done.result()
+        self._pool.shutdown(wait=False)
 
     def _stop(self, key: str, pending: Future[Sandbox]) -> None:
         if pending.exception() is not None:

@@ -45,8 +45,9 @@ class ModelRequest(BaseModel):
 class ModelResponse(BaseModel):
     message: Message  # role == "assistant"
     usage: Usage
-    model: str
+    model: str  # the model as configured: what prices and budgets are keyed by
     latency_s: float
+    served_model: str | None = None  # as the endpoint named it, e.g. with a date suffix
 
 
 class ChatModel(Protocol):

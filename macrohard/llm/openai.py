@@ -77,7 +77,8 @@ class OpenAIChatModel:
                 prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
                 completion_tokens=(usage.completion_tokens or 0) if usage else 0,
             ),
-            model=completion.model or self.model,
+            model=self.model,
+            served_model=completion.model or None,
             latency_s=latency,
         )
 

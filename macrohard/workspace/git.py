@@ -575,6 +575,12 @@ class GitWorkspace:
                 self._run(self.repo_dir, "merge", "--abort")
             self._run(self.repo_dir, "reset", "--hard", "--quiet", target)
 
+    def discard_uncommitted(self, ticket_id: str) -> None:
+        """Drop what is not committed in a ticket's worktree: leftovers of its test runs."""
+        cwd = self._owned_dir(self.worktree_path(ticket_id))
+        self._run(cwd, "reset", "--hard", "--quiet")
+        self._run(cwd, "clean", "-fd", "--quiet")
+
     def update_from_main(self, ticket_id: str) -> list[str]:
         """Merge main into the ticket branch; returns conflicted paths, leaving the merge open."""
         path = self.worktree_path(ticket_id)

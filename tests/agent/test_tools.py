@@ -58,3 +58,20 @@ def test_add_ticket_numbers_tickets_and_checks_dependencies():
     with pytest.raises(ToolError, match="T-9"):
         tool.run(AddTicket.Args(title="c", description="d", acceptance_criteria=["c"], depends_on=["T-9"]))
     assert len(planned) == 2
+
+
+def test_loops_fifos_and_huge_files_are_refused_not_fatal(fs):
+    os.symlink("loop", fs.root / "loop")
+    with pytest.raises(ToolError, match="cannot be resolved"):
+        ReadFile(fs).run(ReadFile.Args(path="loop"))
+    os.mkfifo(fs.root / "pipe")
+    with pytest.raises(ToolError, match="not a regular file"):
+        WriteFile(fs).run(WriteFile.Args(path="pipe", content="x"))  # would block forever
+    with pytest.raises(ToolError, match="not a regular file"):
+        ReadFile(fs).run(ReadFile.Args(path="pipe"))
+    with (fs.root / "huge.bin").open("wb") as f:
+        f.truncate(50 * 2**30)  # sparse: 50 GiB that take no disk
+    shown = ReadFile(fs).run(ReadFile.Args(path="huge.bin"))
+    assert len(shown) < 200_000 and "more bytes" in shown
+    with pytest.raises(ToolError, match="larger than"):
+        EditFile(fs).run(EditFile.Args(path="huge.bin", old="a", new="b"))

@@ -170,3 +170,19 @@ def test_a_crash_between_a_merge_and_mains_suite_resumes_with_the_real_merges(tm
     t3_prompt = next(e for e in read_events(run.paths.transcript)
                      if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-3")
     assert "textstats/counts.py" in t3_prompt.data["messages"][1]["content"]  # the merged tickets' files
+
+
+def test_one_process_at_a_time_and_an_ended_run_is_not_resumed(tmp_path):
+    from macrohard.company.run import _locked
+
+    run = create(tmp_path, budget={"max_tokens": 3000})
+    assert run.execute(LocalSandboxProvider()).status == "paused"
+    opened = CompanyRun.open(run.paths.run_dir, {"max_tokens": 100_000})
+    with _locked(opened.paths):  # another process is driving it
+        with pytest.raises(ConfigError, match="driven by another macrohard process"):
+            opened.execute(LocalSandboxProvider())
+
+    partial = create(tmp_path / "p", max_attempts=1)  # T-2 fails its only attempt, T-3 is blocked
+    assert partial.execute(LocalSandboxProvider()).status == "partial"
+    with pytest.raises(ConfigError, match="is partial and has ended"):
+        CompanyRun.open(partial.paths.run_dir).execute(LocalSandboxProvider())

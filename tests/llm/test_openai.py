@@ -58,7 +58,8 @@ def test_text_answer_with_usage_and_latency(server: ChatServer) -> None:
     assert response.message.tool_calls == []
     assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (12, 5)
     assert response.usage.estimated is False
-    assert response.model == "served-model"  # as the server reported, not as asked
+    # Priced and budgeted by the name configured; the endpoint's own name is kept too.
+    assert (response.model, response.served_model) == ("test-model", "served-model")
     assert 0.05 <= response.latency_s < 5
 
 

@@ -370,3 +370,18 @@ def test_a_resumed_merge_under_a_new_event_finds_the_real_merge(ws: GitWorkspace
     again = ws.merge_ticket("T-1", prov("ev-9", role="orchestrator"))  # the node ran again after a crash
     assert again.merged and again.sha == first.sha and again.previous_sha == before
     assert ws.files_between(again.previous_sha, again.sha) == ["a.py"]
+
+
+def test_leftovers_of_a_test_run_do_not_block_bringing_main_in(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "a.py", "x = 1\n")
+    ws.commit(wt, "T-1: a", prov("ev-1"))
+    write(ws.repo_dir / "b.py", "y = 2\n")
+    ws.commit(ws.repo_dir, "main moves on", prov("ev-2", role="product_manager", ticket=None))
+    write(wt / "out.txt", "written by a test\n")
+    write(wt / "a.py", "x = 'changed by a test'\n")
+    with pytest.raises(WorkspaceError):
+        ws.update_from_main("T-1")
+    ws.discard_uncommitted("T-1")
+    assert ws.update_from_main("T-1") == []
+    assert (wt / "b.py").exists() and not (wt / "out.txt").exists() and (wt / "a.py").read_text() == "x = 1\n"
