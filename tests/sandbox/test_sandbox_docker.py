@@ -234,7 +234,7 @@ def test_timeout_kills_children_that_ignore_sigterm_or_escape(sandbox: DockerSan
     assert result.timed_out
     assert result.exit_code in (124, 137)
     assert result.output.startswith("started\n")
-    assert 1 <= result.duration_s < 8
+    assert result.duration_s >= 1 and result.duration_s < 8
     assert LEFTOVER not in _processes(sandbox)
     assert sandbox.exec("echo alive").output == "alive\n"
 
@@ -261,7 +261,7 @@ def test_backstop_restarts_a_sandbox_whose_runner_failed_to_limit(
     monkeypatch.undo()
     assert result.timed_out and result.exit_code == 124
     assert "the sandbox was restarted" in result.output
-    assert 1 <= result.duration_s < 8
+    assert result.duration_s >= 1 and result.duration_s < 8
     assert sandbox.restarts == restarts + 1
     assert LEFTOVER not in _processes(sandbox)
 
