@@ -154,8 +154,10 @@ class Settings(BaseSettings):
     def _expand(cls, v: Any) -> Any:
         return Path(os.path.expanduser(v)) if isinstance(v, str) else v
 
-    def model_for(self, role: str) -> ModelSettings:
-        return self.model.merged(self.roles.get(role))
+    def model_for(self, role: str, role_file_model: str | None = None) -> ModelSettings:
+        """A role's endpoint: [model], then the role file's `model:`, then [roles.<role>]."""
+        chosen = self.model.model_copy(update={"model": role_file_model}) if role_file_model else self.model
+        return chosen.merged(self.roles.get(role))
 
     @classmethod
     def settings_customise_sources(

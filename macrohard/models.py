@@ -40,8 +40,6 @@ class Ticket(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     status: TicketStatus = TicketStatus.TODO
     attempts: int = 0
-    branch: str | None = None
-    head_sha: str | None = None
     merge_sha: str | None = None
     files: list[str] = Field(default_factory=list)  # what the ticket changed, once merged
     # Short tail of the last failing run or merge conflict, handed back to the engineer.
@@ -103,7 +101,7 @@ class Budget(BaseModel):
     max_wall_s: float | None = Field(default=None, gt=0)  # active time, summed over sessions
 
 
-def _who() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -115,5 +113,5 @@ class ApprovalDecision(BaseModel):
 
     decision: Literal["approve", "reject"]
     comment: str = ""
-    by: str = Field(default_factory=_who)
+    by: str = Field(default_factory=current_user)
     at: float = Field(default_factory=time.time)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from macrohard._resources import resource_dir
 from macrohard.cli.progress import ProgressView
-from macrohard.config import Settings, load_settings
+from macrohard.config import SandboxSettings, Settings, load_settings
 from macrohard.errors import ConfigError, MacrohardError, SandboxError
 from macrohard.transcript.audit import AuditReport, EventFilter, Totals, build_report
 from macrohard.transcript.log import chain_head, read_events, verify_chain
@@ -74,7 +74,7 @@ def _sandbox_provider(settings: Settings) -> Any:
 
     client = docker_client()
     if not image_exists(client, settings.sandbox.image):
-        if settings.sandbox.image != Settings().sandbox.image:
+        if settings.sandbox.image != SandboxSettings().image:
             raise SandboxError(f"sandbox image {settings.sandbox.image} does not exist", "build or load it, or unset sandbox.image")
         console.print(f"The sandbox image {settings.sandbox.image} is missing; building it (about a minute, once).")
         build_image(client, settings.sandbox.image, on_progress=lambda line: console.print(f"  {line}", highlight=False, markup=False))
@@ -129,8 +129,8 @@ def _ask(view: ProgressView, payload: dict[str, Any]) -> Any:
     return ApprovalDecision(decision=answer, comment=comment)
 
 
-def _drive(run: Any, settings: Settings, *, banner: str, decision: Any = None) -> None:
-    provider = _sandbox_provider(settings)
+def _drive(run: Any, *, banner: str, decision: Any = None) -> None:
+    provider = _sandbox_provider(run.settings)
     console.print(banner, highlight=False)
     interactive = console.is_terminal and sys.stdin.isatty()
     with ProgressView(console) as view, _CtrlC() as ctrl_c:
@@ -156,7 +156,7 @@ def _run_company(spec: Path, settings: Settings, script: Path | None) -> None:
     from macrohard.company.run import CompanyRun
 
     run = CompanyRun.create(spec, settings, script=script, model_factory=_model_factory(script))
-    _drive(run, run.settings, banner=f"Run [bold]{run.run_id}[/]: {run.spec.title} (model: {run.model_name})")
+    _drive(run, banner=f"Run [bold]{run.run_id}[/]: {run.spec.title} (model: {run.model_name})")
 
 
 def _print_summary(summary: Any) -> None:
@@ -280,7 +280,7 @@ def resume(
         run, config, workspaces, max_parallel=max_parallel, max_attempts=max_attempts,
         max_tokens=max_tokens, max_cost_usd=max_cost, max_wall_s=max_wall,
     )
-    _drive(opened, opened.settings, banner=f"Resuming run [bold]{opened.run_id}[/] ({opened.record.status})")
+    _drive(opened, banner=f"Resuming run [bold]{opened.run_id}[/] ({opened.record.status})")
 
 
 def _answer(run: str, decision: str, comment: str, config: Path | None, workspaces: Path | None) -> None:
@@ -289,7 +289,7 @@ def _answer(run: str, decision: str, comment: str, config: Path | None, workspac
     opened = _open(run, config, workspaces)
     gate = (opened.record.awaiting or {}).get("gate", "?")
     _drive(
-        opened, opened.settings, banner=f"{decision.capitalize()} the {gate} of run [bold]{opened.run_id}[/]",
+        opened, banner=f"{decision.capitalize()} the {gate} of run [bold]{opened.run_id}[/]",
         decision=ApprovalDecision(decision=decision, comment=comment),  # type: ignore[arg-type]
     )
 
@@ -344,10 +344,7 @@ def runs(config: ConfigOpt = None, workspaces: WorkspacesOpt = None) -> None:
         tickets = checkpoint_values(RunPaths(run_dir=folder / r.run_id)).get("tickets") or {}
         merged = sum(1 for t in tickets.values() if t.status.value == "merged")
         open_ = [t.id for t in tickets.values() if t.status.value in ("todo", "in_progress", "passed")]
-        left = (
-            f"approve the {r.awaiting.get('gate')}" if r.awaiting
-            else r.paused_reason or ("" if not open_ else "")
-        )
+        left = f"approve the {r.awaiting.get('gate')}" if r.awaiting else (r.paused_reason or "")
         if open_:
             left = (left + "; " if left else "") + f"{len(open_)} tickets: {', '.join(open_)}"
         table.add_row(r.run_id, status, r.spec_title, f"{merged}/{len(tickets)} merged", left or "-")

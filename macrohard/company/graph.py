@@ -135,7 +135,7 @@ class Company:
         self._node("product_manager", attempt=attempt)
         root = self.workspace.repo_dir
         if self._already_done("product_manager", MAIN, None, attempt) and (prd := self._recorded_plan(attempt)):
-            return self._planned(state, prd.tickets, self.workspace.head(), attempt)
+            return self._planned(state, prd.tickets, attempt)
         planned: list[Ticket] = []
         prompt = prompts.plan_prompt(self.spec, state.get("feedback") if state.get("rejected") else None)
         result = self._agent(
@@ -148,13 +148,12 @@ class Company:
         sha = self._commit(root, "product_manager", title, result, None, attempt)
         prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=planned)
         self.transcript.append("plan", role="product_manager", attempt=attempt, sha=sha, **prd.model_dump(mode="json"))
-        return self._planned(state, planned, sha or self.workspace.head(), attempt)
+        return self._planned(state, planned, attempt)
 
-    def _planned(self, state: CompanyState, planned: list[Ticket], sha: str, attempt: int) -> CompanyState:
+    def _planned(self, state: CompanyState, planned: list[Ticket], attempt: int) -> CompanyState:
         dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
         return {
             "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
-            "prd_sha": sha,
             "plan_attempt": attempt,
             "rejected": False,
         }
@@ -216,7 +215,7 @@ class Company:
         )[: self.settings.max_parallel]
         for t in ready:
             path = self.workspace.worktree(t.id)
-            updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS, "branch": f"ticket/{t.id}"})
+            updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
             self._node("dispatch", ticket=t.id, worktree=str(path))
         for t in updates.values():
             if t.status == TicketStatus.BLOCKED:
@@ -224,16 +223,15 @@ class Company:
         return {"tickets": updates}
 
     def route_dispatch(self, state: CompanyState) -> list[Send] | str:
-        tickets = state.get("tickets", {}).values()
-        by_id = state.get("tickets", {})
+        tickets = state.get("tickets", {})
         started = [
-            Send("ticket", {"ticket": t, "context_files": sorted({f for d in t.depends_on for f in by_id[d].files})})
-            for t in sorted(tickets, key=_order)
+            Send("ticket", {"ticket": t, "context_files": sorted({f for d in t.depends_on for f in tickets[d].files})})
+            for t in sorted(tickets.values(), key=_order)
             if t.status == TicketStatus.IN_PROGRESS
         ]
         if started:
             return started
-        return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets) else "report"
+        return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets.values()) else "report"
 
     # -- the ticket pipeline (runs once per ticket, in parallel) -----------
 
@@ -271,9 +269,7 @@ class Company:
         report = self._run_suite(ticket.id, root, ticket.id)
         self.transcript.append("verdict", ticket=ticket.id, attempt=ticket.attempts, **report.model_dump(exclude={"output_tail", "ticket"}))
         if report.passed:
-            ticket = ticket.model_copy(
-                update={"status": TicketStatus.PASSED, "head_sha": self.workspace.head(f"ticket/{ticket.id}"), "last_failure": None}
-            )
+            ticket = ticket.model_copy(update={"status": TicketStatus.PASSED, "last_failure": None})
         else:
             failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
             ticket = self._after_failure(ticket, failure, "its tests still fail")
@@ -327,7 +323,7 @@ class Company:
         return {t.id: self._merged(t, merge, event_id) for t, merge, event_id in merged}
 
     def _merged(self, ticket: Ticket, merge: MergeResult, event_id: str) -> Ticket:
-        files = self.workspace.files_between(merge.previous_sha or "", merge.sha or "") if merge.previous_sha else []
+        files = self.workspace.files_between(merge.previous_sha, merge.sha) if merge.previous_sha and merge.sha else []
         self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
         self.workspace.remove_worktree(ticket.id)
         return ticket.model_copy(
@@ -343,21 +339,24 @@ class Company:
                 "main has been merged into your branch; resolve the conflict markers in those files."
             )
             self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
-            self.workspace.discard_uncommitted(ticket.id)  # the verdict's test run may leave files
-            self.workspace.update_from_main(ticket.id)
+            self._bring_main_in(ticket)
             return self._back_to_engineer(ticket, failure, "it conflicts with main")
         report = self._run_suite(MAIN, self.workspace.repo_dir, ticket.id)
         self.transcript.append("main.suite", ticket=ticket.id, sha=merge.sha, **report.model_dump(exclude={"output_tail", "ticket"}))
         if not report.passed:
             self.workspace.reset_main(merge.previous_sha)
-            self.workspace.discard_uncommitted(ticket.id)  # the verdict's test run may leave files
-            self.workspace.update_from_main(ticket.id)
+            self._bring_main_in(ticket)
             failure = (
                 f"After merging into main the full suite failed (`{report.command}` exited {report.exit_code}); "
                 f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
             )
             return self._back_to_engineer(ticket, failure, "main's suite fails with it")
         return self._merged(ticket, merge, event_id)
+
+    def _bring_main_in(self, ticket: Ticket) -> None:
+        """Put the ticket's branch on top of main for its next attempt (markers left on conflict)."""
+        self.workspace.discard_uncommitted(ticket.id)  # leftovers of the verdict's test run
+        self.workspace.update_from_main(ticket.id)
 
     def _back_to_engineer(self, ticket: Ticket, failure: str, why: str) -> Ticket:
         ticket = self._after_failure(ticket, failure, why)

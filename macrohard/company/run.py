@@ -35,7 +35,7 @@ from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
-from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, Usage
+from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, Usage, current_user
 from macrohard.redact import Redactor
 from macrohard.roles import Role, default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
@@ -146,14 +146,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def role_model_settings(settings: Settings, role: Role) -> ModelSettings:
-    """A role's endpoint: [model], then the role file's `model:`, then [roles.<name>]."""
-    chosen = settings.model
-    if role.model:
-        chosen = chosen.model_copy(update={"model": role.model})
-    return chosen.merged(settings.roles.get(role.name))
-
-
 def role_models(
     settings: Settings, roles: dict[str, Role], factory: Callable[[ModelSettings], ChatModel]
 ) -> Callable[[str], ChatModel]:
@@ -163,12 +155,12 @@ def role_models(
         raise ConfigError(
             f"macrohard.toml configures unknown role {', '.join(unknown)}", f"roles are: {', '.join(sorted(roles))}"
         )
-    models = {name: factory(role_model_settings(settings, role)) for name, role in roles.items()}
+    models = {name: factory(settings.model_for(role.name, role.model)) for name, role in roles.items()}
     return models.__getitem__
 
 
 def describe_models(settings: Settings, roles: dict[str, Role]) -> str:
-    names = sorted({role_model_settings(settings, role).model or "?" for role in roles.values()})
+    names = sorted({settings.model_for(role.name, role.model).model or "?" for role in roles.values()})
     return ", ".join(names) + (f" at {settings.model.base_url}" if settings.model.base_url else "")
 
 
@@ -214,7 +206,7 @@ class CompanyRun:
     def _model_names(self) -> list[str]:
         if self.script is not None:
             return ["scripted"]
-        return sorted({role_model_settings(self.settings, role).model or "" for role in self.roles.values()} - {""})
+        return sorted({self.settings.model_for(role.name, role.model).model or "" for role in self.roles.values()} - {""})
 
     @classmethod
     def create(
@@ -239,15 +231,12 @@ class CompanyRun:
     ) -> CompanyRun:
         """An existing run, with its recorded settings and model; `overrides` raise limits."""
         record = load_record(run_dir)
-        settings = Settings.model_validate(record.settings)
+        data = dict(record.settings)
+        data["budget"] = dict(data.get("budget") or {})  # type: ignore[call-overload]
         for key, value in (overrides or {}).items():
-            if value is None:
-                continue
-            if key in Budget.model_fields:
-                settings.budget = settings.budget.model_copy(update={key: value})
-            else:
-                settings = settings.model_copy(update={key: value})
-        settings = Settings.model_validate(settings.model_dump())
+            if value is not None:
+                (data["budget"] if key in Budget.model_fields else data)[key] = value  # type: ignore[index]
+        settings = Settings.model_validate(data)
         script = Path(record.script) if record.script else None
         if script is not None and not script.is_file():
             raise ConfigError(f"the run's model script {script} is gone", "restore it to resume the run")
@@ -298,7 +287,7 @@ class CompanyRun:
         assert record is not None
         if resuming:
             self._check_resumable(record, decision)
-        key_variables = {role_model_settings(self.settings, role).api_key_env for role in self.roles.values()}
+        key_variables = {self.settings.model_for(role.name, role.model).api_key_env for role in self.roles.values()}
         transcript = TranscriptLog(self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables))
         if on_event:
             transcript.subscribe(on_event)
@@ -313,7 +302,7 @@ class CompanyRun:
         orphans = provider.prune_orphans()
         if resuming:
             transcript.append(
-                "run.resumed", previous_status=record.status, by=ApprovalDecision(decision="approve").by,
+                "run.resumed", previous_status=record.status, by=current_user(),
                 removed_orphan_sandboxes=orphans, budget=self.settings.budget.model_dump(), spent=spent.model_dump(),
             )
         else:

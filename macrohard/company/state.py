@@ -19,7 +19,6 @@ def merge_tickets(current: dict[str, Ticket] | None, update: dict[str, Ticket | 
 
 class CompanyState(TypedDict, total=False):
     tickets: Annotated[dict[str, Ticket], merge_tickets]
-    prd_sha: str
     plan_attempt: int  # plans written so far; a rejected plan is written again
     release_attempt: int
     rejected: bool  # the last gate's answer, for the edge after it
