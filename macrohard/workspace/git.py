@@ -8,6 +8,12 @@ a resumed run neither loses nor duplicates a commit.
 
 Pipelines of different tickets commit concurrently, each in its own worktree; what
 touches shared metadata (worktree registration, main, tags) runs under one lock.
+
+Every git process costs a few milliseconds, and a ticket's life (worktree, two
+commits, merge, clean-up) is on the orchestrator's critical path. So branches and
+HEAD are read from the ref files in-process (GitPython), and checks that git makes
+anyway (nothing to commit, already merged, a stale worktree) are read from its
+answer instead of asked for beforehand.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import git as gitpython
+from git.refs.symbolic import SymbolicReference
 from pydantic import BaseModel, Field, field_validator
 
 from macrohard.errors import WorkspaceError
@@ -221,6 +228,7 @@ class GitWorkspace:
         self.run_dir = Path(run_dir)
         # Reentrant: locked operations call other locked helpers.
         self._lock = threading.RLock()
+        self._repos: dict[str, gitpython.Repo] = {}
 
     @property
     def repo_dir(self) -> Path:
@@ -245,12 +253,7 @@ class GitWorkspace:
         config: Mapping[str, str] | None = None,
     ) -> tuple[int, str, str]:
         """Run ``git <args>`` in cwd; (status, stdout, stderr). Raises WorkspaceError when check fails."""
-        leaked = [name for name in _REDIRECTING_ENV if os.environ.get(name)]
-        if leaked:
-            raise WorkspaceError(
-                f"{', '.join(leaked)} is set in the environment and would point git at another repository",
-                hint=f"unset {' '.join(leaked)} before running macrohard",
-            )
+        _refuse_redirecting_env()
         full_env = {**_BASE_ENV, **(env or {})}
         runner = gitpython.Git(str(cwd))
         # Settings that make git run a program, pinned on the command line (which wins
@@ -286,8 +289,24 @@ class GitWorkspace:
         return self._run(cwd, *args, check=False)[0] == 0
 
     def _rev(self, cwd: Path, ref: str) -> str | None:
+        branch = _branch_ref(ref)
+        if branch is not None:
+            # A branch (or HEAD) always names a commit: read it from the ref files.
+            _refuse_redirecting_env()
+            try:
+                return SymbolicReference.dereference_recursive(self._repo(cwd), branch)
+            except (ValueError, OSError):
+                return None
         status, out, _ = self._run(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
         return out.strip() if status == 0 else None
+
+    def _repo(self, cwd: Path) -> gitpython.Repo:
+        # Only its ref reading is used: no git process, no object database.
+        key = str(cwd)
+        repo = self._repos.get(key)
+        if repo is None:
+            repo = self._repos[key] = gitpython.Repo(key)
+        return repo
 
     def _merging(self, cwd: Path) -> bool:
         # A file check, not a git process: this runs before every commit and merge.
@@ -308,7 +327,8 @@ class GitWorkspace:
 
     def _require_main_checked_out(self) -> None:
         self._require_repo()
-        branch = self._run(self.repo_dir, "symbolic-ref", "--quiet", "HEAD", check=False)[1].strip()
+        head = (self.repo_dir / ".git" / "HEAD").read_text(errors="replace").strip()
+        branch = head[len("ref: ") :] if head.startswith("ref: ") else ""
         if branch != f"refs/heads/{MAIN}":
             raise WorkspaceError(
                 f"{self.repo_dir} has {branch or 'a detached HEAD'} checked out, not {MAIN}",
@@ -326,9 +346,11 @@ class GitWorkspace:
             hint=f"commit in {self.repo_dir} or a directory created by worktree()",
         )
 
-    def _registered_worktrees(self) -> list[Path]:
-        out = self._run(self.repo_dir, "worktree", "list", "--porcelain")[1]
-        return [Path(line[len("worktree ") :]).resolve() for line in out.splitlines() if line.startswith("worktree ")]
+    def _is_worktree(self, path: Path) -> bool:
+        """Whether path is a live worktree of this repo: its .git names one of our admin dirs."""
+        git_dir = _git_dir(path) if (path / ".git").is_file() else None
+        admin = (self.repo_dir / ".git" / "worktrees").resolve()
+        return git_dir is not None and git_dir.resolve().parent == admin and git_dir.is_dir()
 
     def _find(self, cwd: Path, ref: str, run_id: str, event_id: str) -> str | None:
         # --grep narrows the walk; the exact match is on the parsed trailers. A ref
@@ -384,7 +406,7 @@ class GitWorkspace:
                 "Initialize repository",
                 env=_identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
             )
-            return self._out(self.repo_dir, "rev-parse", "HEAD")
+            return self.head(MAIN)
 
     def head(self, ref: str = MAIN) -> str:
         """The commit sha ref points at."""
@@ -402,19 +424,20 @@ class GitWorkspace:
         branch = f"ticket/{ticket_id}"
         with self._lock:
             self._require_repo()
-            if path.exists() and path.resolve() in self._registered_worktrees():
+            if self._is_worktree(path):
                 return path
-            # Forget registrations whose directory was deleted by hand.
-            self._run(self.repo_dir, "worktree", "prune")
             self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-            hint = f"remove {path} if it is a leftover, then retry"
             if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:
                 # The branch outlived an earlier remove_worktree: check it out again.
-                self._run(self.repo_dir, "worktree", "add", str(path), branch, hint=hint)
+                add = ("worktree", "add", str(path), branch)
             else:
                 if self._rev(self.repo_dir, base) is None:
                     raise WorkspaceError(f"unknown base ref {base!r} for {branch}", hint="check the branch or sha")
-                self._run(self.repo_dir, "worktree", "add", "-b", branch, str(path), base, hint=hint)
+                add = ("worktree", "add", "-b", branch, str(path), base)
+            if self._run(self.repo_dir, *add, check=False)[0] != 0:
+                # A registration whose directory was deleted by hand blocks the add: forget it.
+                self._run(self.repo_dir, "worktree", "prune")
+                self._run(self.repo_dir, *add, hint=f"remove {path} if it is a leftover, then retry")
             return path
 
     def remove_worktree(self, ticket_id: str) -> None:
@@ -422,42 +445,40 @@ class GitWorkspace:
         path = self.worktree_path(ticket_id)
         with self._lock:
             self._require_repo()
-            if path.resolve() in self._registered_worktrees():
-                self._run(self.repo_dir, "worktree", "remove", "--force", str(path))
-            self._run(self.repo_dir, "worktree", "prune")
+            removed = self._is_worktree(path) and self._ok(self.repo_dir, "worktree", "remove", "--force", str(path))
+            if not removed:
+                self._run(self.repo_dir, "worktree", "prune")
 
     # -- commits ---------------------------------------------------------------
 
     def commit(self, path: Path, message: str, prov: Provenance) -> str | None:
         """Commit everything in path as prov.role; None when there is nothing to commit.
 
-        Concludes a merge in progress. Returns the earlier commit instead when the
-        current branch already has one with the same run and event trailers.
+        Concludes a merge in progress. It does not look for an earlier commit of the
+        same work: a step that may be running again asks find_work() first, before it
+        redoes the work at all.
         """
         cwd = self._owned_dir(path)
         full_message = _compose(message, prov)
         on_main = cwd == self.repo_dir.resolve()
         # Commits on main must not interleave with merges and resets of main.
         with self._lock if on_main else contextlib.nullcontext():
-            earlier = self._find(cwd, "HEAD", prov.run_id, prov.event_id)
-            if earlier is not None:
-                return earlier
             self._run(cwd, "add", "-A")
-            merging = self._merging(cwd)
-            staged = not self._ok(cwd, "diff", "--cached", "--quiet")
-            if not staged and not merging:
-                return None
-            self._run(
-                cwd,
-                "commit",
-                "--no-verify",
-                "--cleanup=whitespace",
-                "-m",
-                full_message,
-                env=_role_identity(prov.role),
-                hint=f"inspect the working tree {cwd}",
+            status, out, err = self._run(
+                cwd, "commit", "--no-verify", "--cleanup=whitespace", "-m", full_message,
+                env=_role_identity(prov.role), check=False,
             )
-            return self._out(cwd, "rev-parse", "HEAD")
+            if status != 0:
+                # Asked only when the commit did not happen: was there nothing to commit?
+                if not self._merging(cwd) and self._ok(cwd, "diff", "--cached", "--quiet"):
+                    return None
+                raise WorkspaceError(
+                    f"git commit failed in {cwd}: {_summary(err) or _summary(out) or f'exit status {status}'}",
+                    hint=f"inspect the working tree {cwd}",
+                )
+            head = self._rev(cwd, "HEAD")
+            assert head is not None  # a commit was just made on it
+            return head
 
     def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
         """The commit on ref that `role` made for this ticket and attempt in this run, if any."""
@@ -520,17 +541,6 @@ class GitWorkspace:
             if ticket_head is None:
                 raise WorkspaceError(f"branch {branch} does not exist", hint="create it with worktree() first")
             before = self.head(MAIN)
-            contained = self._ok(repo, "merge-base", "--is-ancestor", ticket_head, MAIN)
-            if contained:
-                # A resumed integration runs under a new event: look for this run's merge
-                # of this ticket too, so previous_sha is where main really was before it.
-                earlier = self._find(repo, MAIN, prov.run_id, prov.event_id) or self._find_merge(prov, ticket_id)
-                if earlier is not None:
-                    first_parent = self._rev(repo, f"{earlier}^1")
-                    return MergeResult(merged=True, sha=earlier, previous_sha=first_parent, detail="already merged")
-                # Merged earlier under another event: nothing to do, and nothing new to report.
-                detail = f"{MAIN} already contains {branch}"
-                return MergeResult(merged=True, sha=before, previous_sha=before, detail=detail)
             if self._dirty(repo, untracked=False):
                 raise WorkspaceError(
                     f"{MAIN}'s working tree in {repo} has uncommitted changes",
@@ -551,7 +561,11 @@ class GitWorkspace:
                 check=False,
             )
             if status == 0:
-                return MergeResult(merged=True, sha=self.head(MAIN), previous_sha=before)
+                after = self.head(MAIN)
+                if after != before:
+                    return MergeResult(merged=True, sha=after, previous_sha=before)
+                # "Already up to date": main contained the branch before this call.
+                return self._earlier_merge(prov, ticket_id, before)
             conflicts = self._unmerged(repo)
             if self._merging(repo) or conflicts:
                 self._run(repo, "merge", "--abort")
@@ -563,6 +577,17 @@ class GitWorkspace:
                 f"git merge of {branch} failed: {_summary(err) or _summary(out)}",
                 hint=f"inspect {repo}; main was left at {before[:12]}",
             )
+
+    def _earlier_merge(self, prov: Provenance, ticket_id: str, main_sha: str) -> MergeResult:
+        # A resumed integration runs under a new event: look for this run's merge of
+        # this ticket too, so previous_sha is where main really was before it.
+        earlier = self._find(self.repo_dir, MAIN, prov.run_id, prov.event_id) or self._find_merge(prov, ticket_id)
+        if earlier is not None:
+            first_parent = self._rev(self.repo_dir, f"{earlier}^1")
+            return MergeResult(merged=True, sha=earlier, previous_sha=first_parent, detail="already merged")
+        # Merged earlier under another event: nothing to do, and nothing new to report.
+        detail = f"{MAIN} already contains ticket/{ticket_id}"
+        return MergeResult(merged=True, sha=main_sha, previous_sha=main_sha, detail=detail)
 
     def reset_main(self, sha: str) -> None:
         """Move main and its working tree back to sha (after a merge turned main red)."""
@@ -696,6 +721,22 @@ def _git_dir(cwd: Path) -> Path | None:
         return None
     path = Path(text[len("gitdir:") :].strip())
     return path if path.is_absolute() else (cwd / path).resolve()
+
+
+def _refuse_redirecting_env() -> None:
+    leaked = [name for name in _REDIRECTING_ENV if os.environ.get(name)]
+    if leaked:
+        raise WorkspaceError(
+            f"{', '.join(leaked)} is set in the environment and would point git at another repository",
+            hint=f"unset {' '.join(leaked)} before running macrohard",
+        )
+
+
+def _branch_ref(ref: str) -> str | None:
+    """The ref file behind HEAD, main or a full branch name; None for anything rev-parse must read."""
+    if ref == "HEAD" or (ref.startswith("refs/heads/") and ".." not in ref):
+        return ref
+    return f"refs/heads/{MAIN}" if ref == MAIN else None
 
 
 def _check_ticket_id(ticket_id: str) -> str:

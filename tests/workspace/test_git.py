@@ -155,17 +155,6 @@ def test_commit_with_nothing_to_commit_returns_none(ws: GitWorkspace) -> None:
     assert ws.head("ticket/T-1") == before
 
 
-def test_commit_is_idempotent_per_event(ws: GitWorkspace) -> None:
-    wt = ws.worktree("T-1")
-    write(wt / "a.txt", "1\n")
-    first = ws.commit(wt, "One", prov("ev-1"))
-    write(wt / "a.txt", "2\n")
-    assert ws.commit(wt, "One again", prov("ev-1")) == first
-    assert len(ws.history("ticket/T-1")) == 2
-    assert ws.commit(wt, "Two", prov("ev-2")) not in (None, first)
-    assert len(ws.history("ticket/T-1")) == 3
-
-
 def test_commit_outside_the_run_is_refused(ws: GitWorkspace, tmp_path: Path) -> None:
     with pytest.raises(WorkspaceError):
         ws.commit(tmp_path, "x", prov("ev-1"))
@@ -385,3 +374,44 @@ def test_leftovers_of_a_test_run_do_not_block_bringing_main_in(ws: GitWorkspace)
     ws.discard_uncommitted("T-1")
     assert ws.update_from_main("T-1") == []
     assert (wt / "b.py").exists() and not (wt / "out.txt").exists() and (wt / "a.py").read_text() == "x = 1\n"
+
+
+def test_a_worktree_deleted_by_hand_is_made_again(ws: GitWorkspace) -> None:
+    import shutil
+
+    wt = ws.worktree("T-1")
+    write(wt / "a.py", "x = 1\n")
+    sha = ws.commit(wt, "T-1: a", prov("ev-1"))
+    shutil.rmtree(wt)  # git still has it registered
+    again = ws.worktree("T-1")
+    assert (again / "a.py").read_text() == "x = 1\n" and ws.head("ticket/T-1") == sha
+    assert git(again, "rev-parse", "--abbrev-ref", "HEAD") == "ticket/T-1"
+    shutil.rmtree(again)
+    ws.remove_worktree("T-1")
+    assert str(again) not in git(ws.repo_dir, "worktree", "list")
+
+
+def test_a_leftover_folder_in_a_worktrees_place_is_refused_with_a_hint(ws: GitWorkspace) -> None:
+    write(ws.worktree_path("T-1") / "stray.txt", "not a worktree\n")
+    with pytest.raises(WorkspaceError, match="if it is a leftover"):
+        ws.worktree("T-1")
+
+
+def test_refs_read_in_process_agree_with_git(ws: GitWorkspace) -> None:
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    git(ws.repo_dir, "pack-refs", "--all")  # refs in packed-refs, not loose files
+    assert ws.head() == git(ws.repo_dir, "rev-parse", "main")
+    assert ws.head("refs/heads/ticket/T-1") == git(ws.repo_dir, "rev-parse", "ticket/T-1")
+    with pytest.raises(WorkspaceError, match="unknown git ref"):
+        ws.head("refs/heads/ticket/T-9")
+    git(ws.repo_dir, "checkout", "-q", "--detach")
+    with pytest.raises(WorkspaceError, match="a detached HEAD checked out, not main"):
+        ws.merge_ticket("T-1", prov("m1", role="orchestrator"))
+
+
+def test_a_ticket_with_nothing_new_merges_as_already_contained(ws: GitWorkspace) -> None:
+    ws.worktree("T-1")  # a branch at main, never committed to
+    before = ws.head()
+    result = ws.merge_ticket("T-1", prov("m1", role="orchestrator"))
+    assert result.merged and result.sha == result.previous_sha == before and "already contains" in result.detail
+    assert ws.head() == before
