@@ -41,7 +41,6 @@ class Ticket(BaseModel):
     status: TicketStatus = TicketStatus.TODO
     attempts: int = 0
     merge_sha: str | None = None
-    files: list[str] = Field(default_factory=list)  # what the ticket changed, once merged
     # Short tail of the last failing run or merge conflict, handed back to the engineer.
     last_failure: str | None = None
     failure_reason: str | None = None

@@ -6,8 +6,10 @@ correct itself; it never ends the run.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +21,7 @@ from macrohard.sandbox.base import ExecResult
 
 MAX_READ_BYTES = 100_000
 MAX_LIST_ENTRIES = 500
+_NOT_PRODUCT = {".git", "__pycache__", ".pytest_cache"}  # folders no listing shows
 
 
 class ToolError(Exception):
@@ -34,6 +37,13 @@ class Tool(Protocol):
 
 
 def spec_of(tool: Tool) -> ToolSpec:
+    # A copy: the schema is built once per tool class, and a spec may be changed by its user.
+    return _spec_of(type(tool)).model_copy(deep=True)
+
+
+@functools.cache
+def _spec_of(tool: type[Tool]) -> ToolSpec:
+    # Building a JSON schema costs milliseconds, and every agent loop asks for each tool's.
     schema = tool.Args.model_json_schema()
     schema.pop("title", None)
     return ToolSpec(name=tool.name, description=tool.description, parameters=schema)
@@ -69,6 +79,13 @@ class Confined:
     def show(self, path: Path) -> str:
         return str(path.relative_to(self.root)) or "."
 
+    def files(self, base: Path | None = None) -> Iterator[str]:
+        """Every file under base (the root by default), relative to the root, in sorted order."""
+        for dirpath, dirnames, filenames in os.walk(base or self.root):
+            dirnames[:] = sorted(d for d in dirnames if d not in _NOT_PRODUCT)
+            # In a worktree .git is a file pointing at the repository: not the product's.
+            yield from (self.show(Path(dirpath) / f) for f in sorted(filenames) if f != ".git")
+
 
 def _regular(path: Path, shown: str) -> Path:
     """The path, if it is a regular file: a FIFO or device would hang or flood the host."""
@@ -97,13 +114,9 @@ class ListFiles(FileTool):
         base = self.fs.path(args.path)
         if not base.is_dir():
             raise ToolError(f"{args.path} is not a directory")
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if d not in {".git", "__pycache__", ".pytest_cache"})
-            # In a worktree .git is a file pointing at the repository: not the product's.
-            found.extend(self.fs.show(Path(dirpath) / f) for f in sorted(filenames) if f != ".git")
-            if len(found) > MAX_LIST_ENTRIES:
-                return "\n".join(found[:MAX_LIST_ENTRIES]) + f"\n... more than {MAX_LIST_ENTRIES} files"
+        found = list(itertools.islice(self.fs.files(base), MAX_LIST_ENTRIES + 1))
+        if len(found) > MAX_LIST_ENTRIES:
+            return "\n".join(found[:MAX_LIST_ENTRIES]) + f"\n... more than {MAX_LIST_ENTRIES} files"
         return "\n".join(found) or "(no files)"
 
 

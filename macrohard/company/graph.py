@@ -49,6 +49,9 @@ class Company:
     workspace: GitWorkspace
     sandboxes: RunSandboxes
     control: RunControl | None = None  # budgets and pause requests, asked before every model call
+    # Whether an earlier process drove this run: only then can a node find its own
+    # work already committed (nothing re-runs a node within one process).
+    resumed: bool = False
 
     # -- helpers -----------------------------------------------------------
 
@@ -61,6 +64,8 @@ class Company:
         A node re-runs from its start on resume; with its work already committed it
         must not ask the model again (spending twice) or commit twice.
         """
+        if not self.resumed:
+            return None
         sha = self.workspace.find_work(ref, self.run_id, role, ticket, attempt)
         if sha is not None:
             self.transcript.append("node.skipped", role=role, ticket=ticket, attempt=attempt, commit=sha,
@@ -99,12 +104,6 @@ class Company:
 
         return RunShell(execute)
 
-    def _relevant(self, root: Path, ticket: Ticket, context: list[str]) -> tuple[list[str], int]:
-        """Files the ticket names or builds on (that exist), and how many files there are."""
-        every = set(ListFiles(Confined(root)).run(ListFiles.Args()).splitlines())
-        named = set(_PATH.findall(" ".join([ticket.title, ticket.description, *ticket.acceptance_criteria])))
-        return sorted((named | set(context)) & every), len(every)
-
     def _commit(
         self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None, attempt: int
     ) -> str | None:
@@ -128,6 +127,9 @@ class Company:
     def intake(self, state: CompanyState) -> CompanyState:
         sha = self.workspace.init()
         self._node("intake", spec_title=self.spec.title, spec_sha256=self.spec.sha256, main=sha)
+        # Main's sandbox starts while the product manager plans: the first integration
+        # then does not wait for a container.
+        self.sandboxes.prepare(MAIN, self.workspace.repo_dir)
         return {}
 
     def product_manager(self, state: CompanyState) -> CompanyState:
@@ -225,7 +227,7 @@ class Company:
     def route_dispatch(self, state: CompanyState) -> list[Send] | str:
         tickets = state.get("tickets", {})
         started = [
-            Send("ticket", {"ticket": t, "context_files": sorted({f for d in t.depends_on for f in tickets[d].files})})
+            Send("ticket", {"ticket": t, "context_files": self._merged_files(t.depends_on, tickets)})
             for t in sorted(tickets.values(), key=_order)
             if t.status == TicketStatus.IN_PROGRESS
         ]
@@ -233,7 +235,15 @@ class Company:
             return started
         return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets.values()) else "report"
 
-    # -- the ticket pipeline (runs once per ticket, in parallel) -----------
+    def _merged_files(self, ids: list[str], tickets: dict[str, Ticket]) -> list[str]:
+        """What the merges of these tickets brought into main: the context a dependant builds on."""
+        files: set[str] = set()
+        for d in ids:
+            if sha := tickets[d].merge_sha:
+                files.update(self.workspace.files_between(f"{sha}^1", sha))
+        return sorted(files)
+
+    # -- the ticket pipeline (runs once per attempt, in parallel) ----------
 
     def engineer(self, state: TicketState) -> TicketState:
         ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1})
@@ -244,7 +254,7 @@ class Company:
         # Start the sandbox now; it is ready by the time the engineer's first answer is.
         self.sandboxes.prepare(ticket.id, root)
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
-        prompt = prompts.engineer_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
+        prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         self._commit(
             root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id, ticket.attempts
@@ -258,7 +268,7 @@ class Company:
         if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {}
         tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
-        prompt = prompts.tester_prompt(ticket, *self._relevant(root, ticket, state.get("context_files", [])))
+        prompt = prompts.tester_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id, ticket.attempts)
         return {}
@@ -273,19 +283,22 @@ class Company:
         else:
             failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
             ticket = self._after_failure(ticket, failure, "its tests still fail")
-        if ticket.status != TicketStatus.IN_PROGRESS:
-            self.sandboxes.release(ticket.id)
+        if ticket.status != TicketStatus.TODO:
+            self.sandboxes.release(ticket.id)  # a ticket sent back keeps its sandbox for the next attempt
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
 
-    def route_verdict(self, state: TicketState) -> str:
-        return "engineer" if state["ticket"].status == TicketStatus.IN_PROGRESS else END
-
     def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
+        """Failed for good when attempts are used up; otherwise back to dispatch for the next one.
+
+        Not straight back to the engineer: the next attempt is dispatched with the next
+        round, so one ticket's retries do not keep the round's other tickets (passed and
+        waiting to be integrated) and their dependants waiting.
+        """
         if ticket.attempts >= self.settings.max_attempts:
             reason = f"{why} after {ticket.attempts} attempts"
             self.transcript.append("ticket.failed", ticket=ticket.id, reason=reason)
             return ticket.model_copy(update={"status": TicketStatus.FAILED, "last_failure": failure, "failure_reason": reason})
-        return ticket.model_copy(update={"status": TicketStatus.IN_PROGRESS, "last_failure": failure})
+        return ticket.model_copy(update={"status": TicketStatus.TODO, "last_failure": failure})
 
     # -- integration, release, report ---------------------------------------
 
@@ -323,12 +336,9 @@ class Company:
         return {t.id: self._merged(t, merge, event_id) for t, merge, event_id in merged}
 
     def _merged(self, ticket: Ticket, merge: MergeResult, event_id: str) -> Ticket:
-        files = self.workspace.files_between(merge.previous_sha, merge.sha) if merge.previous_sha and merge.sha else []
         self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
         self.workspace.remove_worktree(ticket.id)
-        return ticket.model_copy(
-            update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None, "files": files}
-        )
+        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None})
 
     def _integrate_one(self, ticket: Ticket) -> Ticket:
         event_id = self._node("integrate", ticket=ticket.id)
@@ -340,7 +350,7 @@ class Company:
             )
             self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
             self._bring_main_in(ticket)
-            return self._back_to_engineer(ticket, failure, "it conflicts with main")
+            return self._after_failure(ticket, failure, "it conflicts with main")
         report = self._run_suite(MAIN, self.workspace.repo_dir, ticket.id)
         self.transcript.append("main.suite", ticket=ticket.id, sha=merge.sha, **report.model_dump(exclude={"output_tail", "ticket"}))
         if not report.passed:
@@ -350,18 +360,13 @@ class Company:
                 f"After merging into main the full suite failed (`{report.command}` exited {report.exit_code}); "
                 f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
             )
-            return self._back_to_engineer(ticket, failure, "main's suite fails with it")
+            return self._after_failure(ticket, failure, "main's suite fails with it")
         return self._merged(ticket, merge, event_id)
 
     def _bring_main_in(self, ticket: Ticket) -> None:
         """Put the ticket's branch on top of main for its next attempt (markers left on conflict)."""
         self.workspace.discard_uncommitted(ticket.id)  # leftovers of the verdict's test run
         self.workspace.update_from_main(ticket.id)
-
-    def _back_to_engineer(self, ticket: Ticket, failure: str, why: str) -> Ticket:
-        ticket = self._after_failure(ticket, failure, why)
-        # Not IN_PROGRESS: dispatch picks it up again, on top of the new main.
-        return ticket if ticket.status == TicketStatus.FAILED else ticket.model_copy(update={"status": TicketStatus.TODO})
 
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1
@@ -411,6 +416,13 @@ class Company:
 _PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.\w+")
 
 
+def relevant_files(root: Path, ticket: Ticket, context: list[str]) -> tuple[list[str], int]:
+    """Files the ticket names or builds on (that exist), and how many files there are."""
+    every = set(Confined(root).files())  # all of them: a listing for the model stops at a limit
+    named = set(_PATH.findall(" ".join([ticket.title, ticket.description, *ticket.acceptance_criteria])))
+    return sorted((named | set(context)) & every), len(every)
+
+
 def _dependants(ticket_id: str, tickets: dict[str, Ticket]) -> int:
     """How many tickets wait on this one, directly or through others."""
     waiting, frontier = set(), {ticket_id}
@@ -437,7 +449,7 @@ def build_graph(company: Company) -> StateGraph:
     pipeline.add_edge(START, "engineer")
     pipeline.add_edge("engineer", "tester")
     pipeline.add_edge("tester", "verdict")
-    pipeline.add_conditional_edges("verdict", company.route_verdict, ["engineer", END])
+    pipeline.add_edge("verdict", END)
 
     graph = StateGraph(CompanyState)
     graph.add_node("intake", company.intake)

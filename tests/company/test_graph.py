@@ -128,3 +128,32 @@ def test_the_model_cannot_raise_a_commands_time_limit(tmp_path):
     assert summary.status == "done"
     asked = [t for box in provider.started for t in box.timeouts]
     assert 1e9 not in asked and max(t for t in asked if t is not None) == Settings().sandbox.timeout_s
+
+
+def test_a_failed_verdict_sends_its_ticket_to_the_next_round_without_holding_this_one(tmp_path):
+    # T-1 and T-2 run side by side; T-2's tests fail on its first attempt.
+    run, summary, _ = run_demo(tmp_path, max_parallel=2)
+    assert summary.status == "done"
+    events = list(read_events(run.paths.transcript))
+    t1_merged = next(e.seq for e in events if e.kind == "git.merge" and e.ticket == "T-1")
+    t2_retry = next(e.seq for e in events if e.kind == "node" and e.data.get("node") == "engineer"
+                    and e.ticket == "T-2" and e.data.get("attempt") == 2)
+    assert t1_merged < t2_retry  # T-1 was integrated without waiting for T-2's second attempt
+    retry_prompt = next(e for e in events if e.kind == "model.request" and e.role == "engineer"
+                        and e.ticket == "T-2" and e.data["step"] == 1 and e.seq > t2_retry)
+    assert "The last attempt failed" in retry_prompt.data["messages"][1]["content"]
+
+
+def test_context_names_files_a_full_listing_would_leave_out(tmp_path):
+    from macrohard.agent.tools import MAX_LIST_ENTRIES
+    from macrohard.company.graph import relevant_files
+    from macrohard.models import Ticket
+
+    for n in range(MAX_LIST_ENTRIES + 20):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"f{n:04}.txt").write_text("")
+    (tmp_path / "zz").mkdir()
+    (tmp_path / "zz" / "late.py").write_text("")  # sorted after every data file
+    ticket = Ticket(id="T-1", title="Fix zz/late.py", description="It is wrong.")
+    relevant, total = relevant_files(tmp_path, ticket, ["data/f0001.txt", "gone.py"])
+    assert relevant == ["data/f0001.txt", "zz/late.py"] and total == MAX_LIST_ENTRIES + 21
