@@ -157,3 +157,29 @@ def test_context_names_files_a_full_listing_would_leave_out(tmp_path):
     ticket = Ticket(id="T-1", title="Fix zz/late.py", description="It is wrong.")
     relevant, total = relevant_files(tmp_path, ticket, ["data/f0001.txt", "gone.py"])
     assert relevant == ["data/f0001.txt", "zz/late.py"] and total == MAX_LIST_ENTRIES + 21
+
+
+@pytest.mark.docker
+def test_a_ticket_pipeline_cannot_see_or_change_another_tickets_files(tmp_path, docker_client, sandbox_image):
+    from macrohard.config import SandboxSettings
+    from macrohard.sandbox.docker import DockerSandboxProvider
+
+    provider = DockerSandboxProvider(SandboxSettings(), docker_client)
+    spec = tmp_path / "spec.md"
+    spec.write_text("# one and two\n\nTwo constants in two modules.\n")
+    run, summary, _ = run_demo(tmp_path, SCRIPTS / "isolation_script.yaml", spec, provider, max_parallel=2)
+    assert summary.status == "done", summary.failure
+    events = list(read_events(run.paths.transcript))
+    probes = [e for e in events if e.kind == "tool.call" and e.ticket == "T-2" and e.role == "engineer" and e.data["step"] == 1]
+    assert [(e.data["tool"], e.data["ok"]) for e in probes] == [("read_file", False), ("write_file", False), ("list_files", False)]
+    assert all("outside the workspace" in e.data["result"] for e in probes)
+    shell = next(e for e in events if e.kind == "sandbox.exec" and e.ticket == "T-2" and "probe-done" in e.data["command"])
+    lines = shell.data["output_tail"].splitlines()
+    # The sibling's .gitignore was not readable by either path, nor its folder writable.
+    assert lines[:2] == [f"cat: {p}/.gitignore: No such file or directory" for p in ("../T-1", "/workspace/../T-1")]
+    assert "__pycache__/" not in lines and "cannot create ../T-1/planted.py" in lines[2]
+    root = lines[3 : lines.index("probe-done")]  # ls -a /: the container's own root
+    assert "workspace" in root and not {"T-1", "T-2", "worktrees", "repo"} & set(root)
+    # Nothing was planted anywhere the other ticket or main would see it.
+    assert not list(run.paths.run_dir.rglob("planted.py"))
+    assert {e.ticket for e in events if e.kind == "sandbox.start"} >= {"T-1", "T-2"}  # each had its own
