@@ -283,8 +283,8 @@ class Company:
         else:
             failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
             ticket = self._after_failure(ticket, failure, "its tests still fail")
-        if ticket.status != TicketStatus.TODO:
-            self.sandboxes.release(ticket.id)  # a ticket sent back keeps its sandbox for the next attempt
+        if ticket.status == TicketStatus.FAILED:
+            self.sandboxes.release(ticket.id)
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
 
     def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
@@ -304,9 +304,15 @@ class Company:
 
     def integrate(self, state: CompanyState) -> CompanyState:
         passed = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.PASSED]
-        if len(passed) > 1 and (batch := self._integrate_batch(passed)) is not None:
-            return {"tickets": batch}
-        return {"tickets": {t.id: self._integrate_one(t) for t in passed}}
+        if len(passed) <= 1 or (done := self._integrate_batch(passed)) is None:
+            done = {t.id: self._integrate_one(t) for t in passed}
+        # A ticket keeps its sandbox until it has landed (or failed): one sent back from
+        # here needs it for its next attempt. The stops run in the background while the
+        # next round's first model calls are in flight, not beside main's suite.
+        for t in done.values():
+            if t.status in (TicketStatus.MERGED, TicketStatus.FAILED):
+                self.sandboxes.release(t.id)
+        return {"tickets": done}
 
     def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:
         """Like a merge queue: merge them all and run main's suite once.

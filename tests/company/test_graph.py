@@ -103,6 +103,8 @@ def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path
     assert first[("T-2", "engineer")] < finished_t1_tester
     conflicts = [e for e in events if e.kind == "merge.conflict"]
     assert [(e.ticket, e.data["conflicts"]) for e in conflicts] == [("T-2", ["app.py"])]
+    # Sent back from integration, T-2 kept its sandbox for the second attempt.
+    assert [e.ticket for e in events if e.kind == "sandbox.start"].count("T-2") == 1
     main = (run.paths.repo / "app.py").read_text()
     assert "def hello" in main and "def goodbye" in main and "<<<<<<<" not in main
     assert [e.data["passed"] for e in events if e.kind == "main.suite"][-1] is True
