@@ -429,11 +429,11 @@ class GitWorkspace:
             self.worktrees_dir.mkdir(parents=True, exist_ok=True)
             if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:
                 # The branch outlived an earlier remove_worktree: check it out again.
-                add = ("worktree", "add", str(path), branch)
+                add = ("worktree", "add", "--quiet", str(path), branch)
             else:
                 if self._rev(self.repo_dir, base) is None:
                     raise WorkspaceError(f"unknown base ref {base!r} for {branch}", hint="check the branch or sha")
-                add = ("worktree", "add", "-b", branch, str(path), base)
+                add = ("worktree", "add", "--quiet", "-b", branch, str(path), base)
             if self._run(self.repo_dir, *add, check=False)[0] != 0:
                 # A registration whose directory was deleted by hand blocks the add: forget it.
                 self._run(self.repo_dir, "worktree", "prune")
@@ -465,7 +465,8 @@ class GitWorkspace:
         with self._lock if on_main else contextlib.nullcontext():
             self._run(cwd, "add", "-A")
             status, out, err = self._run(
-                cwd, "commit", "--no-verify", "--cleanup=whitespace", "-m", full_message,
+                # --quiet: no summary, whose diffstat git would compute only to print it.
+                cwd, "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", full_message,
                 env=_role_identity(prov.role), check=False,
             )
             if status != 0:
@@ -550,6 +551,7 @@ class GitWorkspace:
             status, out, err = self._run(
                 repo,
                 "merge",
+                "--no-stat",
                 "--no-ff",
                 "--no-edit",
                 "--no-verify",
