@@ -89,7 +89,10 @@ def script(ts: list[dict[str, object]]) -> dict[str, object]:
     return {"product_manager": {"plan": plan}, "engineer": engineer, "tester": tester, "deployer": {"release": release}}
 
 
-def busy_s(events: list) -> float:
+SANDBOX_WORK = ("sandbox.exec", "sandbox.start", "sandbox.stop")
+
+
+def busy_s(events: list, sandbox_kinds: tuple[str, ...] = SANDBOX_WORK) -> float:
     """Seconds in which a model call or a sandbox operation was under way (their union).
 
     Sandboxes start while model calls are in flight, so summing the two would count
@@ -103,7 +106,7 @@ def busy_s(events: list) -> float:
             requests[key] = e.ts
         elif e.kind == "model.response" and key in requests:
             intervals.append((requests.pop(key), e.ts))
-        elif e.kind in ("sandbox.exec", "sandbox.start", "sandbox.stop"):
+        elif e.kind in sandbox_kinds:
             intervals.append((e.ts - float(e.data.get("duration_s", 0.0)), e.ts))
     total, end = 0.0, float("-inf")
     for start, stop in sorted(intervals):
@@ -137,6 +140,9 @@ def run_once(folder: Path, parallel: int, latency: float, provider: DockerSandbo
         "model_latency_s": round(report.totals.model_latency_s, 3),
         "sandbox_s": round(report.totals.sandbox_s, 3),
         "overhead_s": round(wall - busy_s(events), 3),
+        # Stricter: containers start and stop in the background, and orchestration done
+        # meanwhile is hidden by the union above. Here only commands count as sandbox time.
+        "overhead_outside_calls_and_commands_s": round(wall - busy_s(events, ("sandbox.exec",)), 3),
         "tickets": len(ts),
         "model_calls": report.totals.model_calls,
         "first_engineer_prompt_tokens": first_calls[0].data["usage"]["prompt_tokens"],
@@ -169,6 +175,7 @@ def main() -> int:
     for r in results:
         r["ratio_to_serial"] = round(float(r["wall_s"]) / float(serial["wall_s"]), 3)
     per_ticket_ms = 1000 * float(serial["overhead_s"]) / int(serial["tickets"])
+    strict_ms = 1000 * float(serial["overhead_outside_calls_and_commands_s"]) / int(serial["tickets"])
     growth = int(serial["last_engineer_prompt_tokens"]) / int(serial["first_engineer_prompt_tokens"])
     four = next((r for r in results if r["max_parallel"] == 4), None)
     targets = {
@@ -180,6 +187,7 @@ def main() -> int:
         "latency_s": args.latency,
         "results": results,
         "overhead_ms_per_ticket_at_p1": round(per_ticket_ms, 1),
+        "overhead_outside_calls_and_commands_ms_per_ticket_at_p1": round(strict_ms, 1),
         "prompt_growth_last_over_first": round(growth, 3),
         "targets": {k: {"value": v, "met": met} for k, (v, met) in targets.items()},
     }
@@ -195,6 +203,7 @@ def main() -> int:
     console.print(table)
     for name, (value, met) in targets.items():
         console.print(f"{'met ' if met else 'MISSED'}  {name}: {value}")
+    console.print(f"      overhead outside model calls and sandbox commands: {strict_ms:.1f} ms per ticket")
     console.print(f"written to {args.out}")
     return 0 if all(met for _, met in targets.values()) else 1
 
