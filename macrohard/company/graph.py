@@ -307,8 +307,8 @@ class Company:
         if len(passed) <= 1 or (done := self._integrate_batch(passed)) is None:
             done = {t.id: self._integrate_one(t) for t in passed}
         # A ticket keeps its sandbox until it has landed (or failed): one sent back from
-        # here needs it for its next attempt. The stops run in the background while the
-        # next round's first model calls are in flight, not beside main's suite.
+        # here needs it for its next attempt. Stopped now, in the background, the
+        # containers go while the next round starts rather than beside main's suite.
         for t in done.values():
             if t.status in (TicketStatus.MERGED, TicketStatus.FAILED):
                 self.sandboxes.release(t.id)
