@@ -185,3 +185,25 @@ def test_a_ticket_pipeline_cannot_see_or_change_another_tickets_files(tmp_path, 
     # Nothing was planted anywhere the other ticket or main would see it.
     assert not list(run.paths.run_dir.rglob("planted.py"))
     assert {e.ticket for e in events if e.kind == "sandbox.start"} >= {"T-1", "T-2"}  # each had its own
+
+
+def test_tickets_green_alone_but_red_together_find_the_culprit_and_send_it_back(tmp_path, sandbox_provider):
+    run, summary, _ = run_demo(
+        tmp_path, SCRIPTS / "red_main_script.yaml", SCRIPTS / "red_main_spec.md", sandbox_provider, max_parallel=2
+    )
+    assert summary.status == "done", summary.failure
+    assert {t.id: (t.status, t.attempts) for t in summary.tickets} == {"T-1": ("merged", 1), "T-2": ("merged", 2)}
+    events = list(read_events(run.paths.transcript))
+    suites = [(e.data.get("tickets") or e.ticket, e.data["passed"]) for e in events if e.kind == "main.suite"]
+    # The batch, then one at a time: T-1 is green, T-2 is the culprit; T-2 again after its rework.
+    assert suites == [(["T-1", "T-2"], False), ("T-1", True), ("T-2", False), ("T-2", True)]
+    retry = next(e for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-2"
+                 and e.data["step"] == 1 and "attempt 2" in e.data["messages"][1]["content"])
+    assert "the full suite failed" in retry.data["messages"][1]["content"]
+    assert "assert 3 == 2" in retry.data["messages"][1]["content"]  # the failure itself, from main's suite
+    # Main holds exactly one merge per ticket: the red ones were undone.
+    history = GitWorkspace(run.paths.run_dir).history("main")
+    merges = [c.trailers["Macrohard-Ticket"] for c in history if c.parents == 2 and c.author == "orchestrator"]
+    assert sorted(merges) == ["T-1", "T-2"]
+    assert (run.paths.repo / "util.py").read_text() == "def f():\n    return 2\n"
+    assert events[-1].data["final_suite_exit_code"] == 0
