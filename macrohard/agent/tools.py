@@ -6,9 +6,12 @@ correct itself; it never ends the run.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import itertools
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -50,7 +53,13 @@ def _spec_of(tool: type[Tool]) -> ToolSpec:
 
 
 class Confined:
-    """Resolves model-supplied paths inside one root; nothing may leave it."""
+    """Resolves model-supplied paths inside one root; nothing may leave it.
+
+    Checking a path and then using it is not enough: a process the model left running
+    in the sandbox can swap a folder of the checked path for a link to a host folder
+    in between. So files are opened from the root one folder at a time, by descriptor,
+    never following a link, along the path as it was checked.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -79,21 +88,86 @@ class Confined:
     def show(self, path: Path) -> str:
         return str(path.relative_to(self.root)) or "."
 
-    def files(self, base: Path | None = None) -> Iterator[str]:
+    def open(self, relative: str, *, write: bool = False) -> int:
+        """A descriptor of the regular file at a checked path: for reading, or emptied for writing.
+
+        Writing creates the file and its missing folders. The caller closes the descriptor.
+        """
+        path = self.path(relative)
+        parts = path.relative_to(self.root).parts
+        if not parts:
+            raise ToolError(f"{relative} is the workspace itself, not a file")
+        folder = self._folder(relative, parts[:-1], create=write)
+        flags = (os.O_WRONLY | os.O_CREAT if write else os.O_RDONLY) | os.O_NONBLOCK  # a FIFO must not hang
+        try:
+            fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
+        except FileNotFoundError:
+            raise ToolError(f"{relative} does not exist") from None
+        except OSError as e:
+            # A FIFO without a reader (ENXIO), a device or a folder opened for writing.
+            if e.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):
+                raise ToolError(f"{relative} is not a regular file") from e
+            raise _changed(relative, e) from e
+        finally:
+            os.close(folder)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ToolError(f"{relative} is not a regular file")
+        if write:
+            os.ftruncate(fd, 0)  # only now: a FIFO or device is refused untouched
+        return fd
+
+    def _folder(self, relative: str, parts: tuple[str, ...], *, create: bool) -> int:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except FileNotFoundError:
+            os.close(fd)
+            raise ToolError(f"{relative} does not exist") from None
+        except OSError as e:
+            os.close(fd)
+            raise _changed(relative, e) from e
+        return fd
+
+    def files(self, base: str = ".") -> Iterator[str]:
         """Every file under base (the root by default), relative to the root, in sorted order."""
-        for dirpath, dirnames, filenames in os.walk(base or self.root):
-            dirnames[:] = sorted(d for d in dirnames if d not in _NOT_PRODUCT)
-            # In a worktree .git is a file pointing at the repository: not the product's.
-            yield from (self.show(Path(dirpath) / f) for f in sorted(filenames) if f != ".git")
+        path = self.path(base)
+        if not path.is_dir():
+            raise ToolError(f"{base} is not a directory")
+        start = path.relative_to(self.root).parts
+        folder = self._folder(base, start, create=False)
+        try:
+            # fwalk goes by descriptor and never into a link: a folder swapped for one is skipped.
+            for dirpath, dirnames, filenames, _ in os.fwalk(".", dir_fd=folder):
+                dirnames[:] = sorted(d for d in dirnames if d not in _NOT_PRODUCT)
+                here = Path(*start, dirpath)
+                # In a worktree .git is a file pointing at the repository: not the product's.
+                yield from (str(here / f) for f in sorted(filenames) if f != ".git")
+        finally:
+            os.close(folder)
 
 
-def _regular(path: Path, shown: str) -> Path:
-    """The path, if it is a regular file: a FIFO or device would hang or flood the host."""
-    if not path.exists():
-        raise ToolError(f"{shown} does not exist")
-    if not path.is_file():
-        raise ToolError(f"{shown} is not a regular file")
-    return path
+def _changed(relative: str, error: OSError) -> ToolError:
+    if error.errno in (errno.ELOOP, errno.ENOTDIR):
+        return ToolError(f"{relative} is or passes through a link or a non-folder; use the path it leads to")
+    return ToolError(f"{relative} cannot be opened: {error.strerror}")
+
+
+def _read(fd: int, limit: int) -> tuple[bytes, int]:
+    """Up to limit bytes of an open file, and its whole size; closes it."""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit), os.fstat(f.fileno()).st_size
+
+
+def _write(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class FileTool:
@@ -111,10 +185,7 @@ class ListFiles(FileTool):
         path: str = Field(".", description="directory relative to the workspace root")
 
     def run(self, args: Args) -> str:
-        base = self.fs.path(args.path)
-        if not base.is_dir():
-            raise ToolError(f"{args.path} is not a directory")
-        found = list(itertools.islice(self.fs.files(base), MAX_LIST_ENTRIES + 1))
+        found = list(itertools.islice(self.fs.files(args.path), MAX_LIST_ENTRIES + 1))
         if len(found) > MAX_LIST_ENTRIES:
             return "\n".join(found[:MAX_LIST_ENTRIES]) + f"\n... more than {MAX_LIST_ENTRIES} files"
         return "\n".join(found) or "(no files)"
@@ -128,10 +199,8 @@ class ReadFile(FileTool):
         path: str
 
     def run(self, args: Args) -> str:
-        path = _regular(self.fs.path(args.path), args.path)
-        size = path.stat().st_size
-        with path.open("rb") as f:  # only what is shown: the file may be huge
-            text = f.read(MAX_READ_BYTES).decode("utf-8", errors="replace")
+        data, size = _read(self.fs.open(args.path), MAX_READ_BYTES)  # only what is shown: it may be huge
+        text = data.decode("utf-8", errors="replace")
         return text if size <= MAX_READ_BYTES else text + f"\n... [{size - MAX_READ_BYTES} more bytes]"
 
 
@@ -144,12 +213,8 @@ class WriteFile(FileTool):
         content: str
 
     def run(self, args: Args) -> str:
-        path = self.fs.path(args.path)
-        if path.exists() or path.is_symlink():
-            _regular(path, args.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(args.content, encoding="utf-8")
-        return f"wrote {self.fs.show(path)} ({len(args.content.encode())} bytes)"
+        _write(self.fs.open(args.path, write=True), args.content)
+        return f"wrote {self.fs.show(self.fs.path(args.path))} ({len(args.content.encode())} bytes)"
 
 
 class EditFile(FileTool):
@@ -162,15 +227,15 @@ class EditFile(FileTool):
         new: str
 
     def run(self, args: Args) -> str:
-        path = _regular(self.fs.path(args.path), args.path)
-        if path.stat().st_size > MAX_READ_BYTES:
+        data, size = _read(self.fs.open(args.path), MAX_READ_BYTES + 1)
+        if size > MAX_READ_BYTES:
             raise ToolError(f"{args.path} is larger than {MAX_READ_BYTES} bytes; edit smaller files")
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
         count = text.count(args.old) if args.old else 0
         if count != 1:
             raise ToolError(f"`old` occurs {count} times in {args.path}; it must occur exactly once")
-        path.write_text(text.replace(args.old, args.new, 1), encoding="utf-8")
-        return f"edited {self.fs.show(path)}"
+        _write(self.fs.open(args.path, write=True), text.replace(args.old, args.new, 1))
+        return f"edited {self.fs.show(self.fs.path(args.path))}"
 
 
 class RunShell:

@@ -75,3 +75,84 @@ def test_loops_fifos_and_huge_files_are_refused_not_fatal(fs):
     assert len(shown) < 200_000 and "more bytes" in shown
     with pytest.raises(ToolError, match="larger than"):
         EditFile(fs).run(EditFile.Args(path="huge.bin", old="a", new="b"))
+
+
+def test_a_link_inside_the_root_still_leads_to_its_file(fs):
+    (fs.root / "sub").mkdir()
+    (fs.root / "sub" / "real.txt").write_text("real\n")
+    os.symlink("sub/real.txt", fs.root / "alias.txt")
+    os.symlink("sub", fs.root / "subalias")
+    assert ReadFile(fs).run(ReadFile.Args(path="alias.txt")) == "real\n"
+    WriteFile(fs).run(WriteFile.Args(path="subalias/new.txt", content="n\n"))
+    assert (fs.root / "sub" / "new.txt").read_text() == "n\n"
+    assert sorted(ListFiles(fs).run(ListFiles.Args()).splitlines()) == ["alias.txt", "sub/new.txt", "sub/real.txt"]
+
+
+@pytest.fixture
+def swapped_after_check(fs, tmp_path, monkeypatch):
+    """The worst timing: folder d becomes a link to a host folder right after the path check."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret\n")
+    (fs.root / "d").mkdir()
+    (fs.root / "d" / "secret.txt").write_text("mine\n")
+    real_path = Confined.path
+
+    def check_then_swap(self, relative):
+        checked = real_path(self, relative)
+        if not (fs.root / "d").is_symlink():
+            for f in (fs.root / "d").iterdir():
+                f.unlink()
+            (fs.root / "d").rmdir()
+            os.symlink(outside, fs.root / "d")
+        return checked
+
+    monkeypatch.setattr(Confined, "path", check_then_swap)
+    return outside
+
+
+@pytest.mark.parametrize("tool, args", [
+    (WriteFile, {"path": "d/planted.txt", "content": "x"}),
+    (WriteFile, {"path": "d/secret.txt", "content": "x"}),
+    (ReadFile, {"path": "d/secret.txt"}),
+    (EditFile, {"path": "d/secret.txt", "old": "secret", "new": "owned"}),
+    (ListFiles, {"path": "d"}),
+])
+def test_a_folder_swapped_for_a_link_after_the_check_is_not_followed(fs, swapped_after_check, tool, args):
+    with pytest.raises(ToolError, match="link"):
+        tool(fs).run(tool.Args(**args))
+    assert sorted(p.name for p in swapped_after_check.iterdir()) == ["secret.txt"]
+    assert (swapped_after_check / "secret.txt").read_text() == "host secret\n"
+
+
+def test_a_process_racing_the_tools_with_links_never_gets_a_file_out(fs, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret\n")
+    flipper = (  # what a process left running in the sandbox could do, as fast as it can
+        "import os, shutil, sys\n"
+        "d = os.path.join(sys.argv[1], 'd')\n"
+        "while True:\n"
+        "    try:\n"
+        "        if os.path.islink(d): os.unlink(d); os.mkdir(d)\n"
+        "        else: shutil.rmtree(d, ignore_errors=True); os.symlink(sys.argv[2], d)\n"
+        "    except OSError: pass\n"
+    )
+    race = subprocess.Popen([sys.executable, "-c", flipper, str(fs.root), str(outside)])
+    leaked = 0
+    try:
+        deadline = time.monotonic() + 1.5  # unguarded, writes got out every few hundred tries
+        while time.monotonic() < deadline:
+            for tool, args in ((WriteFile, {"path": "d/planted.txt", "content": "x"}), (ReadFile, {"path": "d/secret.txt"})):
+                try:
+                    leaked += "host secret" in tool(fs).run(tool.Args(**args))
+                except ToolError:
+                    pass
+    finally:
+        race.kill()
+        race.wait()
+    assert not (outside / "planted.txt").exists() and leaked == 0

@@ -247,6 +247,41 @@ def test_a_symlink_to_a_host_file_leads_nowhere(sandbox: DockerSandbox, worktree
     alive(sandbox)
 
 
+def test_a_process_left_running_cannot_race_the_file_tools_out_with_links(
+    sandbox: DockerSandbox, worktree: Path, host_dir: Path
+) -> None:
+    # Flips /workspace/d between a folder and a link to the host folder, as fast as it
+    # can, while the host's file tools write and read through d. Its output goes to
+    # /dev/null so it outlives its command.
+    flipper = (
+        "import os, shutil\n"
+        "d = '/workspace/d'\n"
+        "while True:\n"
+        "    try:\n"
+        "        if os.path.islink(d): os.unlink(d); os.mkdir(d)\n"
+        f"        else: shutil.rmtree(d, ignore_errors=True); os.symlink({str(host_dir)!r}, d)\n"
+        "    except OSError: pass\n"
+    )
+    (worktree / "race_links.py").write_text(flipper)
+    started = sandbox.exec("python3 race_links.py >/dev/null 2>&1 & sleep 0.3; ls -ld d")
+    assert started.exit_code == 0, started.output
+    fs = Confined(worktree)
+    leaked, tries, deadline = 0, 0, time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            tries += 1
+            for tool, args in ((WriteFile, {"path": "d/planted.txt", "content": "x"}), (ReadFile, {"path": "d/secret.txt"})):
+                try:
+                    leaked += PLANTED in tool(fs).run(tool.Args(**args))
+                except ToolError:
+                    pass
+    finally:
+        sandbox.exec("pkill -f race_links.py; rm -rf d race_links.py")
+    assert tries > 100 and leaked == 0
+    assert sorted(p.name for p in host_dir.iterdir()) == ["secret.txt"]
+    alive(sandbox)
+
+
 def test_there_is_no_docker_socket(sandbox: DockerSandbox) -> None:
     result = sandbox.exec(
         "ls -l /var/run/docker.sock /run/docker.sock 2>&1; grep -c docker.sock /proc/mounts; "
