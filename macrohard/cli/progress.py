@@ -95,7 +95,7 @@ class ProgressView:
                 row["role"], row["last"] = "verdict", f"exit {d.get('exit_code')}"
                 return f"[{self._clock()}] {t} verdict: {'pass' if d.get('passed') else 'FAIL'} (exit {d.get('exit_code')})"
             if event.kind == "git.merge" and t:
-                self._row(t).update(status="merged", role="", last=str(d.get("sha", ""))[:10])
+                self._row(t).update(status="merged", role="", last=str(d.get("sha") or "nothing new")[:10])
                 return f"[{self._clock()}] {t} merged into main"
             if event.kind == "merge.conflict" and t:
                 self._row(t).update(status="conflict", last=", ".join(d.get("conflicts", [])))

@@ -127,9 +127,6 @@ class Company:
     def intake(self, state: CompanyState) -> CompanyState:
         sha = self.workspace.init()
         self._node("intake", spec_title=self.spec.title, spec_sha256=self.spec.sha256, main=sha)
-        # Main's sandbox starts while the product manager plans: the first integration
-        # then does not wait for a container.
-        self.sandboxes.prepare(MAIN, self.workspace.repo_dir)
         return {}
 
     def product_manager(self, state: CompanyState) -> CompanyState:
@@ -215,6 +212,10 @@ class Company:
             # mostly idle round.
             key=lambda t: (-_dependants(t.id, tickets), _order(t)),
         )[: self.settings.max_parallel]
+        if ready:
+            # Main's sandbox starts while the first tickets are worked on, so the first
+            # integration does not wait for a container (and a run stopped at its plan starts none).
+            self.sandboxes.prepare(MAIN, self.workspace.repo_dir)
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
@@ -283,8 +284,9 @@ class Company:
         else:
             failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
             ticket = self._after_failure(ticket, failure, "its tests still fail")
-        if ticket.status == TicketStatus.FAILED:
-            self.sandboxes.release(ticket.id)
+        # Each attempt has a sandbox of its own: no more are alive than tickets are being
+        # worked on, and nothing a command left running outlives the attempt.
+        self.sandboxes.release(ticket.id)
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
 
     def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
@@ -304,15 +306,9 @@ class Company:
 
     def integrate(self, state: CompanyState) -> CompanyState:
         passed = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.PASSED]
-        if len(passed) <= 1 or (done := self._integrate_batch(passed)) is None:
-            done = {t.id: self._integrate_one(t) for t in passed}
-        # A ticket keeps its sandbox until it has landed (or failed): one sent back from
-        # here needs it for its next attempt. Stopped now, in the background, the
-        # containers go while the next round starts rather than beside main's suite.
-        for t in done.values():
-            if t.status in (TicketStatus.MERGED, TicketStatus.FAILED):
-                self.sandboxes.release(t.id)
-        return {"tickets": done}
+        if len(passed) > 1 and (batch := self._integrate_batch(passed)) is not None:
+            return {"tickets": batch}
+        return {"tickets": {t.id: self._integrate_one(t) for t in passed}}
 
     def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:
         """Like a merge queue: merge them all and run main's suite once.
@@ -342,9 +338,13 @@ class Company:
         return {t.id: self._merged(t, merge, event_id) for t, merge, event_id in merged}
 
     def _merged(self, ticket: Ticket, merge: MergeResult, event_id: str) -> Ticket:
-        self.transcript.append("git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=merge.sha, cause=event_id)
+        # A branch main already held (the ticket changed nothing) lands with no merge commit.
+        sha = merge.sha if merge.sha != merge.previous_sha else None
+        self.transcript.append(
+            "git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=sha, cause=event_id, detail=merge.detail
+        )
         self.workspace.remove_worktree(ticket.id)
-        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": merge.sha, "last_failure": None})
+        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": sha, "last_failure": None})
 
     def _integrate_one(self, ticket: Ticket) -> Ticket:
         event_id = self._node("integrate", ticket=ticket.id)

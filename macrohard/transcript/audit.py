@@ -87,7 +87,8 @@ def describe(event: Event) -> str:
             status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
             return f"$ {d.get('command')} -> {status} in {d.get('duration_s', 0):.2f}s"
         case "git.commit" | "git.merge":
-            return f"{str(d.get('sha', ''))[:10]} {d.get('message', '')}".strip()
+            what = d.get("message") or ("" if d.get("sha") else d.get("detail", ""))
+            return f"{str(d.get('sha') or '')[:10]} {what}".strip()
         case "verdict" | "main.suite":
             return f"{'pass' if d.get('passed') else 'FAIL'} (exit {d.get('exit_code')})"
         case "node":

@@ -11,6 +11,7 @@ import yaml
 from macrohard._resources import resource_dir
 from macrohard.company.run import CompanyRun
 from macrohard.config import Settings
+from macrohard.transcript.audit import describe
 from macrohard.transcript.log import read_events, verify_chain
 from macrohard.workspace.git import GitWorkspace
 
@@ -103,8 +104,9 @@ def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path
     assert first[("T-2", "engineer")] < finished_t1_tester
     conflicts = [e for e in events if e.kind == "merge.conflict"]
     assert [(e.ticket, e.data["conflicts"]) for e in conflicts] == [("T-2", ["app.py"])]
-    # Sent back from integration, T-2 kept its sandbox for the second attempt.
-    assert [e.ticket for e in events if e.kind == "sandbox.start"].count("T-2") == 1
+    # A sandbox per attempt, each stopped when its attempt ended.
+    assert sorted(e.ticket for e in events if e.kind == "sandbox.start" and e.ticket) == ["T-1", "T-2", "T-2"]
+    assert sorted(e.ticket for e in events if e.kind == "sandbox.stop" and e.ticket) == ["T-1", "T-2", "T-2"]
     main = (run.paths.repo / "app.py").read_text()
     assert "def hello" in main and "def goodbye" in main and "<<<<<<<" not in main
     assert [e.data["passed"] for e in events if e.kind == "main.suite"][-1] is True
@@ -207,3 +209,31 @@ def test_tickets_green_alone_but_red_together_find_the_culprit_and_send_it_back(
     assert sorted(merges) == ["T-1", "T-2"]
     assert (run.paths.repo / "util.py").read_text() == "def f():\n    return 2\n"
     assert events[-1].data["final_suite_exit_code"] == 0
+
+
+def test_a_ticket_that_changes_nothing_lands_and_its_dependant_starts(tmp_path):
+    script = {
+        "product_manager": {"plan": [
+            {"calls": [
+                {"add_ticket": {"title": "check", "description": "Check that nothing is needed.", "acceptance_criteria": ["nothing changes"]}},
+                {"add_ticket": {"title": "then", "description": "Add then.py.", "acceptance_criteria": ["then.py exists"], "depends_on": ["T-1"]}},
+            ]},
+            {"say": "Planned."},
+        ]},
+        "engineer": {"T-1": [{"say": "Nothing to change."}],
+                     "T-2": [{"calls": [{"write_file": {"path": "then.py", "content": "THEN = 1\n"}}]}, {"say": "Done."}]},
+        "tester": {"T-1": [{"say": "Nothing to test."}], "T-2": [{"say": "Nothing to test."}]},
+        "deployer": {"release": [{"say": "Released."}]},
+    }
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    spec = tmp_path / "spec.md"
+    spec.write_text("# nothing\n\nOne check, then one file.\n")
+    run, summary, _ = run_demo(tmp_path, path, spec, test_command="true")  # no tests to collect
+    assert summary.status == "done", summary.failure
+    events = list(read_events(run.paths.transcript))
+    t1 = next(e for e in events if e.kind == "git.merge" and e.ticket == "T-1")
+    assert t1.data["sha"] is None and "already contains" in t1.data["detail"]
+    assert describe(t1) == "main already contains ticket/T-1"  # what the audit shows for it
+    t2 = next(e for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-2")
+    assert "(none yet)" in t2.data["messages"][1]["content"]  # no context borrowed from another commit
