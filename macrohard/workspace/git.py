@@ -290,15 +290,21 @@ class GitWorkspace:
 
     def _rev(self, cwd: Path, ref: str) -> str | None:
         branch = _branch_ref(ref)
-        if branch is not None:
+        if branch is not None and not self._reftable():
             # A branch (or HEAD) always names a commit: read it from the ref files.
             _refuse_redirecting_env()
             try:
                 return SymbolicReference.dereference_recursive(self._repo(cwd), branch)
-            except (ValueError, OSError):
-                return None
+            except ValueError:
+                return None  # no such ref
+            except (AssertionError, OSError):
+                pass  # a ref file GitPython cannot read (an empty one after a power cut): ask git
         status, out, _ = self._run(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
         return out.strip() if status == 0 else None
+
+    def _reftable(self) -> bool:
+        # A repository made by git's newer ref storage has no ref files to read.
+        return (self.repo_dir / ".git" / "reftable").is_dir()
 
     def _repo(self, cwd: Path) -> gitpython.Repo:
         # Only its ref reading is used: no git process, no object database.
@@ -327,8 +333,11 @@ class GitWorkspace:
 
     def _require_main_checked_out(self) -> None:
         self._require_repo()
-        head = (self.repo_dir / ".git" / "HEAD").read_text(errors="replace").strip()
-        branch = head[len("ref: ") :] if head.startswith("ref: ") else ""
+        if self._reftable():
+            branch = self._run(self.repo_dir, "symbolic-ref", "--quiet", "HEAD", check=False)[1].strip()
+        else:
+            head = (self.repo_dir / ".git" / "HEAD").read_text(errors="replace").strip()
+            branch = head[len("ref: ") :] if head.startswith("ref: ") else ""
         if branch != f"refs/heads/{MAIN}":
             raise WorkspaceError(
                 f"{self.repo_dir} has {branch or 'a detached HEAD'} checked out, not {MAIN}",
@@ -387,8 +396,12 @@ class GitWorkspace:
         with self._lock:
             self.repo_dir.mkdir(parents=True, exist_ok=True)
             if not (self.repo_dir / ".git").exists():
-                # Before the repo has its config, init itself must not run global hooks.
-                self._run(self.repo_dir, "init", f"--initial-branch={MAIN}", config=_REPO_CONFIG)
+                # Before the repo has its config, init itself must not run global hooks. Ref
+                # files, not reftable, whatever the user's default: they are read in-process.
+                self._run(
+                    self.repo_dir, "init", f"--initial-branch={MAIN}", config=_REPO_CONFIG,
+                    env={"GIT_DEFAULT_REF_FORMAT": "files"},
+                )
             for key, value in _REPO_CONFIG.items():
                 self._run(self.repo_dir, "config", "--local", key, value)
             existing = self._rev(self.repo_dir, MAIN)
@@ -427,27 +440,33 @@ class GitWorkspace:
             if self._is_worktree(path):
                 return path
             self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-            if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:
-                # The branch outlived an earlier remove_worktree: check it out again.
-                add = ("worktree", "add", "--quiet", str(path), branch)
-            else:
-                if self._rev(self.repo_dir, base) is None:
-                    raise WorkspaceError(f"unknown base ref {base!r} for {branch}", hint="check the branch or sha")
-                add = ("worktree", "add", "--quiet", "-b", branch, str(path), base)
-            if self._run(self.repo_dir, *add, check=False)[0] != 0:
-                # A registration whose directory was deleted by hand blocks the add: forget it.
+            hint = f"remove {path} if it is a leftover, then retry"
+            status, out, err = self._run(self.repo_dir, *self._add_worktree(path, branch, base), check=False)
+            if status != 0:
+                if not (self.repo_dir / ".git" / "worktrees" / path.name).is_dir():
+                    raise WorkspaceError(f"git worktree add failed: {_summary(err) or _summary(out)}", hint=hint)
+                # Registered, but its folder was deleted by hand: forget it and add it again.
                 self._run(self.repo_dir, "worktree", "prune")
-                self._run(self.repo_dir, *add, hint=f"remove {path} if it is a leftover, then retry")
+                self._run(self.repo_dir, *self._add_worktree(path, branch, base), hint=hint)
             return path
+
+    def _add_worktree(self, path: Path, branch: str, base: str) -> tuple[str, ...]:
+        if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:
+            # The branch outlived an earlier remove_worktree (or a failed add): check it out again.
+            return ("worktree", "add", "--quiet", str(path), branch)
+        if self._rev(self.repo_dir, base) is None:
+            raise WorkspaceError(f"unknown base ref {base!r} for {branch}", hint="check the branch or sha")
+        return ("worktree", "add", "--quiet", "-b", branch, str(path), base)
 
     def remove_worktree(self, ticket_id: str) -> None:
         """Delete the ticket's worktree, uncommitted changes included; the branch stays."""
         path = self.worktree_path(ticket_id)
         with self._lock:
             self._require_repo()
-            removed = self._is_worktree(path) and self._ok(self.repo_dir, "worktree", "remove", "--force", str(path))
-            if not removed:
-                self._run(self.repo_dir, "worktree", "prune")
+            if self._is_worktree(path):
+                self._run(self.repo_dir, "worktree", "remove", "--force", str(path), hint=f"remove {path} by hand")
+            else:
+                self._run(self.repo_dir, "worktree", "prune")  # forget it if it was deleted by hand
 
     # -- commits ---------------------------------------------------------------
 

@@ -393,8 +393,12 @@ def test_a_worktree_deleted_by_hand_is_made_again(ws: GitWorkspace) -> None:
 
 def test_a_leftover_folder_in_a_worktrees_place_is_refused_with_a_hint(ws: GitWorkspace) -> None:
     write(ws.worktree_path("T-1") / "stray.txt", "not a worktree\n")
-    with pytest.raises(WorkspaceError, match="if it is a leftover"):
+    with pytest.raises(WorkspaceError, match="T-1' already exists") as refused:
         ws.worktree("T-1")
+    assert "if it is a leftover" in str(refused.value.hint)
+    (ws.worktree_path("T-1") / "stray.txt").unlink()
+    ws.worktree_path("T-1").rmdir()
+    assert git(ws.worktree("T-1"), "rev-parse", "--abbrev-ref", "HEAD") == "ticket/T-1"  # removed, it works
 
 
 def test_refs_read_in_process_agree_with_git(ws: GitWorkspace) -> None:
@@ -415,3 +419,33 @@ def test_a_ticket_with_nothing_new_merges_as_already_contained(ws: GitWorkspace)
     result = ws.merge_ticket("T-1", prov("m1", role="orchestrator"))
     assert result.merged and result.sha == result.previous_sha == before and "already contains" in result.detail
     assert ws.head() == before
+
+
+def test_a_users_reftable_default_still_gives_ref_files(
+    tmp_path: Path, hostile_global_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with hostile_global_config.open("a") as f:
+        f.write("[init]\n\tdefaultRefFormat = reftable\n")
+    monkeypatch.setenv("GIT_DEFAULT_REF_FORMAT", "reftable")
+    ws = GitWorkspace(tmp_path / "run")
+    sha = ws.init()
+    assert git(ws.repo_dir, "rev-parse", "--show-ref-format") == "files"
+    assert ws.head() == sha
+
+
+def test_refs_that_cannot_be_read_in_process_are_asked_of_git(tmp_path: Path) -> None:
+    made = tmp_path / "run" / "repo"
+    made.mkdir(parents=True)
+    git(made, "-c", "core.hooksPath=/dev/null", "init", "-q", "--ref-format=reftable", "--initial-branch=main")
+    ws = GitWorkspace(tmp_path / "run")
+    sha = ws.init()
+    assert ws.head() == sha == git(made, "rev-parse", "main")
+    _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")
+    assert ws.merge_ticket("T-1", prov("m1", role="orchestrator")).merged
+
+
+def test_an_empty_ref_file_is_a_clear_error(ws: GitWorkspace) -> None:
+    ws.worktree("T-1")
+    (ws.repo_dir / ".git" / "refs" / "heads" / "ticket" / "T-1").write_text("")  # what a power cut can leave
+    with pytest.raises(WorkspaceError, match="unknown git ref"):
+        ws.head("refs/heads/ticket/T-1")
