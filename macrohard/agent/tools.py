@@ -88,34 +88,21 @@ class Confined:
     def show(self, path: Path) -> str:
         return str(path.relative_to(self.root)) or "."
 
-    def open(self, relative: str, *, write: bool = False) -> int:
-        """A descriptor of the regular file at a checked path: for reading, or emptied for writing.
+    def open(self, relative: str, *, write: bool = False) -> tuple[int, str]:
+        """A descriptor of the regular file at a checked path, and the path as shown to the model.
 
-        Writing creates the file and its missing folders. The caller closes the descriptor.
+        For writing, the file and its missing folders are created and it is emptied. The
+        caller closes the descriptor.
         """
         path = self.path(relative)
         parts = path.relative_to(self.root).parts
         if not parts:
             raise ToolError(f"{relative} is the workspace itself, not a file")
         folder = self._folder(relative, parts[:-1], create=write)
-        flags = (os.O_WRONLY | os.O_CREAT if write else os.O_RDONLY) | os.O_NONBLOCK  # a FIFO must not hang
         try:
-            fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
-        except FileNotFoundError:
-            raise ToolError(f"{relative} does not exist") from None
-        except OSError as e:
-            # A FIFO without a reader (ENXIO), a device or a folder opened for writing.
-            if e.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):
-                raise ToolError(f"{relative} is not a regular file") from e
-            raise _changed(relative, e) from e
+            return _open_regular(folder, parts[-1], relative, write=write), str(Path(*parts))
         finally:
             os.close(folder)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ToolError(f"{relative} is not a regular file")
-        if write:
-            os.ftruncate(fd, 0)  # only now: a FIFO or device is refused untouched
-        return fd
 
     def _folder(self, relative: str, parts: tuple[str, ...], *, create: bool) -> int:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -151,6 +138,40 @@ class Confined:
                 yield from (str(here / f) for f in sorted(filenames) if f != ".git")
         finally:
             os.close(folder)
+
+
+def _open_regular(folder: int, name: str, relative: str, *, write: bool) -> int:
+    """The regular file `name` in an open folder, opened without following a link.
+
+    Anything else is refused unopened: a FIFO would hang, a device could do anything.
+    """
+    try:
+        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        if not write:
+            raise ToolError(f"{relative} does not exist") from None
+        mode = stat.S_IFREG  # to be created
+    if stat.S_ISLNK(mode):
+        raise _changed(relative, OSError(errno.ELOOP, "a link"))  # made a link since the path was checked
+    if not stat.S_ISREG(mode):
+        raise ToolError(f"{relative} is not a regular file")
+    # What is swapped in between the stat and the open is caught by O_NOFOLLOW and the
+    # fstat below; O_NONBLOCK and O_NOCTTY keep a FIFO or a terminal from doing harm meanwhile.
+    flags = (os.O_WRONLY | os.O_CREAT if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
+    except FileNotFoundError:
+        raise ToolError(f"{relative} does not exist") from None
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):  # a FIFO without a reader, a device, a folder
+            raise ToolError(f"{relative} is not a regular file") from e
+        raise _changed(relative, e) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ToolError(f"{relative} is not a regular file")
+    if write:
+        os.ftruncate(fd, 0)  # only now, when it is known to be a regular file
+    return fd
 
 
 def _changed(relative: str, error: OSError) -> ToolError:
@@ -199,7 +220,7 @@ class ReadFile(FileTool):
         path: str
 
     def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path), MAX_READ_BYTES)  # only what is shown: it may be huge
+        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES)  # only what is shown: it may be huge
         text = data.decode("utf-8", errors="replace")
         return text if size <= MAX_READ_BYTES else text + f"\n... [{size - MAX_READ_BYTES} more bytes]"
 
@@ -213,8 +234,9 @@ class WriteFile(FileTool):
         content: str
 
     def run(self, args: Args) -> str:
-        _write(self.fs.open(args.path, write=True), args.content)
-        return f"wrote {self.fs.show(self.fs.path(args.path))} ({len(args.content.encode())} bytes)"
+        fd, shown = self.fs.open(args.path, write=True)
+        _write(fd, args.content)
+        return f"wrote {shown} ({len(args.content.encode())} bytes)"
 
 
 class EditFile(FileTool):
@@ -227,15 +249,16 @@ class EditFile(FileTool):
         new: str
 
     def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path), MAX_READ_BYTES + 1)
+        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES + 1)
         if size > MAX_READ_BYTES:
             raise ToolError(f"{args.path} is larger than {MAX_READ_BYTES} bytes; edit smaller files")
         text = data.decode("utf-8")
         count = text.count(args.old) if args.old else 0
         if count != 1:
             raise ToolError(f"`old` occurs {count} times in {args.path}; it must occur exactly once")
-        _write(self.fs.open(args.path, write=True), text.replace(args.old, args.new, 1))
-        return f"edited {self.fs.show(self.fs.path(args.path))}"
+        fd, shown = self.fs.open(args.path, write=True)
+        _write(fd, text.replace(args.old, args.new, 1))
+        return f"edited {shown}"
 
 
 class RunShell:

@@ -404,11 +404,11 @@ def _locked(paths: RunPaths) -> Iterator[None]:
 
 def _checkpoint_connection(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False)
-    # WAL with synchronous=NORMAL: a checkpoint is not fsynced on every step, yet it
-    # survives a killed process (what resume is for), and the database stays
-    # consistent through a power cut. The most a power cut can cost is the last few
-    # checkpoints, and the steps they covered find their commits, merges and tag by
-    # trailer when they run again.
+    # synchronous=NORMAL: a checkpoint is not fsynced on every step, yet it survives a
+    # killed process (what resume is for). In WAL mode (which SqliteSaver would pick
+    # too, but only later) the database stays consistent through a power cut, which
+    # can cost at most the last few checkpoints; the steps they covered find their
+    # commits, merges and tag by trailer when they run again.
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn

@@ -77,6 +77,16 @@ def test_loops_fifos_and_huge_files_are_refused_not_fatal(fs):
         EditFile(fs).run(EditFile.Args(path="huge.bin", old="a", new="b"))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_a_device_node_is_refused(fs):
+    import stat
+
+    os.mknod(fs.root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    for tool, args in ((ReadFile, {"path": "null"}), (WriteFile, {"path": "null", "content": "x"})):
+        with pytest.raises(ToolError, match="not a regular file"):
+            tool(fs).run(tool.Args(**args))
+
+
 def test_a_link_inside_the_root_still_leads_to_its_file(fs):
     (fs.root / "sub").mkdir()
     (fs.root / "sub" / "real.txt").write_text("real\n")
@@ -150,7 +160,7 @@ def test_a_process_racing_the_tools_with_links_never_gets_a_file_out(fs, tmp_pat
             for tool, args in ((WriteFile, {"path": "d/planted.txt", "content": "x"}), (ReadFile, {"path": "d/secret.txt"})):
                 try:
                     leaked += "host secret" in tool(fs).run(tool.Args(**args))
-                except ToolError:
+                except (ToolError, OSError):  # as the agent loop reports them to the model
                     pass
     finally:
         race.kill()

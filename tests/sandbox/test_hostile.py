@@ -263,8 +263,8 @@ def test_a_process_left_running_cannot_race_the_file_tools_out_with_links(
         "    except OSError: pass\n"
     )
     (worktree / "race_links.py").write_text(flipper)
-    started = sandbox.exec("python3 race_links.py >/dev/null 2>&1 & sleep 0.3; ls -ld d")
-    assert started.exit_code == 0, started.output
+    started = sandbox.exec("python3 race_links.py >/dev/null 2>&1 & sleep 0.3; pgrep -f race_links.py")
+    assert started.exit_code == 0, started.output  # it runs on after its command
     fs = Confined(worktree)
     leaked, tries, deadline = 0, 0, time.monotonic() + 3
     try:
@@ -273,7 +273,7 @@ def test_a_process_left_running_cannot_race_the_file_tools_out_with_links(
             for tool, args in ((WriteFile, {"path": "d/planted.txt", "content": "x"}), (ReadFile, {"path": "d/secret.txt"})):
                 try:
                     leaked += PLANTED in tool(fs).run(tool.Args(**args))
-                except ToolError:
+                except (ToolError, OSError):  # as the agent loop reports them to the model
                     pass
     finally:
         sandbox.exec("pkill -f race_links.py; rm -rf d race_links.py")
