@@ -88,13 +88,16 @@ def test_a_run_folder_is_never_reused(tmp_path):
         CompanyRun.create(DEMO / "spec.md", s, script=DEMO / "script.yaml", run_id="fixed").execute(provider)
 
 
-def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path, sandbox_provider):
-    run, summary, _ = run_demo(
-        tmp_path, SCRIPTS / "conflict_script.yaml", SCRIPTS / "conflict_spec.md", sandbox_provider, max_parallel=2
-    )
+def run_pair(tmp_path: Path, name: str, provider) -> tuple[CompanyRun, list]:
+    """Run tests/company/scripts/<name>_*: two tickets side by side, where T-2 lands on its second attempt."""
+    run, summary, _ = run_demo(tmp_path, SCRIPTS / f"{name}_script.yaml", SCRIPTS / f"{name}_spec.md", provider, max_parallel=2)
     assert summary.status == "done", summary.failure
     assert {t.id: (t.status, t.attempts) for t in summary.tickets} == {"T-1": ("merged", 1), "T-2": ("merged", 2)}
-    events = list(read_events(run.paths.transcript))
+    return run, list(read_events(run.paths.transcript))
+
+
+def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path, sandbox_provider):
+    run, events = run_pair(tmp_path, "conflict", sandbox_provider)
     # Both pipelines overlapped: T-2's engineer started before T-1's tester finished.
     first: dict[tuple, int] = {}
     for e in events:
@@ -190,12 +193,7 @@ def test_a_ticket_pipeline_cannot_see_or_change_another_tickets_files(tmp_path, 
 
 
 def test_tickets_green_alone_but_red_together_find_the_culprit_and_send_it_back(tmp_path, sandbox_provider):
-    run, summary, _ = run_demo(
-        tmp_path, SCRIPTS / "red_main_script.yaml", SCRIPTS / "red_main_spec.md", sandbox_provider, max_parallel=2
-    )
-    assert summary.status == "done", summary.failure
-    assert {t.id: (t.status, t.attempts) for t in summary.tickets} == {"T-1": ("merged", 1), "T-2": ("merged", 2)}
-    events = list(read_events(run.paths.transcript))
+    run, events = run_pair(tmp_path, "red_main", sandbox_provider)
     suites = [(e.data.get("tickets") or e.ticket, e.data["passed"]) for e in events if e.kind == "main.suite"]
     # The batch, then one at a time: T-1 is green, T-2 is the culprit; T-2 again after its rework.
     assert suites == [(["T-1", "T-2"], False), ("T-1", True), ("T-2", False), ("T-2", True)]
