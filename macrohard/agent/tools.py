@@ -85,9 +85,6 @@ class Confined:
             raise ToolError("the .git folder is managed by macrohard and cannot be touched")
         return resolved
 
-    def show(self, path: Path) -> str:
-        return str(path.relative_to(self.root)) or "."
-
     def open(self, relative: str, *, write: bool = False) -> tuple[int, str]:
         """A descriptor of the regular file at a checked path, and the path as shown to the model.
 

@@ -282,9 +282,6 @@ class GitWorkspace:
             raise WorkspaceError(f"git {args[0]} failed in {cwd}: {detail}", hint=hint)
         return status, stdout, stderr
 
-    def _out(self, cwd: Path, *args: str, hint: str | None = None, env: Mapping[str, str] | None = None) -> str:
-        return self._run(cwd, *args, env=env, hint=hint)[1].strip()
-
     def _ok(self, cwd: Path, *args: str) -> bool:
         return self._run(cwd, *args, check=False)[0] == 0
 
