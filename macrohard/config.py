@@ -15,9 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from macrohard.errors import ConfigError
-from macrohard.models import Budget
+from macrohard.models import Budget, TreeLimits
 
 CONFIG_FILE = "macrohard.toml"
+DEFAULT_TEST_COMMAND = (
+    "env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONNOUSERSITE=1 python3 -P -c "
+    "'import os, sys; sys.path.append(os.getcwd()); import pytest; sys.exit(pytest.main(sys.argv[1:]))' "
+    "-q -p no:cacheprovider -o addopts= --junitxml={report}"
+)
 
 
 class ModelSettings(BaseModel):
@@ -142,14 +147,30 @@ class Settings(BaseSettings):
     approve: list[Literal["plan", "deploy"]] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
     max_parallel: int = Field(default=2, ge=1)
-    # The verdict: a ticket passes when this exits 0 in its sandbox.
-    test_command: str = "python3 -m pytest -q -p no:cacheprovider"
+    # The verdict's test run, in a fresh read-only sandbox. It must write a JUnit XML
+    # report to {report}; a ticket passes on that report, not on the exit code alone.
+    # The default keeps the product from configuring or shadowing the runner: no plugin
+    # autoload, no cwd ahead of site-packages (python3 -P, the product appended to
+    # sys.path), and no addopts from any ini file.
+    test_command: str = DEFAULT_TEST_COMMAND
+    # Tests no role ever sees, run like the verdict on main before the release.
+    acceptance: Path | None = None
+    # With acceptance tests failing: tag anyway and report it (false: no tag).
+    acceptance_tags_anyway: bool = False
+    workspace: TreeLimits = Field(default_factory=TreeLimits)
     # Simulated seconds per scripted model call, for benchmarks of the orchestration.
     scripted_latency_s: float = Field(default=0.0, ge=0)
     recursion_limit: int = Field(default=400, ge=10)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
-    @field_validator("roles_dir", "workspaces", mode="before")
+    @field_validator("test_command")
+    @classmethod
+    def _report(cls, v: str) -> str:
+        if "{report}" not in v:
+            raise ValueError("must contain {report}, where the test runner writes its JUnit XML report (pytest: --junitxml={report})")
+        return v
+
+    @field_validator("roles_dir", "workspaces", "acceptance", mode="before")
     @classmethod
     def _expand(cls, v: Any) -> Any:
         return Path(os.path.expanduser(v)) if isinstance(v, str) else v

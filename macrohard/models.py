@@ -44,6 +44,8 @@ class Ticket(BaseModel):
     # Short tail of the last failing run or merge conflict, handed back to the engineer.
     last_failure: str | None = None
     failure_reason: str | None = None
+    # Files a role changed outside its territory in this attempt, which were put back.
+    put_back: list[str] = Field(default_factory=list)
 
 
 class PRD(BaseModel):
@@ -54,7 +56,7 @@ class PRD(BaseModel):
 
 
 class TestReport(BaseModel):
-    """A test-suite run, judged by its exit code alone."""
+    """The orchestrator's verdict on one test run: its exit code and its machine-read report."""
 
     __test__ = False  # not a pytest test class
 
@@ -66,12 +68,26 @@ class TestReport(BaseModel):
     output_tail: str
     timed_out: bool = False
     event_id: str | None = None
+    sha: str | None = None  # the commit whose tree was tested
+    report_found: bool = False  # the runner wrote its JUnit XML report
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    passed_ids: list[str] = Field(default_factory=list)
+    # Tests that passed in an earlier verdict and did not pass in this one.
+    missing: list[str] = Field(default_factory=list)
+    reason: str = ""  # why it did not pass, in one sentence
 
 
 class Release(BaseModel):
     tag: str
     sha: str
     notes_path: str
+    # The final suite's verdict on the tagged commit, and the hidden acceptance tests'.
+    suite_tests: int = 0
+    acceptance_passed: int | None = None
+    acceptance_total: int | None = None
 
 
 class Usage(BaseModel):
@@ -98,6 +114,14 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_wall_s: float | None = Field(default=None, gt=0)  # active time, summed over sessions
+
+
+class TreeLimits(BaseModel):
+    """What one worktree may hold before host git is asked to read it."""
+
+    max_files: int = Field(default=20_000, ge=1)
+    max_bytes: int = Field(default=200 * 2**20, ge=1)
+    max_file_bytes: int = Field(default=20 * 2**20, ge=1)
 
 
 def current_user() -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import frontmatter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from macrohard._resources import resource_dir
 from macrohard.errors import ConfigError
+from macrohard.territory import Territory, default_territories
 
 REQUIRED_ROLES = ("product_manager", "engineer", "tester", "deployer")
 
@@ -19,8 +20,16 @@ class Role(BaseModel):
     max_steps: int = Field(default=30, ge=1)
     # A model name for this role; [roles.<name>] in macrohard.toml wins over it.
     model: str | None = None
+    # Glob patterns of what the role may change (see macrohard.territory); without
+    # them a bundled role gets its default and any other role may change nothing.
+    territory: list[str] = Field(default_factory=list)
     prompt: str
     path: Path
+
+    @field_validator("territory")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        return Territory(patterns=v).patterns
 
 
 def default_roles_dir() -> Path:
@@ -35,6 +44,8 @@ def load_role(path: Path) -> Role:
         raise ConfigError(f"role file {path} has bad front matter: {e}", "fix the YAML between the --- lines") from e
     meta = dict(post.metadata)
     meta.setdefault("name", path.stem)
+    if meta.get("territory") is None:
+        meta["territory"] = default_territories().get(str(meta["name"]), [])
     try:
         return Role(prompt=post.content.strip(), path=path, **meta)
     except ValidationError as e:

@@ -15,10 +15,14 @@ from macrohard.sandbox.base import ExecResult
 
 
 class LocalSandbox:
-    def __init__(self, workdir: Path, labels: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None) -> None:
         self.workdir = workdir
         self.labels = labels
+        self.read_only = read_only
+        self.output_path = str(output_dir) if output_dir is not None else ""
         self.stopped = False
+        self.paused = False
+        self.pauses = 0
         self.timeouts: list[float | None] = []
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
@@ -33,6 +37,13 @@ class LocalSandbox:
         return ExecResult(command=command, exit_code=proc.returncode, duration_s=time.perf_counter() - started,
                           output=out, output_bytes=len(out))
 
+    def pause(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def unpause(self) -> None:
+        self.paused = False
+
     def stop(self) -> None:
         self.stopped = True
 
@@ -42,8 +53,10 @@ class LocalSandboxProvider:
         self.started: list[LocalSandbox] = []
         self.pruned: list[dict[str, str] | None] = []
 
-    def start(self, workdir: Path, *, labels: dict[str, str]) -> LocalSandbox:
-        box = LocalSandbox(workdir, labels)
+    def start(
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+    ) -> LocalSandbox:
+        box = LocalSandbox(workdir, labels, read_only, output_dir)
         self.started.append(box)
         return box
 

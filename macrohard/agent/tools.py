@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from macrohard.llm.base import ToolSpec
 from macrohard.models import Ticket
 from macrohard.sandbox.base import ExecResult
+from macrohard.workspace.tree import Entry, TreeTooLarge, walk
 
 MAX_READ_BYTES = 100_000
 MAX_LIST_ENTRIES = 500
-_NOT_PRODUCT = {".git", "__pycache__", ".pytest_cache"}  # folders no listing shows
 
 
 class ToolError(Exception):
@@ -61,8 +61,10 @@ class Confined:
     never following a link, along the path as it was checked.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, refuse_write: Callable[[str], str | None] | None = None) -> None:
         self.root = root.resolve()
+        # Says why a path may not be written (outside the role's territory), or None.
+        self.refuse_write = refuse_write
 
     def path(self, relative: str) -> Path:
         if not relative or "\x00" in relative:
@@ -95,6 +97,8 @@ class Confined:
         parts = path.relative_to(self.root).parts
         if not parts:
             raise ToolError(f"{relative} is the workspace itself, not a file")
+        if write and self.refuse_write is not None and (why := self.refuse_write("/".join(parts))):
+            raise ToolError(why)
         folder = self._folder(relative, parts[:-1], create=write)
         try:
             return _open_regular(folder, parts[-1], relative, write=write), str(Path(*parts))
@@ -125,16 +129,29 @@ class Confined:
         if not path.is_dir():
             raise ToolError(f"{base} is not a directory")
         start = path.relative_to(self.root).parts
+        prefix = "/".join(start) + "/" if start else ""
+        # By descriptor, never into a link, iteratively (a 1,500-deep tree is no error);
+        # in a worktree .git is a file pointing at the repository: not the product's.
         folder = self._folder(base, start, create=False)
         try:
-            # fwalk goes by descriptor and never into a link: a folder swapped for one is skipped.
-            for dirpath, dirnames, filenames, _ in os.fwalk(".", dir_fd=folder):
-                dirnames[:] = sorted(d for d in dirnames if d not in _NOT_PRODUCT)
-                here = Path(*start, dirpath)
-                # In a worktree .git is a file pointing at the repository: not the product's.
-                yield from (str(here / f) for f in sorted(filenames) if f != ".git")
+            for entry in walk(folder):
+                if stat.S_ISDIR(entry.mode) or entry.name == ".git" or _links_to_folder(entry):
+                    continue
+                yield prefix + entry.path
+        except TreeTooLarge:
+            return
         finally:
             os.close(folder)
+
+
+def _links_to_folder(entry: Entry) -> bool:
+    # Listings show a link to a file as that file, and a link to a folder not at all.
+    if not stat.S_ISLNK(entry.mode):
+        return False
+    try:
+        return stat.S_ISDIR(os.stat(entry.name, dir_fd=entry.folder).st_mode)
+    except OSError:
+        return False
 
 
 def _open_regular(folder: int, name: str, relative: str, *, write: bool) -> int:

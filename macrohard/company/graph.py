@@ -1,7 +1,10 @@
 """The company as a LangGraph StateGraph (see the data flow in ARCHITECTURE.md).
 
 Facts come from the orchestrator, never from a model's word: a ticket passes when the
-suite exits 0 in its sandbox, and it is merged when main stays green afterwards.
+orchestrator's own verdict (company/verdict.py) passes on its branch and its new tests
+fail without it; it is merged when main's verdict stays green; a release is tagged on
+the commit whose final verdict (and hidden acceptance tests) passed. Each role's
+changes outside its territory are put back at its commit (company/territories.py).
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, interrupt
 
 from macrohard.agent.loop import AgentLoop, AgentResult
-from macrohard.agent.tools import AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, WriteFile
+from macrohard.agent.tools import (
+    AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, ToolError, WriteFile,
+)
 from macrohard.company import prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
+from macrohard.company.territories import TerritoryGuard
+from macrohard.company.verdict import Verdicts
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
@@ -28,10 +35,10 @@ from macrohard.roles import Role
 from macrohard.sandbox.base import ExecResult
 from macrohard.transcript.log import TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
+from macrohard.workspace.tree import TreeTooLarge
 
 RELEASE_VERSION = "v0.1.0"
 PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
-FAILURE_TAIL_CHARS = 3000
 MAIN = "main"
 ORCHESTRATOR = "orchestrator"
 
@@ -52,6 +59,10 @@ class Company:
     # Whether an earlier process drove this run: only then can a node find its own
     # work already committed (nothing re-runs a node within one process).
     resumed: bool = False
+
+    def __post_init__(self) -> None:
+        self.guard = TerritoryGuard(self.roles, self.workspace, self.transcript)
+        self.verdicts = Verdicts(self.settings, self.workspace, self.sandboxes, self.transcript, self.guard.is_test_file)
 
     # -- helpers -----------------------------------------------------------
 
@@ -91,8 +102,8 @@ class Company:
         )
         return result
 
-    def _file_tools(self, root: Path) -> list[Tool]:
-        fs = Confined(root)
+    def _file_tools(self, root: Path, role: str) -> list[Tool]:
+        fs = Confined(root, refuse_write=lambda path: self.guard.refusal(role, path))
         return [ListFiles(fs), ReadFile(fs), WriteFile(fs), EditFile(fs)]
 
     def _shell(self, key: str, root: Path, role: str) -> RunShell:
@@ -106,21 +117,42 @@ class Company:
 
     def _commit(
         self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None, attempt: int
-    ) -> str | None:
+    ) -> tuple[str | None, list[str]]:
+        """Commit what the role changed inside its territory; (the sha, the paths put back).
+
+        Nothing in the ticket's sandbox runs meanwhile: it is frozen, so no process the
+        role left behind can plant anything between the checks and host git.
+        """
         event_id = result.last_event_id or self._node("commit", ticket=ticket)
-        sha = self.workspace.commit(root, message, self._prov(role, event_id, ticket, attempt))
+        with self.sandboxes.quiet(ticket or MAIN):
+            put_back = self.guard.enforce(role, root, f"ticket/{ticket}" if ticket else MAIN, ticket)
+            sha = self.workspace.commit(root, message, self._prov(role, event_id, ticket, attempt))
         if sha:
             self.transcript.append("git.commit", role=role, ticket=ticket, sha=sha, message=message, cause=event_id)
-        return sha
+        return sha, put_back
 
-    def _run_suite(self, key: str, root: Path, ticket: str | None) -> TestReport:
-        command = self.settings.test_command
-        result, event_id = self.sandboxes.exec(key, root, command, role=ORCHESTRATOR)
-        return TestReport(
-            ticket=ticket, command=command, exit_code=result.exit_code, passed=result.exit_code == 0,
-            duration_s=result.duration_s, output_tail=result.tail(FAILURE_TAIL_CHARS),
-            timed_out=result.timed_out, event_id=event_id,
-        )
+    def _ticket_commit(
+        self, ticket: Ticket, role: str, message: str, result: AgentResult
+    ) -> tuple[Ticket, str | None]:
+        """A ticket role's commit; with its worktree over the limits, the attempt's work is dropped and why."""
+        root = self.workspace.worktree_path(ticket.id)
+        try:
+            _, put_back = self._commit(root, role, message, result, ticket.id, ticket.attempts)
+        except TreeTooLarge as e:
+            self.transcript.append("worktree.too_large", role=role, ticket=ticket.id, reason=e.message)
+            self.sandboxes.release(ticket.id)
+            with self.sandboxes.quiet(ticket.id):
+                self.workspace.remove_worktree(ticket.id)
+            self.workspace.worktree(ticket.id)
+            return ticket, f"the {role}'s worktree was over its limits ({e.message}); this attempt's changes were discarded"
+        return ticket.model_copy(update={"put_back": [*ticket.put_back, *put_back]}), None
+
+    def _main_verdict(self, base: str, ticket: str | None) -> TestReport:
+        """Main's whole suite, by the verdict; no test that passed at base may be lost."""
+        report = self.verdicts.run("verdict:main", MAIN, ticket=ticket, expect=self.verdicts.main_passing(base))
+        if report.passed and report.sha:
+            self.verdicts.remember(report.sha, report.passed_ids)
+        return report
 
     # -- company nodes -----------------------------------------------------
 
@@ -138,13 +170,14 @@ class Company:
         planned: list[Ticket] = []
         prompt = prompts.plan_prompt(self.spec, state.get("feedback") if state.get("rejected") else None)
         result = self._agent(
-            "product_manager", [*self._file_tools(root), AddTicket(planned)], "plan", prompt, attempt=attempt
+            "product_manager", [*self._file_tools(root, "product_manager"), AddTicket(planned)], "plan", prompt,
+            attempt=attempt,
         )
         if not planned:
             reason = result.reason if not result.finished else "the product manager added no ticket"
             return {"status": "failed", "failure": f"planning failed: {reason}", "plan_attempt": attempt}
         title = f"Plan: PRD and {len(planned)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
-        sha = self._commit(root, "product_manager", title, result, None, attempt)
+        sha, _ = self._commit(root, "product_manager", title, result, None, attempt)
         prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=planned)
         self.transcript.append("plan", role="product_manager", attempt=attempt, sha=sha, **prd.model_dump(mode="json"))
         return self._planned(state, planned, attempt)
@@ -167,7 +200,7 @@ class Company:
         if "plan" not in self.settings.approve or state.get("status") == "failed":
             return {"rejected": False}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
-        summary = _read(self.workspace.repo_dir / PRD_PATH) + "\n\nTickets:\n" + "\n".join(
+        summary = _read(self.workspace.repo_dir, PRD_PATH) + "\n\nTickets:\n" + "\n".join(
             f"- {t.id}: {t.title}" + (f" (after {', '.join(t.depends_on)})" if t.depends_on else "") for t in tickets
         )
         return self._gate("plan", summary)
@@ -176,7 +209,7 @@ class Company:
         if "deploy" not in self.settings.approve:
             return {"rejected": False}
         merged = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.MERGED]
-        summary = _read(self.workspace.repo_dir / "RELEASE_NOTES.md") + (
+        summary = _read(self.workspace.repo_dir, "RELEASE_NOTES.md") + (
             f"\n\n{RELEASE_VERSION} would tag main at {self.workspace.head()[:12]} with: "
             + ", ".join(t.id for t in merged)
         )
@@ -212,10 +245,6 @@ class Company:
             # mostly idle round.
             key=lambda t: (-_dependants(t.id, tickets), _order(t)),
         )[: self.settings.max_parallel]
-        if ready:
-            # Main's sandbox starts while the first tickets are worked on, so the first
-            # integration does not wait for a container (and a run stopped at its plan starts none).
-            self.sandboxes.prepare(MAIN, self.workspace.repo_dir)
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
@@ -247,47 +276,89 @@ class Company:
     # -- the ticket pipeline (runs once per attempt, in parallel) ----------
 
     def engineer(self, state: TicketState) -> TicketState:
-        ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1})
+        ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1, "put_back": []})
         root = self.workspace.worktree_path(ticket.id)
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
         if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {"ticket": ticket}
         # Start the sandbox now; it is ready by the time the engineer's first answer is.
         self.sandboxes.prepare(ticket.id, root)
-        tools = [*self._file_tools(root), self._shell(ticket.id, root, "engineer")]
+        tools = [*self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer")]
         prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
-        self._commit(
-            root, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result, ticket.id, ticket.attempts
+        ticket, lost = self._ticket_commit(
+            ticket, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result
         )
-        return {"ticket": ticket}
+        return {"ticket": ticket, "lost": lost or ""}
 
     def tester(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
         root = self.workspace.worktree_path(ticket.id)
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
+        # The verdict's fresh sandboxes start while the tester works.
+        self.verdicts.prepare(f"verdict:{ticket.id}")
+        self.verdicts.prepare(f"base:{ticket.id}")
         if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {}
-        tools = [*self._file_tools(root), self._shell(ticket.id, root, "tester")]
+        self.sandboxes.prepare(ticket.id, root)
+        tools = [*self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester")]
         prompt = prompts.tester_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
-        self._commit(root, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result, ticket.id, ticket.attempts)
-        return {}
+        ticket, lost = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
+        # Nothing runs in the roles' sandbox after this: the verdict has sandboxes of its own.
+        self.sandboxes.release(ticket.id)
+        return {"ticket": ticket, "lost": state.get("lost") or lost or ""}
 
     def verdict(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
-        root = self.workspace.worktree_path(ticket.id)
-        report = self._run_suite(ticket.id, root, ticket.id)
-        self.transcript.append("verdict", ticket=ticket.id, attempt=ticket.attempts, **report.model_dump(exclude={"output_tail", "ticket"}))
+        self.sandboxes.release(ticket.id)
+        if state.get("lost"):
+            self.verdicts.discard(f"verdict:{ticket.id}")
+            self.verdicts.discard(f"base:{ticket.id}")
+            ticket = self._after_failure(ticket, state["lost"], "its worktree was over its limits")
+            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+        base = self.workspace.merge_base(ticket.id)
+        report = self.verdicts.run(
+            f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=self.verdicts.main_passing(base)
+        )
+        if report.passed:
+            report = self._tests_test(ticket, report, base)
+        else:
+            self.verdicts.discard(f"base:{ticket.id}")
+        self.transcript.append(
+            "verdict", ticket=ticket.id, attempt=ticket.attempts, put_back=ticket.put_back,
+            **report.model_dump(exclude={"output_tail", "ticket"}),
+        )
         if report.passed:
             ticket = ticket.model_copy(update={"status": TicketStatus.PASSED, "last_failure": None})
         else:
-            failure = f"`{report.command}` exited {report.exit_code}:\n{report.output_tail}"
-            ticket = self._after_failure(ticket, failure, "its tests still fail")
-        # Each attempt has a sandbox of its own: no more are alive than tickets are being
-        # worked on, and nothing a command left running outlives the attempt.
-        self.sandboxes.release(ticket.id)
+            ticket = self._after_failure(ticket, _failure_text(report, ticket.put_back), "its verdict fails")
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+
+    def _tests_test(self, ticket: Ticket, report: TestReport, base: str) -> TestReport:
+        """A passing verdict stands only if the ticket's new tests fail on its base (main before it)."""
+        new = sorted(set(report.passed_ids) - self.verdicts.main_passing(base))
+        if not new:
+            self.verdicts.discard(f"base:{ticket.id}")
+            return report.model_copy(update={
+                "passed": False, "reason": "the tester added no test for this ticket: every test that ran was already on main",
+            })
+        # The code as it was before the ticket, with the ticket's tests (and their configuration).
+        on_base = self.verdicts.run(
+            f"base:{ticket.id}", base, ticket=ticket.id, layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)]
+        )
+        hollow = sorted(set(new) & set(on_base.passed_ids))
+        self.transcript.append(
+            "verdict.base", ticket=ticket.id, attempt=ticket.attempts, sha=base, new_tests=new, pass_on_base=hollow,
+            event_id=on_base.event_id,
+        )
+        if hollow:
+            shown = ", ".join(hollow[:10])
+            return report.model_copy(update={
+                "passed": False,
+                "reason": f"the ticket's tests do not test its change: {shown} pass without it (on main before the ticket)",
+            })
+        return report
 
     def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
         """Failed for good when attempts are used up; otherwise back to dispatch for the next one.
@@ -327,10 +398,9 @@ class Company:
             if not merged and merge.previous_sha:
                 base = merge.previous_sha  # where main was before this batch, even on a resumed run
             merged.append((ticket, merge, event_id))
-        report = self._run_suite(MAIN, self.workspace.repo_dir, None)
+        report = self._main_verdict(base, None)
         self.transcript.append(
-            "main.suite", tickets=[t.id for t in passed], sha=self.workspace.head(),
-            **report.model_dump(exclude={"output_tail", "ticket"}),
+            "main.suite", tickets=[t.id for t in passed], **report.model_dump(exclude={"output_tail", "ticket"}),
         )
         if not report.passed:
             self.workspace.reset_main(base)
@@ -357,49 +427,82 @@ class Company:
             self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
             self._bring_main_in(ticket)
             return self._after_failure(ticket, failure, "it conflicts with main")
-        report = self._run_suite(MAIN, self.workspace.repo_dir, ticket.id)
-        self.transcript.append("main.suite", ticket=ticket.id, sha=merge.sha, **report.model_dump(exclude={"output_tail", "ticket"}))
+        assert merge.previous_sha is not None
+        report = self._main_verdict(merge.previous_sha, ticket.id)
+        self.transcript.append("main.suite", ticket=ticket.id, **report.model_dump(exclude={"output_tail", "ticket"}))
         if not report.passed:
             self.workspace.reset_main(merge.previous_sha)
             self._bring_main_in(ticket)
             failure = (
-                f"After merging into main the full suite failed (`{report.command}` exited {report.exit_code}); "
-                f"main now has your branch's other tickets' work merged in:\n{report.output_tail}"
+                f"After merging into main the verdict on main's whole suite failed: {report.reason}. "
+                f"Your branch now has main's other work merged in:\n{report.output_tail}"
             )
             return self._after_failure(ticket, failure, "main's suite fails with it")
         return self._merged(ticket, merge, event_id)
 
     def _bring_main_in(self, ticket: Ticket) -> None:
         """Put the ticket's branch on top of main for its next attempt (markers left on conflict)."""
-        self.workspace.discard_uncommitted(ticket.id)  # leftovers of the verdict's test run
-        self.workspace.update_from_main(ticket.id)
+        with self.sandboxes.quiet(ticket.id):
+            self.workspace.discard_uncommitted(ticket.id)  # leftovers of the roles' commands
+            self.workspace.update_from_main(ticket.id)
 
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1
         self._node("deployer", attempt=attempt)
+        # What was integrated: the final verdict may lose no test that passed here.
+        integrated = state.get("integrated_sha") or self.workspace.head()
         if self._already_done("deployer", MAIN, None, attempt):
-            return {"release_attempt": attempt, "rejected": False}
+            return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
         merged = [t for t in tickets if t.status == TicketStatus.MERGED]
         unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
         root = self.workspace.repo_dir
         feedback = state.get("feedback") if state.get("rejected") else None
         result = self._agent(
-            "deployer", self._file_tools(root), "release",
+            "deployer", self._file_tools(root, "deployer"), "release",
             prompts.release_prompt(RELEASE_VERSION, merged, unfinished, feedback), attempt=attempt,
         )
         self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None, attempt)
-        return {"release_attempt": attempt, "rejected": False}
+        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
 
     def release(self, state: CompanyState) -> CompanyState:
+        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed; otherwise no tag."""
         event_id = self._node("release")
+        sha = self.workspace.head()
+        final = self._main_verdict(state.get("integrated_sha") or sha, None)
+        self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
+        if not final.passed:
+            return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}
+        accepted, total, failure = self._acceptance(sha)
+        if failure and not self.settings.acceptance_tags_anyway:
+            return {"status": "failed", "failure": f"no release: {failure}"}
         head = self.transcript.head
         # The tag also anchors the transcript in git, apart from the run folder.
         anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
-        sha = self.workspace.tag(RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id))
-        self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=sha, cause=event_id)
+        tagged = self.workspace.tag(
+            RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id), ref=sha
+        )
+        self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=tagged, cause=event_id)
         notes = "RELEASE_NOTES.md" if (self.workspace.repo_dir / "RELEASE_NOTES.md").is_file() else ""
-        return {"release": Release(tag=RELEASE_VERSION, sha=sha, notes_path=notes)}
+        release = Release(
+            tag=RELEASE_VERSION, sha=tagged, notes_path=notes, suite_tests=final.tests,
+            acceptance_passed=accepted, acceptance_total=total,
+        )
+        return {"release": release, **({"failure": failure} if failure else {})}
+
+    def _acceptance(self, sha: str) -> tuple[int | None, int | None, str | None]:
+        """(passed, total, why they failed) of the hidden acceptance tests on sha; Nones without any."""
+        folder = self.settings.acceptance
+        if folder is None:
+            return None, None, None
+        # The product's code only: no test file or runner configuration a role wrote.
+        report = self.verdicts.run(
+            "acceptance:main", sha, ticket=None, extra=folder, exclude=self.guard.is_test_file,
+        )
+        self.transcript.append("acceptance", **report.model_dump(exclude={"output_tail", "ticket", "passed_ids"}))
+        passed = len(report.passed_ids)
+        why = None if report.passed else f"hidden acceptance tests failed ({passed} of {report.tests} passed): {report.reason}"
+        return passed, report.tests, why
 
     def report(self, state: CompanyState) -> CompanyState:
         tickets = state.get("tickets", {}).values()
@@ -409,14 +512,28 @@ class Company:
             status = "done"
         else:
             status = "partial" if any(t.status == TicketStatus.MERGED for t in tickets) else "failed"
-        final = self._run_suite(MAIN, self.workspace.repo_dir, None) if status != "failed" else None
         self.sandboxes.close()
+        release = state.get("release")
         self.transcript.append(
             "run.finished", status=status, failure=state.get("failure"),
-            final_suite_exit_code=final.exit_code if final else None,
+            release=release.model_dump() if release else None,
             tickets={t.id: t.status.value for t in tickets},
         )
         return {"status": status}
+
+
+def _failure_text(report: TestReport, put_back: list[str]) -> str:
+    text = f"The orchestrator's verdict failed: {report.reason}.\n`{_short(report.command)}` output:\n{report.output_tail}"
+    if put_back:
+        text += (
+            "\n\nThese changes outside your territory were put back (the committed tree has none of them): "
+            + ", ".join(put_back)
+        )
+    return text
+
+
+def _short(command: str) -> str:
+    return "pytest" if "pytest" in command else command
 
 
 _PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.\w+")
@@ -438,8 +555,14 @@ def _dependants(ticket_id: str, tickets: dict[str, Ticket]) -> int:
     return len(waiting)
 
 
-def _read(path: Path, limit: int = 4000) -> str:
-    return path.read_text(errors="replace")[:limit] if path.is_file() else f"({path.name} was not written)"
+def _read(root: Path, relative: str, limit: int = 4000) -> str:
+    """A file the roles wrote, opened as the file tools open it: never through a link."""
+    try:
+        fd = Confined(root).open(relative)[0]
+    except ToolError as e:
+        return f"({relative} could not be read: {e})"
+    with open(fd, "rb") as f:
+        return f.read(limit).decode("utf-8", errors="replace")
 
 
 def _order(t: Ticket) -> tuple[int, str]:

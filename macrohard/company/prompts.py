@@ -50,14 +50,16 @@ def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
 
 
 def tester_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
-    return "\n\n".join(
-        [
-            _ticket_block(ticket),
-            f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
-            "every acceptance criterion, and run the suite.",
-            _files_block(relevant, total),
-        ]
-    )
+    parts = [
+        _ticket_block(ticket),
+        f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
+        "every acceptance criterion, and run the suite. Each new test must fail on the code as it was "
+        "before this ticket.",
+        _files_block(relevant, total),
+    ]
+    if ticket.last_failure:
+        parts.append(f"The last attempt's verdict failed:\n\n{ticket.last_failure}")
+    return "\n\n".join(parts)
 
 
 def release_prompt(version: str, merged: list[Ticket], unfinished: list[Ticket], feedback: str | None = None) -> str:

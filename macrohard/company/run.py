@@ -315,9 +315,17 @@ class CompanyRun:
         self._write(record)
 
         sandboxes = RunSandboxes(provider, transcript, self.run_id)
+
+        def scrubbed(tree: Path, removed: list[str]) -> None:
+            # A role planted a repository (or submodule file) for host git to act on.
+            ticket = tree.name if tree.parent.name == "worktrees" else None
+            transcript.append("worktree.scrubbed", ticket=ticket, removed=removed,
+                              reason="nested git repositories and .gitmodules are removed before host git runs")
+
+        workspace = GitWorkspace(self.paths.run_dir, self.settings.workspace, on_scrub=scrubbed)
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
-            transcript=transcript, workspace=GitWorkspace(self.paths.run_dir), sandboxes=sandboxes, control=control,
+            transcript=transcript, workspace=workspace, sandboxes=sandboxes, control=control,
             resumed=resuming,
         )
         conn = _checkpoint_connection(self.paths.state_db)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from macrohard.sandbox.base import ExecResult, Sandbox, SandboxProvider
@@ -25,20 +27,52 @@ class RunSandboxes:
         self.run_id = run_id
         self._boxes: dict[str, Future[Sandbox]] = {}
         self._stopping: list[Future[None]] = []
+        self._stopping_keys: dict[str, list[Future[None]]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
 
-    def prepare(self, key: str, workdir: Path) -> None:
+    def prepare(self, key: str, workdir: Path, *, read_only: bool = False, output_dir: Path | None = None) -> None:
         """Start `key`'s sandbox in the background, if it is not running yet."""
         with self._lock:
             if key not in self._boxes:
-                self._boxes[key] = self._pool.submit(self._start, key, workdir)
+                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir)
 
-    def _start(self, key: str, workdir: Path) -> Sandbox:
+    def _start(self, key: str, workdir: Path, read_only: bool, output_dir: Path | None) -> Sandbox:
         started = time.perf_counter()
-        box = self.provider.start(workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key})
-        self.transcript.append("sandbox.start", ticket=_ticket(key), duration_s=round(time.perf_counter() - started, 4))
+        box = self.provider.start(
+            workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key},
+            read_only=read_only, output_dir=output_dir,
+        )
+        self.transcript.append("sandbox.start", ticket=_ticket(key), sandbox=key, read_only=read_only,
+                               duration_s=round(time.perf_counter() - started, 4))
         return box
+
+    def output_path(self, key: str) -> str:
+        """Where `key`'s output folder is seen from inside its sandbox."""
+        with self._lock:
+            pending = self._boxes[key]
+        return pending.result().output_path
+
+    @contextmanager
+    def quiet(self, key: str) -> Iterator[None]:
+        """Nothing in `key`'s sandbox runs inside this block: host git may read its files.
+
+        A live sandbox is frozen for the block; one being stopped is waited for.
+        """
+        with self._lock:
+            pending = self._boxes.get(key)
+            stopping = list(self._stopping_keys.get(key, []))
+        for done in stopping:
+            done.result()
+        box = pending.result() if pending is not None and pending.exception() is None else None
+        if box is None:
+            yield
+            return
+        box.pause()
+        try:
+            yield
+        finally:
+            box.unpause()
 
     def exec(
         self, key: str, workdir: Path, command: str, *, timeout_s: float | None = None, role: str | None = None
@@ -67,14 +101,16 @@ class RunSandboxes:
         with self._lock:
             pending = self._boxes.pop(key, None)
             if pending is not None:
-                self._stopping.append(self._pool.submit(self._stop, key, pending))
+                stopping = self._pool.submit(self._stop, key, pending)
+                self._stopping.append(stopping)
+                self._stopping_keys.setdefault(key, []).append(stopping)
 
     def close(self) -> None:
         """Stop every sandbox of the run and wait until they are gone."""
         with self._lock:
             remaining, self._boxes = dict(self._boxes), {}
             stopping = self._stopping + [self._pool.submit(self._stop, k, p) for k, p in remaining.items()]
-            self._stopping = []
+            self._stopping, self._stopping_keys = [], {}
         for done in stopping:
             done.result()
         self._pool.shutdown(wait=False)
@@ -84,8 +120,10 @@ class RunSandboxes:
             return  # it never started; the error was reported where it was needed
         started = time.perf_counter()
         pending.result().stop()
-        self.transcript.append("sandbox.stop", ticket=_ticket(key), duration_s=round(time.perf_counter() - started, 4))
+        self.transcript.append("sandbox.stop", ticket=_ticket(key), sandbox=key, duration_s=round(time.perf_counter() - started, 4))
 
 
 def _ticket(key: str) -> str | None:
-    return None if key == "main" else key
+    # Keys are "main", a ticket id, or "<purpose>:<ticket id or main>" for a verdict's sandboxes.
+    name = key.rsplit(":", 1)[-1]
+    return None if name == "main" else name

@@ -26,6 +26,7 @@ class CompanyState(TypedDict, total=False):
     release: Release
     status: str  # set by the last node: done, partial or failed
     failure: str
+    integrated_sha: str  # main after the last integration: the final verdict may lose none of its tests
 
 
 class TicketState(TypedDict, total=False):
@@ -35,6 +36,8 @@ class TicketState(TypedDict, total=False):
     # Files the ticket names or its dependencies changed: the engineer's starting
     # context, which does not grow with the number of tickets already done.
     context_files: list[str]
+    # Set when a role's worktree went over its limits and the attempt's work was dropped.
+    lost: str
     tickets: Annotated[dict[str, Ticket], merge_tickets]
 
 

@@ -64,12 +64,18 @@ def grant_write(root: Path, uid: int) -> None:
         raise SandboxError(f"cannot give the sandbox user access to {root}: {e.strerror}") from e
 
 
-def sandbox_user(workdir: Path, unprivileged_uid: int, allow_root: bool = False) -> str:
-    """The `uid:gid` a sandbox on `workdir` runs as; root only when `allow_root` says so."""
+def sandbox_user(
+    workdir: Path, unprivileged_uid: int, allow_root: bool = False, writable: tuple[Path, ...] | None = None
+) -> str:
+    """The `uid:gid` a sandbox on `workdir` runs as; root only when `allow_root` says so.
+
+    `writable` names the folders that user must be able to write (the workdir by default).
+    """
     owner = workdir.stat()
     if owner.st_uid != 0:
         return f"{owner.st_uid}:{owner.st_gid}"
     if allow_root:
         return "0:0"
-    grant_write(workdir, unprivileged_uid)
+    for folder in (workdir,) if writable is None else writable:
+        grant_write(folder, unprivileged_uid)
     return f"{unprivileged_uid}:{unprivileged_uid}"

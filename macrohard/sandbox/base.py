@@ -26,13 +26,26 @@ class ExecResult(BaseModel):
 class Sandbox(Protocol):
     """One running container with a host directory mounted at /workspace."""
 
+    # Where the provider's output_dir is seen from inside ("" without one).
+    output_path: str
+
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult: ...
+
+    def pause(self) -> None:
+        """Freeze every process in the sandbox: host git is about to read its files."""
+        ...
+
+    def unpause(self) -> None: ...
 
     def stop(self) -> None: ...
 
 
 class SandboxProvider(Protocol):
-    def start(self, workdir: Path, *, labels: dict[str, str]) -> Sandbox: ...
+    def start(
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+    ) -> Sandbox:
+        """A sandbox on workdir (read-only if asked), with output_dir writable at its output_path."""
+        ...
 
     def prune(self, labels: dict[str, str] | None = None) -> int:
         """Remove leftover sandboxes carrying these labels (all of ours when None)."""

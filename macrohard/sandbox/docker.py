@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import threading
 import time
 import uuid
@@ -37,11 +36,13 @@ from macrohard.errors import SandboxError
 from macrohard.sandbox import lifecycle, runner
 from macrohard.sandbox.access import sandbox_user
 from macrohard.sandbox.base import ExecResult
+from macrohard.sandbox.channel import META_LIMIT, Backstop, Channel, RunnerLost, render
 from macrohard.sandbox.image import DockerFailure, image_exists, one_line
 
 SANDBOX_LABEL = "macrohard.sandbox"
 OWNER_LABEL = lifecycle.OWNER_LABEL
 WORKSPACE = "/workspace"
+OUTPUT = "/output"  # a verdict's report folder: the only writable mount of a read-only sandbox
 SANDBOX_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/tmp",
@@ -58,7 +59,6 @@ DRAIN_S = 0.5  # how long background processes may hold a finished command's out
 # command: it covers the runner's cleanup and the drain.
 BACKSTOP_MARGIN_S = 10.0
 RUNNER_START_S = 30.0
-META_LIMIT = 4096
 BUILD_HINT = "run `macrohard sandbox build`"
 RUNNER_HINT = "the sandbox image needs python3 (3.8 or later) on its PATH; `macrohard sandbox doctor` checks an image"
 RUNNER_SOURCE = Path(runner.__file__).read_bytes()
@@ -131,17 +131,26 @@ class DockerSandboxProvider:
             self._client = docker_client()
         return self._client
 
-    def start(self, workdir: Path, *, labels: dict[str, str]) -> DockerSandbox:
-        """Start a container with `workdir` mounted read-write at /workspace, ready for commands."""
+    def start(
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+    ) -> DockerSandbox:
+        """Start a container with `workdir` mounted at /workspace (read-write unless read_only),
+        and output_dir, if given, read-write at /output; ready for commands."""
         workdir = Path(workdir).resolve()
         if not workdir.is_dir():
             raise SandboxError(f"sandbox workdir {workdir} is not a directory", "create it first")
+        output = Path(output_dir).resolve() if output_dir is not None else None
+        if output is not None and not output.is_dir():
+            raise SandboxError(f"sandbox output folder {output} is not a directory", "create it first")
         image = self.settings.image
         if not image_exists(self.client, image):
             raise SandboxError(f"sandbox image {image} is missing", BUILD_HINT)
-        user = sandbox_user(workdir, self.settings.unprivileged_uid, self.settings.allow_root)
-        container = self._create(image, self._run_options(workdir, user, labels))
+        writable = tuple(p for p in (None if read_only else workdir, output) if p is not None)
+        user = sandbox_user(workdir, self.settings.unprivileged_uid, self.settings.allow_root, writable)
+        volumes = _volumes(workdir, read_only, output)
+        container = self._create(image, self._run_options(volumes, user, labels))
         sandbox = DockerSandbox(self.client, container, self.settings, workdir, user, on_stop=self._forget)
+        sandbox.output_path = OUTPUT if output is not None else ""
         with self._lock:
             self._live[sandbox.id] = sandbox
         try:
@@ -221,7 +230,7 @@ class DockerSandboxProvider:
             ) from e
         return container
 
-    def _run_options(self, workdir: Path, user: str, labels: dict[str, str]) -> dict[str, Any]:
+    def _run_options(self, volumes: dict[str, dict[str, str]], user: str, labels: dict[str, str]) -> dict[str, Any]:
         s = self.settings
         keep = KEEP_ALIVE_UID if user.split(":")[0] != str(KEEP_ALIVE_UID) else KEEP_ALIVE_UID - 1
         tmpfs = size_bytes(s.tmpfs_size)
@@ -232,7 +241,7 @@ class DockerSandboxProvider:
             "user": f"{keep}:{keep}",
             "environment": dict(SANDBOX_ENV),
             "labels": {**labels, SANDBOX_LABEL: "1", OWNER_LABEL: lifecycle.owner_id()},
-            "volumes": _volumes(workdir),
+            "volumes": volumes,
             # The keep-alive's uid may not be allowed into the workdir; commands get
             # /workspace as their working directory from the runner's exec.
             "working_dir": "/",
@@ -257,13 +266,15 @@ class DockerSandboxProvider:
         return options
 
 
-def _volumes(workdir: Path) -> dict[str, dict[str, str]]:
+def _volumes(workdir: Path, read_only: bool = False, output: Path | None = None) -> dict[str, dict[str, str]]:
     # .git (a worktree's pointer file, or the repository itself for main) is mounted
     # read-only over the writable workspace: git on the host runs commands that a
     # repository's config names (core.fsmonitor, hooks), so sandboxed code must not
     # be able to write that config or point the worktree at one of its own.
-    volumes = {str(workdir): {"bind": WORKSPACE, "mode": "rw"}}
-    if (workdir / ".git").exists():
+    volumes = {str(workdir): {"bind": WORKSPACE, "mode": "ro" if read_only else "rw"}}
+    if output is not None:
+        volumes[str(output)] = {"bind": OUTPUT, "mode": "rw"}
+    if not read_only and (workdir / ".git").exists():
         volumes[str(workdir / ".git")] = {"bind": f"{WORKSPACE}/.git", "mode": "ro"}
     return volumes
 
@@ -286,9 +297,11 @@ class DockerSandbox:
         self.workdir = workdir
         self.user = user  # uid:gid that commands run as
         self._on_stop = on_stop
-        self._channel: _Channel | None = None
+        self._channel: Channel | None = None
         self._lock = threading.Lock()  # one command at a time: the runner is sequential
         self._stopped = False
+        self._paused = False
+        self.output_path = ""
         self.restarts = 0
         self.contained = False  # the runner can end processes that escape a command
 
@@ -324,6 +337,30 @@ class DockerSandbox:
         if self._on_stop is not None:
             self._on_stop(self)
 
+    def pause(self) -> None:
+        """Freeze every process in the container (the cgroup freezer), so nothing in it can
+        change its files while host git reads them."""
+        with self._lock:  # not in the middle of a command: its answer would wait on the freeze
+            if self._stopped or self._paused:
+                return
+            try:
+                self._client.api.pause(self.id)
+            except DockerFailure as e:
+                raise SandboxError(
+                    f"cannot pause sandbox {self.name}: {one_line(e)}", "check the Docker engine (cgroup freezer)"
+                ) from e
+            self._paused = True
+
+    def unpause(self) -> None:
+        with self._lock:
+            if self._stopped or not self._paused:
+                return
+            try:
+                self._client.api.unpause(self.id)
+            except DockerFailure as e:
+                raise SandboxError(f"cannot unpause sandbox {self.name}: {one_line(e)}", "check the Docker engine") from e
+            self._paused = False
+
     def start_runner(self) -> None:
         """Start the command runner now rather than with the first command."""
         with self._lock:
@@ -355,9 +392,9 @@ class DockerSandbox:
             try:
                 channel.send(request.model_dump_json().encode() + b"\n")
                 data, answer = self._answer(channel, deadline)
-            except _Backstop:
+            except Backstop:
                 return self._lost(command, started, timed_out=True)
-            except (_RunnerLost, OSError):
+            except (RunnerLost, OSError):
                 return self._lost(command, started, timed_out=False)
         text, truncated = render(data[: answer.head], data[answer.head :], answer.total)
         text += "".join(f"\n[macrohard: {note}]\n" for note in answer.notes)
@@ -372,7 +409,7 @@ class DockerSandbox:
             oom_killed=answer.oom_killed,
         )
 
-    def _answer(self, channel: _Channel, deadline: float) -> tuple[bytes, RunnerAnswer]:
+    def _answer(self, channel: Channel, deadline: float) -> tuple[bytes, RunnerAnswer]:
         limit = self.settings.output_limit_bytes
         data = b""
         while True:
@@ -383,9 +420,9 @@ class DockerSandbox:
                 try:
                     answer = RunnerAnswer.model_validate_json(payload)
                 except ValidationError as e:
-                    raise _RunnerLost(f"unreadable answer: {one_line(e)}") from e
+                    raise RunnerLost(f"unreadable answer: {one_line(e)}") from e
                 if answer.head > len(data) or answer.total < len(data):
-                    raise _RunnerLost("inconsistent answer")
+                    raise RunnerLost("inconsistent answer")
                 return data, answer
             elif kind == runner.ERROR:
                 raise SandboxError(
@@ -393,24 +430,24 @@ class DockerSandbox:
                     "this is a bug in macrohard; please report it",
                 )
 
-    def _runner(self, *, recover: bool) -> _Channel:
+    def _runner(self, *, recover: bool) -> Channel:
         """The runner's channel, starting a runner (and with `recover`, restarting the container) if needed."""
         if self._channel is not None and self._channel.alive():
             return self._channel
         self._drop_channel()
         try:
             self._channel = self._start_runner()
-        except _RunnerLost as e:
+        except RunnerLost as e:
             if not recover:
                 raise self._runner_error(e) from e
             self._restart()
             try:
                 self._channel = self._start_runner()
-            except _RunnerLost as again:
+            except RunnerLost as again:
                 raise self._runner_error(again) from again
         return self._channel
 
-    def _start_runner(self) -> _Channel:
+    def _start_runner(self) -> Channel:
         api = self._client.api
         try:
             exec_id = api.exec_create(
@@ -419,21 +456,21 @@ class DockerSandbox:
             )["Id"]
             sock = api.exec_start(exec_id, socket=True, tty=False)
         except DockerFailure as e:
-            raise _RunnerLost(one_line(e)) from e
-        channel = _Channel(sock)
+            raise RunnerLost(one_line(e)) from e
+        channel = Channel(sock)
         try:
             channel.send(b"%d\n%s" % (len(RUNNER_SOURCE), RUNNER_SOURCE))
             kind, payload = channel.frame(time.monotonic() + RUNNER_START_S, META_LIMIT)
             if kind != runner.HELLO:
-                raise _RunnerLost(f"unexpected first frame {kind!r}")
+                raise RunnerLost(f"unexpected first frame {kind!r}")
             self.contained = RunnerHello.model_validate_json(payload).sandboxed
-        except (_RunnerLost, _Backstop, ValidationError, OSError) as e:
+        except (RunnerLost, Backstop, ValidationError, OSError) as e:
             detail = channel.stderr() or str(e) or type(e).__name__
             channel.close()
-            raise _RunnerLost(detail) from e
+            raise RunnerLost(detail) from e
         return channel
 
-    def _runner_error(self, e: _RunnerLost) -> SandboxError:
+    def _runner_error(self, e: RunnerLost) -> SandboxError:
         if not self._running():
             return SandboxError(
                 f"sandbox {self.name} is no longer running", "start a new sandbox; check the Docker engine"
@@ -484,115 +521,6 @@ class DockerSandbox:
         return bool(self._container.status == "running")
 
 
-def render(head: bytes, tail: bytes, total: int) -> tuple[str, bool]:
-    """The text of capped output and whether anything was dropped."""
-    kept = len(head) + len(tail)
-    if total <= kept:
-        return _decode(head + tail), False
-    omitted = total - kept
-    return f"{_decode(head)}\n... [{omitted} bytes omitted] ...\n{_decode(tail)}", True
-
-
-class _Backstop(Exception):
-    """The runner did not answer by the client's deadline."""
-
-
-class _RunnerLost(Exception):
-    """The runner's stream ended or broke the protocol."""
-
-
-class _Channel:
-    """The runner's attached stdin and stdout: Docker's multiplexed stream on a raw socket.
-
-    Docker frames (an 8-byte header naming stdout or stderr, then the payload) carry
-    the runner's stdout, which holds the runner's own frames (runner.HEADER).
-    """
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ)
-        self._raw = bytearray()
-        self._out = bytearray()
-        self._err = bytearray()
-        self._closed = False
-
-    def send(self, data: bytes) -> None:
-        # SocketIO (unix and plain TCP) wraps the socket; TLS and SSH give it directly.
-        getattr(self._sock, "_sock", self._sock).sendall(data)
-
-    def frame(self, deadline: float, max_size: int) -> tuple[bytes, bytes]:
-        """The runner's next frame; _Backstop after `deadline`, _RunnerLost at the end of the stream."""
-        while True:
-            if len(self._out) >= runner.HEADER.size:
-                kind, size = runner.HEADER.unpack_from(self._out)
-                if size > max_size:
-                    raise _RunnerLost(f"oversized frame ({size} bytes)")
-                end = runner.HEADER.size + size
-                if len(self._out) >= end:
-                    payload = bytes(self._out[runner.HEADER.size : end])
-                    del self._out[:end]
-                    return kind, payload
-            self._fill(deadline)
-
-    def alive(self) -> bool:
-        """False if the runner has gone (or said something unasked) since the last answer."""
-        if self._closed:
-            return False
-        pending = getattr(self._sock, "pending", None)
-        return not (pending and pending()) and not self._selector.select(0)
-
-    def stderr(self) -> str:
-        return one_line(_decode(self._err))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                self._selector.close()
-            _close(self._sock)
-
-    def _fill(self, deadline: float) -> None:
-        chunk = _read_some(self._sock, self._selector, 1 << 16, deadline)
-        if not chunk:
-            raise _RunnerLost(self.stderr() or "the runner's stream ended")
-        self._raw += chunk
-        while len(self._raw) >= 8:
-            stream, size = self._raw[0], int.from_bytes(self._raw[4:8], "big")
-            if len(self._raw) < 8 + size:
-                break
-            payload = self._raw[8 : 8 + size]
-            del self._raw[: 8 + size]
-            if stream == 1:
-                self._out += payload
-            elif stream == 2:
-                self._err = (self._err + payload)[-META_LIMIT:]
-
-
-def _read_some(sock: Any, selector: selectors.BaseSelector, n: int, deadline: float) -> bytes:
-    """Read up to n bytes, waiting no later than `deadline`; b"" at end of stream."""
-    # TLS sockets can hold decrypted bytes that select() cannot see.
-    pending = getattr(sock, "pending", None)
-    while not (pending and pending()):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Backstop
-        if selector.select(remaining):
-            break
-    data = sock.recv(n) if hasattr(sock, "recv") else sock.read(n)
-    return data or b""
-
-
-def _close(sock: Any) -> None:
-    # The SDK keeps the HTTP response on the socket; close both or the fd leaks.
-    response = getattr(sock, "_response", None)
-    for closable in (response, sock):
-        if closable is not None:
-            # ValueError: the socket was already closed underneath the response.
-            with contextlib.suppress(OSError, ValueError):
-                closable.close()
-
-
 def _remove_id(client: docker.DockerClient, container_id: str) -> bool:
     """Force-remove a container; False if it was already gone."""
     try:
@@ -608,7 +536,3 @@ def _remove_id(client: docker.DockerClient, container_id: str) -> bool:
             "check the Docker engine",
         ) from e
     return True
-
-
-def _decode(data: bytes | bytearray) -> str:
-    return bytes(data).decode("utf-8", errors="replace")

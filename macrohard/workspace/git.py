@@ -22,24 +22,32 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import git as gitpython
 from git.refs.symbolic import SymbolicReference
-from pydantic import BaseModel, Field, field_validator
 
 from macrohard.errors import WorkspaceError
-
-MAIN = "main"
-RUN_TRAILER = "Macrohard-Run"
-ROLE_TRAILER = "Macrohard-Role"
-TICKET_TRAILER = "Macrohard-Ticket"
-EVENT_TRAILER = "Macrohard-Event"
-ATTEMPT_TRAILER = "Macrohard-Attempt"
-
-MACROHARD_NAME = "macrohard"
-EMAIL_DOMAIN = "macrohard.invalid"
+from macrohard.models import TreeLimits
+from macrohard.workspace.tree import scrub
+from macrohard.workspace.provenance import (
+    ATTEMPT_TRAILER,
+    EMAIL_DOMAIN,
+    EVENT_TRAILER,
+    MACROHARD_NAME,
+    MAIN,
+    ROLE_TRAILER,
+    RUN_TRAILER,
+    TICKET_TRAILER,
+    CommitInfo,
+    MergeResult,
+    Provenance,
+    compose_message,
+    identity,
+    role_identity,
+    parse_trailers,
+)
 
 GITIGNORE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
 
@@ -75,6 +83,12 @@ _REDIRECTING_ENV = (
 )
 
 _BASE_ENV: dict[str, str] = {
+    # Only the repository's own config, which macrohard writes and no sandbox can: a
+    # user's global or system config may define filters (git-lfs) or programs that a
+    # planted .gitattributes would make git run on the sandbox's files.
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_ATTR_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_EDITOR": "true",
     "GIT_MERGE_AUTOEDIT": "no",
@@ -86,120 +100,15 @@ _NO_PROGRAMS: dict[str, str] = {
     "core.sshCommand": "false",
     "diff.external": "",
     "core.pager": "cat",
+    # A gitlink or .gitmodules must never make git descend into another repository.
+    "submodule.recurse": "false",
+    "diff.ignoreSubmodules": "all",
+    "status.submoduleSummary": "false",
+    "protocol.file.allow": "never",
+    "core.untrackedCache": "false",
 }
 
 _TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):[ \t]*(.*)$")
-
-
-class Provenance(BaseModel):
-    """Who made a change and which transcript event caused it."""
-
-    run_id: str
-    role: str
-    ticket: str | None = None
-    event_id: str
-    # The role's session this work came from (a ticket's attempt, a plan's revision):
-    # how a resumed step finds the work it already committed.
-    attempt: int | None = Field(default=None, ge=1)
-
-    @field_validator("run_id", "role", "event_id", "ticket")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        # A newline would let a value forge further trailers.
-        if value is None:
-            return None
-        value = value.strip()
-        if not value or "\n" in value or "\r" in value:
-            raise ValueError("must be a non-empty single line")
-        return value
-
-    def trailer_dict(self) -> dict[str, str]:
-        """The trailers as key/value pairs, in their rendering order."""
-        items = {RUN_TRAILER: self.run_id, ROLE_TRAILER: self.role}
-        if self.ticket is not None:
-            items[TICKET_TRAILER] = self.ticket
-        items[EVENT_TRAILER] = self.event_id
-        if self.attempt is not None:
-            items[ATTEMPT_TRAILER] = str(self.attempt)
-        return items
-
-    def trailers(self) -> str:
-        """The trailer block appended to commit and tag messages."""
-        return "\n".join(f"{key}: {value}" for key, value in self.trailer_dict().items())
-
-    @classmethod
-    def from_trailers(cls, trailers: Mapping[str, str]) -> Provenance | None:
-        """Rebuild provenance from parsed trailers; None for commits made outside a run."""
-        try:
-            return cls(
-                run_id=trailers[RUN_TRAILER],
-                role=trailers[ROLE_TRAILER],
-                ticket=trailers.get(TICKET_TRAILER),
-                event_id=trailers[EVENT_TRAILER],
-                attempt=int(trailers[ATTEMPT_TRAILER]) if ATTEMPT_TRAILER in trailers else None,
-            )
-        except (KeyError, ValueError):
-            return None
-
-
-class CommitInfo(BaseModel):
-    sha: str
-    author: str
-    author_email: str
-    subject: str
-    trailers: dict[str, str] = Field(default_factory=dict)
-    parents: int
-
-
-class MergeResult(BaseModel):
-    merged: bool
-    sha: str | None = None
-    previous_sha: str | None = None
-    conflicts: list[str] = Field(default_factory=list)
-    detail: str = ""
-
-
-def parse_trailers(message: str) -> dict[str, str]:
-    """Trailers in the last paragraph of a message (never in its subject paragraph)."""
-    paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.strip()) if p.strip()]
-    if len(paragraphs) < 2:
-        return {}
-    lines = [line for line in paragraphs[-1].splitlines() if line.strip()]
-    parsed: dict[str, str] = {}
-    for line in lines:
-        match = _TRAILER_LINE.match(line)
-        if match is None:
-            # Prose in the last paragraph: it is not a trailer block.
-            return {}
-        parsed[match.group(1)] = match.group(2).strip()
-    return parsed
-
-
-def role_email(role: str) -> str:
-    """``<role>@macrohard.invalid``, with the role reduced to characters an address allows."""
-    local = re.sub(r"[^a-z0-9._-]+", "-", role.lower()).strip("-.") or "agent"
-    return f"{local}@{EMAIL_DOMAIN}"
-
-
-def _identity(name: str, email: str) -> dict[str, str]:
-    return {
-        "GIT_AUTHOR_NAME": name,
-        "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": name,
-        "GIT_COMMITTER_EMAIL": email,
-    }
-
-
-def _role_identity(role: str) -> dict[str, str]:
-    return _identity(role, role_email(role))
-
-
-def _compose(message: str, prov: Provenance) -> str:
-    body = message.strip()
-    if not body:
-        raise WorkspaceError("empty commit message", hint="pass a message with at least a subject line")
-    return f"{body}\n\n{prov.trailers()}\n"
 
 
 def _first_line(text: str) -> str:
@@ -224,8 +133,16 @@ def _split_z(output: str) -> list[str]:
 class GitWorkspace:
     """The git side of one run: the product repo and one worktree per ticket."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        limits: TreeLimits | None = None,
+        on_scrub: Callable[[Path, list[str]], None] | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
+        self.limits = limits or TreeLimits()
+        # Told which nested repositories were removed from a tree before git ran on it.
+        self._on_scrub = on_scrub
         # Reentrant: locked operations call other locked helpers.
         self._lock = threading.RLock()
         self._repos: dict[str, gitpython.Repo] = {}
@@ -352,6 +269,18 @@ class GitWorkspace:
             hint=f"commit in {self.repo_dir} or a directory created by worktree()",
         )
 
+    def _scrubbed(self, path: Path) -> Path:
+        """An owned tree made safe for host git: nested repositories removed, size checked.
+
+        Called before every git command that reads a working tree the sandbox could
+        write. The caller makes sure nothing in a sandbox runs meanwhile (it pauses it).
+        """
+        cwd = self._owned_dir(path)
+        removed = scrub(cwd, self.limits).removed
+        if removed and self._on_scrub is not None:
+            self._on_scrub(cwd, removed)
+        return cwd
+
     def _is_worktree(self, path: Path) -> bool:
         """Whether path is a live worktree of this repo: its .git names one of our admin dirs."""
         git_dir = _git_dir(path) if (path / ".git").is_file() else None
@@ -414,7 +343,7 @@ class GitWorkspace:
                 "--cleanup=whitespace",
                 "-m",
                 "Initialize repository",
-                env=_identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
+                env=identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
             )
             return self.head(MAIN)
 
@@ -474,8 +403,8 @@ class GitWorkspace:
         same work: a step that may be running again asks find_work() first, before it
         redoes the work at all.
         """
-        cwd = self._owned_dir(path)
-        full_message = _compose(message, prov)
+        cwd = self._scrubbed(path)
+        full_message = compose_message(message, prov)
         on_main = cwd == self.repo_dir.resolve()
         # Commits on main must not interleave with merges and resets of main.
         with self._lock if on_main else contextlib.nullcontext():
@@ -483,7 +412,7 @@ class GitWorkspace:
             status, out, err = self._run(
                 # --quiet: no summary, whose diffstat git would compute only to print it.
                 cwd, "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", full_message,
-                env=_role_identity(prov.role), check=False,
+                env=role_identity(prov.role), check=False,
             )
             if status != 0:
                 # Asked only when the commit did not happen: was there nothing to commit?
@@ -496,6 +425,80 @@ class GitWorkspace:
             head = self._rev(cwd, "HEAD")
             assert head is not None  # a commit was just made on it
             return head
+
+    def pending_changes(self, path: Path) -> list[str]:
+        """Paths whose content in the tree differs from its HEAD: changed, added or deleted."""
+        cwd = self._scrubbed(path)
+        out = self._run(
+            cwd, "status", "--porcelain", "-z", "--untracked-files=all", "--no-renames", "--ignore-submodules=all"
+        )[1]
+        return sorted({entry[3:] for entry in _split_z(out) if len(entry) > 3})
+
+    def put_back(self, path: Path, paths: list[str]) -> None:
+        """Return these paths of a tree to their HEAD state: restored if HEAD has them, deleted if not."""
+        if not paths:
+            return
+        cwd = self._owned_dir(path)
+        out = self._run(cwd, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths)[1]
+        tracked = set(_split_z(out))
+        for rel in paths:
+            if rel not in tracked:
+                _unlink_inside(cwd, rel)
+        if tracked:
+            # checkout replaces a link planted on the way with a folder; it never writes through one.
+            self._run(cwd, "checkout", "--quiet", "--force", "HEAD", "--", *sorted(tracked))
+
+    def tree_files(self, ref: str) -> list[str]:
+        """Every file path in ref's tree."""
+        self._require_repo()
+        return _split_z(self._run(self.repo_dir, "ls-tree", "-r", "-z", "--name-only", ref)[1])
+
+    def merge_base(self, ticket_id: str) -> str:
+        """Where the ticket branch and main last met: what the ticket's change is measured against."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        return self._run(self.repo_dir, "merge-base", MAIN, branch)[1].strip()
+
+    def show(self, ref: str, path: str) -> bytes | None:
+        """A file's content at ref; None when ref has no such file."""
+        self._require_repo()
+        runner = gitpython.Git(str(self.repo_dir))
+        status, out, _ = runner.execute(
+            [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", "cat-file", "blob", f"{ref}:{path}"],
+            with_extended_output=True, with_exceptions=False, stdout_as_string=False, env=_BASE_ENV,
+        )
+        return bytes(out) if status == 0 else None
+
+    def export(self, ref: str, dest: Path, include: Callable[[str], bool] | None = None) -> int:
+        """Write ref's tree into the empty or new folder dest, without filters; returns the file count.
+
+        Object contents are read in-process, never through a working tree, so no
+        attribute or filter of the product's can run anything. Gitlinks are left out.
+        """
+        self._require_repo()
+        sha = self.head(ref) if _branch_ref(ref) else self._rev(self.repo_dir, ref)
+        if sha is None:
+            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        dest.mkdir(parents=True, exist_ok=True)
+        repo = gitpython.Repo(str(self.repo_dir))
+        count = 0
+        try:
+            for item in repo.commit(sha).tree.traverse():
+                if item.type != "blob" or (include is not None and not include(item.path)):
+                    continue
+                target = dest / item.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = item.data_stream.read()
+                if item.mode == 0o120000:
+                    os.symlink(data.decode("utf-8", errors="surrogateescape"), target)
+                else:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o755 if item.mode & 0o111 else 0o644)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                count += 1
+        finally:
+            repo.close()
+        return count
 
     def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
         """The commit on ref that `role` made for this ticket and attempt in this run, if any."""
@@ -573,9 +576,9 @@ class GitWorkspace:
                 "--no-verify",
                 "--cleanup=whitespace",
                 "-m",
-                _compose(subject, prov),
+                compose_message(subject, prov),
                 branch,
-                env=_role_identity(prov.role),
+                env=role_identity(prov.role),
                 check=False,
             )
             if status == 0:
@@ -620,15 +623,15 @@ class GitWorkspace:
 
     def discard_uncommitted(self, ticket_id: str) -> None:
         """Drop what is not committed in a ticket's worktree: leftovers of its test runs."""
-        cwd = self._owned_dir(self.worktree_path(ticket_id))
+        cwd = self._scrubbed(self.worktree_path(ticket_id))
         self._run(cwd, "reset", "--hard", "--quiet")
         self._run(cwd, "clean", "-fd", "--quiet")
 
     def update_from_main(self, ticket_id: str) -> list[str]:
-        """Merge main into the ticket branch; returns conflicted paths, leaving the merge open."""
+        """Merge main into the ticket branch; returns the conflicted paths, committed with their markers."""
         path = self.worktree_path(ticket_id)
         branch = f"ticket/{ticket_id}"
-        cwd = self._owned_dir(path)
+        cwd = self._scrubbed(path)
         if self._merging(cwd):
             # An earlier update never concluded (the run died while the engineer was
             # resolving it); start over against today's main.
@@ -652,13 +655,22 @@ class GitWorkspace:
             "-m",
             f"Merge {MAIN} into {branch}",
             main_sha,
-            env=_identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
+            env=identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
             check=False,
         )
         if status == 0:
             return []
         conflicts = self._unmerged(cwd)
         if conflicts:
+            # Concluded with the markers in place: the role resolves them as an ordinary
+            # change on top, so main's files are in HEAD and no territory check takes a
+            # file the merge brought in for one the role made.
+            self._run(cwd, "add", "--", *conflicts)
+            self._run(
+                cwd, "commit", "--quiet", "--no-verify", "--cleanup=whitespace",
+                "-m", f"Merge {MAIN} into {branch} (conflicts left marked in: {', '.join(conflicts)})",
+                env=identity(MACROHARD_NAME, f"{MACROHARD_NAME}@{EMAIL_DOMAIN}"),
+            )
             return conflicts
         if self._merging(cwd):
             self._run(cwd, "merge", "--abort")
@@ -690,10 +702,10 @@ class GitWorkspace:
                 "--annotate",
                 "--cleanup=whitespace",
                 "-m",
-                _compose(message, prov),
+                compose_message(message, prov),
                 name,
                 target,
-                env=_role_identity(prov.role),
+                env=role_identity(prov.role),
             )
             return target
 
@@ -724,6 +736,25 @@ class GitWorkspace:
         branch = f"ticket/{_check_ticket_id(ticket_id)}"
         self._require_repo()
         return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
+
+
+def _unlink_inside(root: Path, rel: str) -> None:
+    """Delete the file rel below root, walking folders by descriptor without following links."""
+    parts = rel.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=fd)
+    except (NotADirectoryError, FileNotFoundError):
+        pass  # a folder on the way is gone or is not one: nothing of rel is left to delete
+    except OSError as e:
+        raise WorkspaceError(f"cannot remove {rel} from {root}: {e.strerror}", hint="remove it by hand") from e
+    finally:
+        os.close(fd)
 
 
 def _git_dir(cwd: Path) -> Path | None:

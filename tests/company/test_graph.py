@@ -57,7 +57,9 @@ def test_demo_spec_becomes_a_released_repo(tmp_path):
         if "Macrohard-Event" in c.trailers and c.author in ("engineer", "tester", "deployer", "product_manager"):
             assert by_id[c.trailers["Macrohard-Event"]].kind == "model.response"
     assert all(e.data["usage"]["prompt_tokens"] > 0 for e in events if e.kind == "model.response")
-    assert events[-1].kind == "run.finished" and events[-1].data["final_suite_exit_code"] == 0
+    final = [e for e in events if e.kind == "final.suite"]
+    assert len(final) == 1 and final[0].data["passed"] and final[0].data["tests"] >= 7
+    assert events[-1].kind == "run.finished" and events[-1].data["release"]["sha"] == final[0].data["sha"]
     # every sandbox the run started was stopped, and the run's label was pruned
     assert all(box.stopped for box in provider.started)
     assert provider.pruned == [{"macrohard.run": run.run_id}]
@@ -107,13 +109,17 @@ def test_parallel_tickets_editing_one_file_go_through_the_conflict_path(tmp_path
     assert first[("T-2", "engineer")] < finished_t1_tester
     conflicts = [e for e in events if e.kind == "merge.conflict"]
     assert [(e.ticket, e.data["conflicts"]) for e in conflicts] == [("T-2", ["app.py"])]
-    # A sandbox per attempt, each stopped when its attempt ended.
-    assert sorted(e.ticket for e in events if e.kind == "sandbox.start" and e.ticket) == ["T-1", "T-2", "T-2"]
-    assert sorted(e.ticket for e in events if e.kind == "sandbox.stop" and e.ticket) == ["T-1", "T-2", "T-2"]
+    # A roles' sandbox per attempt, each stopped when its attempt ended...
+    roles = [e for e in events if e.kind in ("sandbox.start", "sandbox.stop") and e.data.get("sandbox") == e.ticket]
+    assert sorted(e.ticket for e in roles if e.kind == "sandbox.start") == ["T-1", "T-2", "T-2"]
+    assert sorted(e.ticket for e in roles if e.kind == "sandbox.stop") == ["T-1", "T-2", "T-2"]
+    # ...and every verdict in a fresh, read-only one of its own.
+    verdicts = [e for e in events if e.kind == "sandbox.start" and e.data["sandbox"].startswith("verdict:")]
+    assert verdicts and all(e.data["read_only"] for e in verdicts)
     main = (run.paths.repo / "app.py").read_text()
     assert "def hello" in main and "def goodbye" in main and "<<<<<<<" not in main
     assert [e.data["passed"] for e in events if e.kind == "main.suite"][-1] is True
-    assert events[-1].data["final_suite_exit_code"] == 0
+    assert [e.data["passed"] for e in events if e.kind == "final.suite"] == [True]
 
 
 def test_engineer_context_holds_the_ticket_and_what_it_builds_on(tmp_path):
@@ -199,17 +205,17 @@ def test_tickets_green_alone_but_red_together_find_the_culprit_and_send_it_back(
     assert suites == [(["T-1", "T-2"], False), ("T-1", True), ("T-2", False), ("T-2", True)]
     retry = next(e for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-2"
                  and e.data["step"] == 1 and "attempt 2" in e.data["messages"][1]["content"])
-    assert "the full suite failed" in retry.data["messages"][1]["content"]
+    assert "the verdict on main's whole suite failed" in retry.data["messages"][1]["content"]
     assert "assert 3 == 2" in retry.data["messages"][1]["content"]  # the failure itself, from main's suite
     # Main holds exactly one merge per ticket: the red ones were undone.
     history = GitWorkspace(run.paths.run_dir).history("main")
     merges = [c.trailers["Macrohard-Ticket"] for c in history if c.parents == 2 and c.author == "orchestrator"]
     assert sorted(merges) == ["T-1", "T-2"]
     assert (run.paths.repo / "util.py").read_text() == "def f():\n    return 2\n"
-    assert events[-1].data["final_suite_exit_code"] == 0
+    assert [e.data["passed"] for e in events if e.kind == "final.suite"] == [True]
 
 
-def test_a_ticket_that_changes_nothing_lands_and_its_dependant_starts(tmp_path):
+def test_a_ticket_that_changes_nothing_cannot_pass_since_its_tests_would_pass_without_it(tmp_path):
     script = {
         "product_manager": {"plan": [
             {"calls": [
@@ -218,20 +224,24 @@ def test_a_ticket_that_changes_nothing_lands_and_its_dependant_starts(tmp_path):
             ]},
             {"say": "Planned."},
         ]},
-        "engineer": {"T-1": [{"say": "Nothing to change."}],
-                     "T-2": [{"calls": [{"write_file": {"path": "then.py", "content": "THEN = 1\n"}}]}, {"say": "Done."}]},
-        "tester": {"T-1": [{"say": "Nothing to test."}], "T-2": [{"say": "Nothing to test."}]},
+        "engineer": {"T-1": [{"say": "Nothing to change."}]},
+        "tester": {"T-1": [
+            {"calls": [{"write_file": {"path": "tests/test_check.py", "content": "def test_nothing():\n    assert 1 + 1 == 2\n"}}]},
+            {"say": "Tested."},
+        ]},
         "deployer": {"release": [{"say": "Released."}]},
     }
     path = tmp_path / "script.yaml"
     path.write_text(yaml.safe_dump(script))
     spec = tmp_path / "spec.md"
     spec.write_text("# nothing\n\nOne check, then one file.\n")
-    run, summary, _ = run_demo(tmp_path, path, spec, test_command="true")  # no tests to collect
-    assert summary.status == "done", summary.failure
+    run, summary, _ = run_demo(tmp_path, path, spec, max_attempts=1)
+    assert summary.status == "failed"
+    status = {t.id: t.status for t in summary.tickets}
+    assert status == {"T-1": "failed", "T-2": "blocked"}
     events = list(read_events(run.paths.transcript))
-    t1 = next(e for e in events if e.kind == "git.merge" and e.ticket == "T-1")
-    assert t1.data["sha"] is None and "already contains" in t1.data["detail"]
-    assert describe(t1) == "main already contains ticket/T-1"  # what the audit shows for it
-    t2 = next(e for e in events if e.kind == "model.request" and e.role == "engineer" and e.ticket == "T-2")
-    assert "(none yet)" in t2.data["messages"][1]["content"]  # no context borrowed from another commit
+    verdict = next(e for e in events if e.kind == "verdict" and e.ticket == "T-1")
+    assert not verdict.data["passed"] and "do not test its change" in verdict.data["reason"]
+    base = next(e for e in events if e.kind == "verdict.base")
+    assert base.data["pass_on_base"] == ["tests.test_check::test_nothing"]
+    assert not any(e.kind == "git.tag" for e in events)

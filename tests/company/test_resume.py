@@ -144,20 +144,20 @@ def test_work_committed_just_before_a_crash_is_not_asked_for_again(tmp_path, uni
 def test_a_crash_between_a_merge_and_mains_suite_resumes_with_the_real_merges(tmp_path, uninterrupted, monkeypatch):
     from macrohard.company.graph import Company
 
-    real_suite = Company._run_suite
+    real_suite = Company._main_verdict
     crashed = []
 
-    def suite_then_die(self, key, root, ticket):
-        if key == "main" and not crashed:
+    def suite_then_die(self, base, ticket):
+        if not crashed:
             crashed.append(self.workspace.head())
             raise KeyboardInterrupt  # killed after merging, before main's suite answered
-        return real_suite(self, key, root, ticket)
+        return real_suite(self, base, ticket)
 
-    monkeypatch.setattr(Company, "_run_suite", suite_then_die)
+    monkeypatch.setattr(Company, "_main_verdict", suite_then_die)
     run = create(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run.execute(LocalSandboxProvider())
-    monkeypatch.setattr(Company, "_run_suite", real_suite)
+    monkeypatch.setattr(Company, "_main_verdict", real_suite)
 
     done = CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())
     assert done.status == "done"

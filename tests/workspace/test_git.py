@@ -220,29 +220,34 @@ def test_conflict_aborts_then_update_from_main_resolve_and_merge(ws: GitWorkspac
     write(wt / "app.py", "value = 1 + 2\n")
     resolved = ws.commit(wt, "Resolve conflict with main", prov("e3", ticket="T-2"))
     assert resolved is not None
-    info = ws.history("ticket/T-2")[0]
-    assert info.sha == resolved and info.parents == 2 and info.author == "engineer"
+    # The merge was concluded with its markers (by macrohard); the resolution is the engineer's, on top.
+    info, merge = ws.history("ticket/T-2")[:2]
+    assert info.sha == resolved and info.parents == 1 and info.author == "engineer"
+    assert merge.parents == 2 and merge.author == "macrohard" and "conflicts left marked in: app.py" in merge.subject
 
     merged = ws.merge_ticket("T-2", prov("m3", role="integrator", ticket="T-2"))
     assert merged.merged and merged.previous_sha == main_before
     assert (ws.repo_dir / "app.py").read_text() == "value = 1 + 2\n"
 
 
-def test_commit_concludes_a_merge_resolved_to_the_branch_version(ws: GitWorkspace) -> None:
+def test_a_conflicted_update_is_committed_with_its_markers_so_a_role_resolves_on_top(ws: GitWorkspace) -> None:
     write(ws.repo_dir / "app.py", "value = 0\n")
     assert ws.commit(ws.repo_dir, "Seed app", prov("seed", role="architect", ticket=None))
-    _ticket(ws, "T-1", {"app.py": "value = 1\n"}, "e1")
+    _ticket(ws, "T-1", {"app.py": "value = 1\n", "tests/test_one.py": "def test_one():\n    pass\n"}, "e1")
     ticket_head = _ticket(ws, "T-2", {"app.py": "value = 2\n"}, "e2")
     assert ws.merge_ticket("T-1", prov("m1", role="integrator")).merged
     wt = ws.worktree("T-2")
     assert ws.update_from_main("T-2") == ["app.py"]
-    # Keeping the ticket's side leaves nothing staged against HEAD; the merge must still conclude.
+    # No merge is left open, and what main brought (T-1's test) is in HEAD, not a pending change of the role's.
+    assert not (ws.repo_dir / ".git" / "worktrees" / "T-2" / "MERGE_HEAD").exists()
+    assert ws.pending_changes(wt) == []
+    assert "tests/test_one.py" in ws.tree_files("ticket/T-2")
+    # Keeping the ticket's side is an ordinary commit on top of the merge.
     write(wt / "app.py", "value = 2\n")
     sha = ws.commit(wt, "Keep ours", prov("e3", ticket="T-2"))
     assert sha is not None and sha != ticket_head
-    assert ws.history("ticket/T-2")[0].parents == 2
+    assert ws.history("ticket/T-2")[1].parents == 2
     assert ws.merge_ticket("T-2", prov("m2", role="integrator", ticket="T-2")).merged
-
 
 def test_update_from_main_clean_merge_is_committed_by_macrohard(ws: GitWorkspace) -> None:
     _ticket(ws, "T-1", {"one.py": "ONE = 1\n"}, "e1")

@@ -1,0 +1,200 @@
+"""The orchestrator's verdict: a test run no role configures, in a sandbox no role used.
+
+Each verdict exports a commit's tree (read from git's objects, so nothing in the
+worktree and no filter is involved) into a folder of its own, and runs the configured
+test command in a fresh sandbox that mounts the tree read-only: the code under test
+cannot rewrite itself, its tests, or anything that is later committed or tagged. The
+runner writes a JUnit XML report into the one writable mount; a pass needs that
+report, at least one test, no failure or error, exit code 0, and every test that
+passed in the verdict this one builds on still passing (none skipped, deselected or
+missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import stat
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.config import Settings
+from macrohard.models import TestReport
+from macrohard.transcript.log import TranscriptLog
+from macrohard.workspace.git import GitWorkspace
+
+REPORT = "junit.xml"
+MAX_REPORT_BYTES = 32 * 2**20
+FAILURE_TAIL_CHARS = 3000
+ORCHESTRATOR = "orchestrator"
+
+
+class JUnit(BaseModel):
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    passed_ids: list[str] = []
+
+
+def parse_junit(path: Path) -> JUnit | None:
+    """The counts and passing test ids of a JUnit XML report; None when there is no readable one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(MAX_REPORT_BYTES + 1)
+    if len(data) > MAX_REPORT_BYTES:
+        return None
+    try:
+        # expat (2.4.1 and later) refuses entity expansion attacks.
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return None
+    report = JUnit()
+    for case in root.iter("testcase"):
+        report.tests += 1
+        outcome = {child.tag for child in case}
+        case_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if "error" in outcome:
+            report.errors += 1
+        elif "failure" in outcome:
+            report.failures += 1
+        elif "skipped" in outcome:
+            report.skipped += 1
+        else:
+            report.passed_ids.append(case_id)
+    report.passed_ids.sort()
+    return report
+
+
+def judge(exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str]) -> tuple[bool, list[str], str]:
+    """(passed, tests missing from expect, why not) for one run."""
+    if timed_out:
+        return False, [], "the test run timed out"
+    if junit is None:
+        return False, [], f"the test run ended (exit code {exit_code}) without writing its report"
+    missing = sorted(expect - set(junit.passed_ids))
+    if junit.tests == 0:
+        return False, missing, "no test ran"
+    if junit.failures or junit.errors:
+        return False, missing, f"{junit.failures} failed and {junit.errors} errors of {junit.tests} tests"
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        return False, missing, f"tests that passed before did not pass now (skipped, deselected or missing): {shown}"
+    if exit_code != 0:
+        return False, missing, f"the test command exited {exit_code} although its report shows no failure"
+    return True, missing, ""
+
+
+class Verdicts:
+    """Runs verdicts for the company; remembers which tests passed on each main commit."""
+
+    def __init__(
+        self, settings: Settings, workspace: GitWorkspace, sandboxes: RunSandboxes, transcript: TranscriptLog,
+        is_test_file: Callable[[str], bool],
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.sandboxes = sandboxes
+        self.transcript = transcript
+        self.is_test_file = is_test_file
+        self.folder = workspace.run_dir / "verdicts"
+        self._prepared: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, key: str) -> None:
+        """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run())."""
+        with self._lock:
+            if key in self._prepared:
+                return
+            folder = self._prepared[key] = self._new_folder(key)
+        self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output")
+
+    def run(
+        self,
+        key: str,
+        ref: str,
+        *,
+        ticket: str | None,
+        expect: Iterable[str] = (),
+        layers: Iterable[tuple[str, Callable[[str], bool]]] = (),
+        exclude: Callable[[str], bool] | None = None,
+        extra: Path | None = None,
+    ) -> TestReport:
+        """Test ref's tree: without what exclude picks, with the files each layer picks from
+        its own ref instead, and with the folder extra copied in (hidden acceptance tests)."""
+        with self._lock:
+            folder = self._prepared.pop(key, None)
+        if folder is None:
+            folder = self._new_folder(key)
+        tree, output = folder / "tree", folder / "output"
+        sha = self.workspace.head(ref)
+        layers = list(layers)
+        try:
+            # The base tree without what the layers bring, then each layer's files from its own ref.
+            picks = [pick for _, pick in layers] + ([exclude] if exclude else [])
+            self.workspace.export(sha, tree, (lambda p: not any(pick(p) for pick in picks)) if picks else None)
+            for layer_ref, pick in layers:
+                self.workspace.export(layer_ref, tree, pick)
+            if extra is not None:
+                shutil.copytree(extra, tree / extra.name, symlinks=True)
+            self.sandboxes.prepare(key, tree, read_only=True, output_dir=output)
+            report_path = f"{self.sandboxes.output_path(key)}/{REPORT}"
+            command = self.settings.test_command.replace("{report}", shlex.quote(report_path))
+            result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
+            junit = parse_junit(output / REPORT)
+        finally:
+            self.sandboxes.release(key)
+            shutil.rmtree(folder, ignore_errors=True)
+        passed, missing, reason = judge(result.exit_code, result.timed_out, junit, set(expect))
+        return TestReport(
+            ticket=ticket, command=command, exit_code=result.exit_code, passed=passed, duration_s=result.duration_s,
+            output_tail=result.tail(FAILURE_TAIL_CHARS), timed_out=result.timed_out, event_id=event_id, sha=sha,
+            report_found=junit is not None, missing=missing, reason=reason,
+            **(junit.model_dump() if junit else {}),
+        )
+
+    def discard(self, key: str) -> None:
+        """Drop a prepared verdict that will not run."""
+        with self._lock:
+            folder = self._prepared.pop(key, None)
+        if folder is not None:
+            self.sandboxes.release(key)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def main_passing(self, sha: str) -> set[str]:
+        """The tests that passed on this main commit: what no later verdict may lose."""
+        cache = self.folder / f"main-{sha}.json"
+        try:
+            return set(json.loads(cache.read_text()))
+        except (OSError, ValueError):
+            pass
+        if not any(self.is_test_file(p) for p in self.workspace.tree_files(sha)):
+            ids: list[str] = []
+        else:
+            ids = self.run("verdict:main", sha, ticket=None).passed_ids
+        self.remember(sha, ids)
+        return set(ids)
+
+    def remember(self, sha: str, passed_ids: list[str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"main-{sha}.json").write_text(json.dumps(sorted(passed_ids)))
+
+    def _new_folder(self, key: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=key.replace(":", "-") + "-", dir=self.folder))
+        (folder / "tree").mkdir()
+        (folder / "output").mkdir()
+        return folder
