@@ -14,11 +14,12 @@ from typing import Annotated, Any, TypeVar
 import click
 import typer
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from macrohard._resources import resource_dir
 from macrohard.cli.progress import ProgressView
+from macrohard.cli.show import approval_panel, clean, label, plain, print_summary
 from macrohard.config import SandboxSettings, Settings, load_settings
 from macrohard.errors import ConfigError, MacrohardError, SandboxError
 from macrohard.transcript.audit import AuditReport, EventFilter, Totals, build_report
@@ -51,7 +52,11 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MacrohardError as e:
-            errors.print(f"[bold red]error:[/] {e.message}" + (f" [dim]({e.hint})[/]" if e.hint else ""), highlight=False, soft_wrap=True)
+            # Messages quote models, repositories and settings ("[model] model"): text, never markup.
+            line = label("error:", "bold red", e.message)
+            if e.hint:
+                line.append_text(Text.assemble(" ", plain(f"({e.hint})", style="dim")))
+            errors.print(line, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             errors.print("[yellow]interrupted[/]")
@@ -69,7 +74,7 @@ def _sandbox_provider(settings: Settings) -> Any:
     from macrohard.sandbox.image import build_image, image_exists
 
     for weaker in settings.sandbox.weakened():
-        errors.print(f"[bold yellow]warning:[/] sandbox weakened: {weaker}", highlight=False, soft_wrap=True)
+        errors.print(label("warning:", "bold yellow", f"sandbox weakened: {weaker}"), highlight=False, soft_wrap=True)
     warnings.filterwarnings("ignore", category=SandboxWeakenedWarning)  # said once, above
 
     client = docker_client()
@@ -123,13 +128,13 @@ def _ask(view: ProgressView, payload: dict[str, Any]) -> Any:
     from macrohard.models import ApprovalDecision
 
     with view.paused():
-        console.print(Panel(payload["summary"], title=f"Approve the {payload['gate']}?", title_align="left"))
+        console.print(approval_panel(payload, f"Approve the {payload['gate']}?"))
         answer = typer.prompt("approve or reject", type=click.Choice(["approve", "reject"]), default="approve")
         comment = typer.prompt("why (goes back as feedback)") if answer == "reject" else ""
     return ApprovalDecision(decision=answer, comment=comment)
 
 
-def _drive(run: Any, *, banner: str, decision: Any = None) -> None:
+def _drive(run: Any, *, banner: Text, decision: Any = None) -> None:
     provider = _sandbox_provider(run.settings)
     console.print(banner, highlight=False)
     interactive = console.is_terminal and sys.stdin.isatty()
@@ -147,7 +152,7 @@ def _drive(run: Any, *, banner: str, decision: Any = None) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(130)
-    _print_summary(summary)
+    print_summary(console, summary)
     if summary.status == "failed":
         raise typer.Exit(1)
 
@@ -156,34 +161,7 @@ def _run_company(spec: Path, settings: Settings, script: Path | None) -> None:
     from macrohard.company.run import CompanyRun
 
     run = CompanyRun.create(spec, settings, script=script, model_factory=_model_factory(script))
-    _drive(run, banner=f"Run [bold]{run.run_id}[/]: {run.spec.title} (model: {run.model_name})")
-
-
-def _print_summary(summary: Any) -> None:
-    table = Table(title=f"Run {summary.run_id}: {summary.status}", title_justify="left", header_style="bold")
-    for col in ("ticket", "title", "status", "attempts", "reason"):
-        table.add_column(col)
-    for t in summary.tickets:
-        table.add_row(t.id, t.title, t.status, str(t.attempts), t.reason or "")
-    console.print(table)
-    if summary.failure:
-        console.print(f"[red]failure:[/] {summary.failure}", highlight=False)
-    cost = f" · ${summary.cost_usd:.4f}" if summary.cost_usd else ""
-    console.print(
-        f"commits {summary.commits} · model calls {summary.model_calls} · tokens {summary.usage.prompt_tokens} in, "
-        f"{summary.usage.completion_tokens} out{cost} · wall time {summary.wall_s:.1f}s"
-        + (f" · release {summary.release_tag}" if summary.release_tag else ""),
-        highlight=False,
-    )
-    console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False)
-    if summary.status == "paused":
-        console.print(f"[yellow]paused:[/] {summary.paused_reason}", highlight=False)
-        console.print(f"resume it:  macrohard resume {summary.run_id}   (raise a limit with --max-tokens, --max-cost, --max-wall)", highlight=False)
-    elif summary.status == "awaiting_approval":
-        gate = (summary.awaiting or {}).get("gate")
-        console.print(Panel((summary.awaiting or {}).get("summary", ""), title=f"waiting for approval of the {gate}", title_align="left"))
-        console.print(f"answer it:  macrohard approve {summary.run_id}   or   macrohard reject {summary.run_id} --comment TEXT", highlight=False)
-    console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False)
+    _drive(run, banner=Text.assemble("Run ", (run.run_id, "bold"), ": ", plain(f"{run.spec.title} (model: {run.model_name})")))
 
 
 ApproveOpt = Annotated[
@@ -223,12 +201,20 @@ def run(
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     max_wall: MaxWallOpt = None,
+    acceptance: Annotated[
+        Path | None,
+        typer.Option("--acceptance", help="Folder of hidden acceptance tests: run on main before the release, never shown to a role."),
+    ] = None,
+    tag_anyway: Annotated[
+        bool, typer.Option("--tag-despite-acceptance", help="Tag the release even if hidden acceptance tests fail (and report it).")
+    ] = False,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the company on SPEC with the configured model endpoint."""
     settings = _settings(
         config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces,
-        approve=_gates(approve), budget=_budget(max_tokens, max_cost, max_wall),
+        approve=_gates(approve), budget=_budget(max_tokens, max_cost, max_wall), acceptance=acceptance,
+        acceptance_tags_anyway=tag_anyway or None,
     )
     if script is not None and not script.is_file():
         raise ConfigError(f"script file {script} does not exist", "give the path of a model script (YAML)")
@@ -280,7 +266,7 @@ def resume(
         run, config, workspaces, max_parallel=max_parallel, max_attempts=max_attempts,
         max_tokens=max_tokens, max_cost_usd=max_cost, max_wall_s=max_wall,
     )
-    _drive(opened, banner=f"Resuming run [bold]{opened.run_id}[/] ({opened.record.status})")
+    _drive(opened, banner=Text.assemble("Resuming run ", (clean(opened.run_id), "bold"), f" ({opened.record.status})"))
 
 
 def _answer(run: str, decision: str, comment: str, config: Path | None, workspaces: Path | None) -> None:
@@ -289,7 +275,7 @@ def _answer(run: str, decision: str, comment: str, config: Path | None, workspac
     opened = _open(run, config, workspaces)
     gate = (opened.record.awaiting or {}).get("gate", "?")
     _drive(
-        opened, banner=f"{decision.capitalize()} the {gate} of run [bold]{opened.run_id}[/]",
+        opened, banner=Text.assemble(plain(f"{decision.capitalize()} the {gate} of run "), (clean(opened.run_id), "bold")),
         decision=ApprovalDecision(decision=decision, comment=comment),  # type: ignore[arg-type]
     )
 
@@ -332,9 +318,9 @@ def runs(config: ConfigOpt = None, workspaces: WorkspacesOpt = None) -> None:
         try:
             records.append(RunRecord.model_validate_json(path.read_text()))
         except ValueError:
-            errors.print(f"[yellow]skipping {path}: not a readable run.json[/]", highlight=False)
+            errors.print(plain(f"skipping {path}: not a readable run.json", style="yellow"), highlight=False)
     if not records:
-        console.print(f"no runs in {folder}")
+        console.print(plain(f"no runs in {folder}"))
         return
     table = Table(header_style="bold", box=None, pad_edge=False)
     for col in ("run", "status", "spec", "tickets", "left to do"):
@@ -347,7 +333,7 @@ def runs(config: ConfigOpt = None, workspaces: WorkspacesOpt = None) -> None:
         left = f"approve the {r.awaiting.get('gate')}" if r.awaiting else (r.paused_reason or "")
         if open_:
             left = (left + "; " if left else "") + f"{len(open_)} tickets: {', '.join(open_)}"
-        table.add_row(r.run_id, status, r.spec_title, f"{merged}/{len(tickets)} merged", left or "-")
+        table.add_row(plain(r.run_id), status, plain(r.spec_title), f"{merged}/{len(tickets)} merged", plain(left or "-"))
     console.print(table)
 
 
@@ -372,7 +358,7 @@ def _totals_table(title: str, groups: dict[str, Totals]) -> Table:
     for name, t in groups.items():
         cost = "—" if t.unpriced_calls == t.model_calls else f"{t.cost_usd:.4f}"
         table.add_row(
-            name, str(t.model_calls), f"{t.prompt_tokens}/{t.completion_tokens}", cost, f"{t.model_latency_s:.2f}",
+            plain(name), str(t.model_calls), f"{t.prompt_tokens}/{t.completion_tokens}", cost, f"{t.model_latency_s:.2f}",
             f"{t.tool_calls}/{t.tool_errors}", str(t.sandbox_commands), f"{t.sandbox_s:.2f}", str(t.commits),
         )
     return table
@@ -427,7 +413,7 @@ def audit(
     start = next(iter(read_events(run_dir / "transcript.jsonl"))).ts
     for e in report.timeline:
         who = " ".join(x for x in (e.role, e.ticket) if x)
-        console.print(f"{e.ts - start:8.2f}s {e.id} {e.kind:<15} {who:<20} {e.summary}", highlight=False, markup=False)
+        console.print(clean(f"{e.ts - start:8.2f}s {e.id} {e.kind:<15} {who:<20} {e.summary}"), highlight=False, markup=False)
     console.print(_totals_table("By role", report.by_role))
     console.print(_totals_table("By ticket", report.by_ticket))
     console.print(_totals_table("Selected" if selected.model_dump(exclude_none=True) else "Run", {"total": report.totals}))
@@ -457,7 +443,7 @@ def blame(
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        console.print(render_blame(result), highlight=False, markup=False, soft_wrap=True)
+        console.print(clean(render_blame(result)), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -12,6 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from macrohard.cli.show import clean, plain
+
 from macrohard.transcript.log import Event
 
 STATUS_STYLE = {"passed": "green", "merged": "bold green", "failed": "bold red", "blocked": "yellow", "conflict": "yellow"}
@@ -58,7 +60,7 @@ class ProgressView:
     def on_event(self, event: Event) -> None:
         line = self._apply(event)
         if line and self._live is None:
-            self.console.print(line, highlight=False)
+            self.console.print(clean(line), highlight=False, markup=False)
 
     def _apply(self, event: Event) -> str | None:
         d, t = event.data, event.ticket
@@ -92,8 +94,17 @@ class ProgressView:
             if event.kind == "verdict" and t:
                 row = self._row(t)
                 row["status"] = "passed" if d.get("passed") else "tests failed"
-                row["role"], row["last"] = "verdict", f"exit {d.get('exit_code')}"
-                return f"[{self._clock()}] {t} verdict: {'pass' if d.get('passed') else 'FAIL'} (exit {d.get('exit_code')})"
+                counts = f"{d.get('tests', 0)} tests, {d.get('failures', 0)} failed, {d.get('errors', 0)} errors"
+                row["role"], row["last"] = "verdict", d.get("reason") or counts
+                why = f": {d['reason']}" if d.get("reason") else ""
+                return f"[{self._clock()}] {t} verdict: {'pass' if d.get('passed') else 'FAIL'} ({counts}){why}"
+            if event.kind == "territory.put_back":
+                if t:
+                    self._row(t)["last"] = f"put back {len(d.get('files', []))} files"
+                where = f"{t} " if t else ""
+                return f"[{self._clock()}] {where}{event.role}: put back outside its territory: {', '.join(d.get('files', []))}"
+            if event.kind == "worktree.scrubbed":
+                return f"[{self._clock()}] {t or 'main'}: removed {', '.join(d.get('removed', []))} before git ran"
             if event.kind == "git.merge" and t:
                 self._row(t).update(status="merged", role="", last=str(d.get("sha") or "nothing new")[:10])
                 return f"[{self._clock()}] {t} merged into main"
@@ -106,6 +117,12 @@ class ProgressView:
                 return f"[{self._clock()}] {t} {status}: {d.get('reason')}"
             if event.kind == "git.tag":
                 return f"[{self._clock()}] tagged {d.get('tag')}"
+            if event.kind in ("final.suite", "acceptance"):
+                what = "final suite" if event.kind == "final.suite" else "hidden acceptance tests"
+                result = "pass" if d.get("passed") else f"FAIL: {d.get('reason')}"
+                tests = d.get("tests", 0)
+                ok = tests - d.get("failures", 0) - d.get("errors", 0) - d.get("skipped", 0)
+                return f"[{self._clock()}] {what}: {ok} of {tests} tests passed, {result}"
             if event.kind == "run.finished":
                 self.phase = f"finished: {d.get('status')}"
             if event.kind in ("run.paused", "approval.requested", "approval", "run.resumed"):
@@ -124,6 +141,7 @@ class ProgressView:
                 table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=40 if col in ("title", "last action") else None)
             for tid, row in self.rows.items():
                 status = Text(row["status"], style=STATUS_STYLE.get(row["status"], ""))
-                table.add_row(tid, row["title"], status, row["role"], row["attempt"], row["step"], row["last"])
+                table.add_row(plain(tid), plain(row["title"]), status, plain(row["role"]), row["attempt"], row["step"],
+                              plain(row["last"]))
             header = Text(f"{self.phase}  ·  {self._clock().strip()}  ·  {self.calls} model calls, {self.tokens} tokens")
         return Group(header, table)

@@ -184,6 +184,14 @@ class CompanyRun:
         self.settings = settings.model_copy(
             update={"roles_dir": (settings.roles_dir or default_roles_dir()).resolve(), "workspaces": paths.run_dir.parent}
         )
+        if self.settings.acceptance is not None:
+            folder = self.settings.acceptance.resolve()
+            if not folder.is_dir() or not any(folder.rglob("*.py")):
+                raise ConfigError(
+                    f"acceptance tests folder {self.settings.acceptance} does not exist or has no .py file",
+                    "point --acceptance (or acceptance in macrohard.toml) at a folder of pytest files",
+                )
+            self.settings = self.settings.model_copy(update={"acceptance": folder})
         self.roles = load_roles(self.settings.roles_dir, known_tools=set(TOOL_NAMES))
         self.script = script.resolve() if script else None
         self.record = record

@@ -32,6 +32,7 @@ from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace
 
 REPORT = "junit.xml"
+EXTRA_DIR = "macrohard_acceptance"  # where hidden acceptance tests go in the tested tree
 MAX_REPORT_BYTES = 32 * 2**20
 FAILURE_TAIL_CHARS = 3000
 ORCHESTRATOR = "orchestrator"
@@ -149,7 +150,8 @@ class Verdicts:
             for layer_ref, pick in layers:
                 self.workspace.export(layer_ref, tree, pick)
             if extra is not None:
-                shutil.copytree(extra, tree / extra.name, symlinks=True)
+                # Links are copied as links: the sandbox resolves them, never the host.
+                shutil.copytree(extra, tree / EXTRA_DIR, symlinks=True)
             self.sandboxes.prepare(key, tree, read_only=True, output_dir=output)
             report_path = f"{self.sandboxes.output_path(key)}/{REPORT}"
             command = self.settings.test_command.replace("{report}", shlex.quote(report_path))

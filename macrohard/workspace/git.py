@@ -465,6 +465,7 @@ class GitWorkspace:
         status, out, _ = runner.execute(
             [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", "cat-file", "blob", f"{ref}:{path}"],
             with_extended_output=True, with_exceptions=False, stdout_as_string=False, env=_BASE_ENV,
+            strip_newline_in_stdout=False,
         )
         return bytes(out) if status == 0 else None
 

@@ -122,3 +122,18 @@ def test_serve_answers_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_an_acceptance_folder_that_is_missing_or_empty_is_refused(tmp_path):
+    (tmp_path / "script.yaml").write_text("engineer: {}\n")
+    line = one_error_line(invoke("run", "spec.md", "--script", "script.yaml", "--acceptance", "nope"))
+    assert "acceptance tests folder nope" in line and "--acceptance" in line
+    (tmp_path / "empty").mkdir()
+    line = one_error_line(invoke("run", "spec.md", "--script", "script.yaml", "--acceptance", "empty"))
+    assert "has no .py file" in line
+
+
+def test_a_hint_keeps_its_brackets(tmp_path):
+    # "[model] model" is a TOML table, not markup: the hint must show it as written.
+    line = one_error_line(invoke("run", "spec.md"))
+    assert "set [model] model in macrohard.toml" in line

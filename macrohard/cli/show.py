@@ -1,0 +1,71 @@
+"""What the CLI shows of a run: text from a model or a repository, always as text.
+
+Titles, reasons, summaries and file contents come from models and repositories. Put
+into a Rich renderable as markup they could restyle or hide text, plant a link or
+crash the CLI (`[/]`); printed raw, terminal escapes could clear the screen and draw
+a fake "approved". So every such string goes through `plain()`: control characters
+(C0 but newline and tab, DEL, C1, and so ESC) become visible `\\xNN` escapes, and the
+result is a `Text`, which Rich never parses as markup.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: object) -> str:
+    """The string with every control or bidirectional-override character shown as an escape."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        str(value))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Untrusted text as a Rich Text: never markup, no control characters."""
+    return Text(clean(value), style=style)
+
+
+def label(prefix: str, style: str, value: object) -> Text:
+    """A styled prefix (ours) followed by untrusted text."""
+    return Text.assemble((prefix, style), " ", plain(value))
+
+
+def approval_panel(payload: dict[str, Any], title: str) -> Panel:
+    return Panel(plain(payload.get("summary", "")), title=plain(title), title_align="left")
+
+
+def print_summary(console: Console, summary: Any) -> None:
+    """The end-of-run summary: tickets, failure, totals and what to do next."""
+    table = Table(title=plain(f"Run {summary.run_id}: {summary.status}"), title_justify="left", header_style="bold")
+    for col in ("ticket", "title", "status", "attempts", "reason"):
+        table.add_column(col)
+    for t in summary.tickets:
+        table.add_row(plain(t.id), plain(t.title), plain(t.status), str(t.attempts), plain(t.reason or ""))
+    console.print(table)
+    if summary.failure:
+        console.print(label("failure:", "red", summary.failure))
+    cost = f" · ${summary.cost_usd:.4f}" if summary.cost_usd else ""
+    console.print(
+        f"commits {summary.commits} · model calls {summary.model_calls} · tokens {summary.usage.prompt_tokens} in, "
+        f"{summary.usage.completion_tokens} out{cost} · wall time {summary.wall_s:.1f}s"
+        + (f" · release {summary.release_tag}" if summary.release_tag else ""),
+        highlight=False, markup=False,
+    )
+    console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
+    if summary.status == "paused":
+        console.print(label("paused:", "yellow", summary.paused_reason))
+        console.print(f"resume it:  macrohard resume {summary.run_id}   (raise a limit with --max-tokens, --max-cost, --max-wall)",
+                      highlight=False, markup=False)
+    elif summary.status == "awaiting_approval":
+        gate = (summary.awaiting or {}).get("gate")
+        console.print(approval_panel(summary.awaiting or {}, f"waiting for approval of the {gate}"))
+        console.print(f"answer it:  macrohard approve {summary.run_id}   or   macrohard reject {summary.run_id} --comment TEXT",
+                      highlight=False, markup=False)
+    console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False, markup=False)
