@@ -32,6 +32,19 @@ class TicketStatus(str, Enum):
     BLOCKED = "blocked"  # a ticket it depends on failed
 
 
+class Dispute(BaseModel):
+    """An engineer's claim that a test contradicts its ticket, and the ruling on it."""
+
+    id: str  # D-<ticket>-<n>
+    ticket: str
+    attempt: int
+    test: str
+    reason: str
+    ruling: Literal["uphold", "change"] | None = None  # "change": the test is wrong
+    ruled_by: str | None = None
+    ruling_reason: str | None = None
+
+
 class Ticket(BaseModel):
     id: str
     title: str
@@ -46,6 +59,7 @@ class Ticket(BaseModel):
     failure_reason: str | None = None
     # Files a role changed outside its territory in this attempt, which were put back.
     put_back: list[str] = Field(default_factory=list)
+    disputes: list[Dispute] = Field(default_factory=list)  # every dispute of the ticket, with its ruling
 
 
 class PRD(BaseModel):

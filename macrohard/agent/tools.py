@@ -321,4 +321,6 @@ class AddTicket:
         return f"added {ticket.id}: {ticket.title}"
 
 
-TOOL_NAMES = frozenset({"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket"})
+TOOL_NAMES = frozenset(
+    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute"}
+)

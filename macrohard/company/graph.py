@@ -22,7 +22,8 @@ from macrohard.agent.loop import AgentLoop, AgentResult
 from macrohard.agent.tools import (
     AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, ToolError, WriteFile,
 )
-from macrohard.company import prompts
+from macrohard.agent.disputes import DisputeTest, RuleDispute
+from macrohard.company import disputes, prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
@@ -30,7 +31,7 @@ from macrohard.company.verdict import Verdicts
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
-from macrohard.models import PRD, ApprovalDecision, Release, Spec, TestReport, Ticket, TicketStatus
+from macrohard.models import PRD, ApprovalDecision, Dispute, Release, Spec, TestReport, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.sandbox.base import ExecResult
 from macrohard.transcript.log import TranscriptLog, read_events
@@ -283,9 +284,14 @@ class Company:
             return {"ticket": ticket}
         # Start the sandbox now; it is ready by the time the engineer's first answer is.
         self.sandboxes.prepare(ticket.id, root)
-        tools = [*self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer")]
+        raised: list[Dispute] = []
+        tools = [
+            *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
+            DisputeTest(raised, disputes.dispute_maker(self.transcript, ticket)),
+        ]
         prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
+        ticket = ticket.model_copy(update={"disputes": [*ticket.disputes, *raised]})
         ticket, lost = self._ticket_commit(
             ticket, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result
         )
@@ -301,17 +307,52 @@ class Company:
         if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {}
         self.sandboxes.prepare(ticket.id, root)
-        tools = [*self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester")]
-        prompt = prompts.tester_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
+        open_disputes = disputes.open_for_tester(ticket)
+        ruled = list(open_disputes)
+        tools = [
+            *self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester"),
+            RuleDispute(ruled, "tester", disputes.ruling_recorder(self.transcript, "tester")),
+        ]
+        prompt = prompts.tester_prompt(
+            ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes
+        )
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
+        ticket = disputes.merged(ticket, ruled)
         ticket, lost = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
         # Nothing runs in the roles' sandbox after this: the verdict has sandboxes of its own.
         self.sandboxes.release(ticket.id)
         return {"ticket": ticket, "lost": state.get("lost") or lost or ""}
 
+    def arbitrate(self, state: TicketState) -> TicketState:
+        """The product manager rules on the disputes of this attempt that the tester did not accept."""
+        ticket = state["ticket"]
+        pending = disputes.for_product_manager(ticket)
+        if not pending:
+            return {}
+        self._node("arbitrate", ticket=ticket.id, attempt=ticket.attempts, disputes=[d.id for d in pending])
+        ruled = list(pending)
+        fs = Confined(self.workspace.worktree_path(ticket.id), refuse_write=lambda path: "read only")
+        tools: list[Tool] = [
+            ListFiles(fs), ReadFile(fs), RuleDispute(ruled, "product_manager", disputes.ruling_recorder(self.transcript, "product_manager")),
+        ]
+        # A session per arbitration of this ticket: the scripted model counts them as sessions.
+        session = 1 + sum(1 for e in read_events(self.transcript.path) if e.kind == "node" and e.ticket == ticket.id
+                          and e.data.get("node") == "arbitrate" and e.data.get("attempt") != ticket.attempts)
+        self._agent("product_manager", tools, ticket.id, prompts.arbitration_prompt(ticket, pending), ticket.id, session)
+        return {"ticket": disputes.merged(ticket, ruled)}
+
     def verdict(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
         self.sandboxes.release(ticket.id)
+        if wrong := disputes.overturned(ticket):
+            self.verdicts.discard(f"verdict:{ticket.id}")
+            self.verdicts.discard(f"base:{ticket.id}")
+            failure = (
+                "The product manager ruled that these tests contradict the ticket; the tester must change them:\n"
+                + disputes.describe(wrong)
+            )
+            ticket = self._after_failure(ticket, failure, "its tests were ruled to contradict it")
+            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
         if state.get("lost"):
             self.verdicts.discard(f"verdict:{ticket.id}")
             self.verdicts.discard(f"base:{ticket.id}")
@@ -574,10 +615,12 @@ def build_graph(company: Company) -> StateGraph:
     pipeline = StateGraph(TicketState, output_schema=TicketOutput)
     pipeline.add_node("engineer", company.engineer)
     pipeline.add_node("tester", company.tester)
+    pipeline.add_node("arbitrate", company.arbitrate)
     pipeline.add_node("verdict", company.verdict)
     pipeline.add_edge(START, "engineer")
     pipeline.add_edge("engineer", "tester")
-    pipeline.add_edge("tester", "verdict")
+    pipeline.add_edge("tester", "arbitrate")
+    pipeline.add_edge("arbitrate", "verdict")
     pipeline.add_edge("verdict", END)
 
     graph = StateGraph(CompanyState)

@@ -6,7 +6,8 @@ so it does not grow with the number of tickets already done.
 
 from __future__ import annotations
 
-from macrohard.models import Spec, Ticket
+from macrohard.company.disputes import describe
+from macrohard.models import Dispute, Spec, Ticket
 
 MAX_FILES_LISTED = 20
 
@@ -46,10 +47,12 @@ def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
             f"This is attempt {ticket.attempts}. The last attempt failed:\n\n{ticket.last_failure}\n\n"
             "Fix the cause of this failure."
         )
+    if ticket.disputes:
+        parts.append(f"Disputes about this ticket's tests so far:\n{describe(ticket.disputes)}")
     return "\n\n".join(parts)
 
 
-def tester_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
+def tester_prompt(ticket: Ticket, relevant: list[str], total: int, disputes: list[Dispute] | None = None) -> str:
     parts = [
         _ticket_block(ticket),
         f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
@@ -59,7 +62,26 @@ def tester_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
     ]
     if ticket.last_failure:
         parts.append(f"The last attempt's verdict failed:\n\n{ticket.last_failure}")
+    earlier = [d for d in ticket.disputes if d.attempt < ticket.attempts]
+    if earlier:
+        parts.append(f"Earlier disputes about your tests, with their rulings:\n{describe(earlier)}")
+    if disputes:
+        parts.append(
+            "The engineer disputes these tests as contradicting the ticket. Rule on each with rule_dispute: "
+            "'change' (then change the test) or 'uphold' (the product manager then decides):\n" + describe(disputes)
+        )
     return "\n\n".join(parts)
+
+
+def arbitration_prompt(ticket: Ticket, disputes: list[Dispute]) -> str:
+    return "\n\n".join([
+        _ticket_block(ticket),
+        "The engineer disputes these tests as contradicting the ticket, and the tester did not agree to change them. "
+        "Read the ticket, the tests and the code (read_file), then rule on each with rule_dispute: 'uphold' (the "
+        "test is right and the engineer must meet it) or 'change' (the test contradicts the ticket and the tester "
+        "must change it). Your ruling stands.",
+        describe(disputes),
+    ])
 
 
 def release_prompt(version: str, merged: list[Ticket], unfinished: list[Ticket], feedback: str | None = None) -> str:

@@ -45,7 +45,10 @@ from macrohard.transcript.log import ChainHead, Listener, TranscriptLog, read_ev
 from macrohard.workspace.git import GitWorkspace
 
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
-CHECKPOINT_TYPES = [("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release")]
+CHECKPOINT_TYPES = [
+    ("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release"),
+    ("macrohard.models", "Dispute"),
+]
 
 # Called at a gate with its payload ({"gate", "summary"}); returns the person's decision.
 Decide = Callable[[dict[str, Any]], ApprovalDecision]

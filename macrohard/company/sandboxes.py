@@ -86,6 +86,7 @@ class RunSandboxes:
             "sandbox.exec",
             role=role,
             ticket=_ticket(key),
+            sandbox=key,
             command=command,
             exit_code=result.exit_code,
             duration_s=round(result.duration_s, 4),

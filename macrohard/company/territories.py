@@ -43,7 +43,7 @@ class TerritoryGuard:
         owner = owner_of(path, self.territories)
         whose = f"the {owner}'s" if owner else "no role's"
         advice = (
-            "If a test contradicts the ticket, say so and why in your summary instead of changing it."
+            "If a test contradicts the ticket, call dispute_test with your reason instead of changing it."
             if owner and self.is_test_file(path) else "Leave it to its owner."
         )
         return (
