@@ -241,12 +241,18 @@ def demo(
     _run_company(folder / "spec.md", settings, folder / "script.yaml")
 
 
-def _open(run: str, config: Path | None, workspaces: Path | None, **overrides: Any) -> Any:
+WeakerOpt = Annotated[
+    bool, typer.Option("--allow-weaker-sandbox", help="Resume even if run.json's sandbox settings are weaker than the run started with.")
+]
+
+
+def _open(run: str, config: Path | None, workspaces: Path | None, allow_weaker: bool = False, **overrides: Any) -> Any:
     from macrohard.company.run import CompanyRun, load_record
 
     run_dir = resolve_run_dir(run, _settings(config, workspaces=workspaces).workspaces)
     script = load_record(run_dir).script
-    return CompanyRun.open(run_dir, overrides, model_factory=_model_factory(Path(script) if script else None))
+    return CompanyRun.open(run_dir, overrides, model_factory=_model_factory(Path(script) if script else None),
+                           allow_weaker_sandbox=allow_weaker)
 
 
 @app.command()
@@ -258,21 +264,24 @@ def resume(
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     max_wall: MaxWallOpt = None,
+    allow_weaker_sandbox: WeakerOpt = False,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Continue a stopped run (paused, crashed, killed) from its last checkpoint."""
     opened = _open(
-        run, config, workspaces, max_parallel=max_parallel, max_attempts=max_attempts,
+        run, config, workspaces, allow_weaker_sandbox, max_parallel=max_parallel, max_attempts=max_attempts,
         max_tokens=max_tokens, max_cost_usd=max_cost, max_wall_s=max_wall,
     )
     _drive(opened, banner=Text.assemble("Resuming run ", (clean(opened.run_id), "bold"), f" ({opened.record.status})"))
 
 
-def _answer(run: str, decision: str, comment: str, config: Path | None, workspaces: Path | None) -> None:
+def _answer(
+    run: str, decision: str, comment: str, config: Path | None, workspaces: Path | None, allow_weaker: bool
+) -> None:
     from macrohard.models import ApprovalDecision
 
-    opened = _open(run, config, workspaces)
+    opened = _open(run, config, workspaces, allow_weaker)
     gate = (opened.record.awaiting or {}).get("gate", "?")
     _drive(
         opened, banner=Text.assemble(plain(f"{decision.capitalize()} the {gate} of run "), (clean(opened.run_id), "bold")),
@@ -285,11 +294,12 @@ def _answer(run: str, decision: str, comment: str, config: Path | None, workspac
 def approve_run(
     run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
     comment: Annotated[str, typer.Option("--comment", help="A note recorded with the decision.")] = "",
+    allow_weaker_sandbox: WeakerOpt = False,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Approve the gate a run is waiting at, and let it go on."""
-    _answer(run, "approve", comment, config, workspaces)
+    _answer(run, "approve", comment, config, workspaces, allow_weaker_sandbox)
 
 
 @app.command("reject")
@@ -297,13 +307,14 @@ def approve_run(
 def reject_run(
     run: Annotated[str, typer.Argument(help="Run id, `latest`, or a run folder.")],
     comment: Annotated[str, typer.Option("--comment", help="What to change: goes back to the role as feedback.")],
+    allow_weaker_sandbox: WeakerOpt = False,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Reject the plan or release a run is waiting at; the role redoes it with your comment."""
     if not comment.strip():
         raise ConfigError("a rejection needs a comment", "say what to change with --comment")
-    _answer(run, "reject", comment, config, workspaces)
+    _answer(run, "reject", comment, config, workspaces, allow_weaker_sandbox)
 
 
 @app.command()

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from macrohard.agent.tools import TOOL_NAMES
 from macrohard.company.graph import Company, compile_graph
 from macrohard.company.sandboxes import RunSandboxes
-from macrohard.config import ModelSettings, Settings
+from macrohard.config import ModelSettings, SandboxSettings, Settings
 from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
@@ -179,7 +179,9 @@ class CompanyRun:
         script: Path | None,
         model_factory: Callable[[ModelSettings], ChatModel] | None,
         record: RunRecord | None = None,
+        allow_weaker_sandbox: bool = False,
     ) -> None:
+        self.allow_weaker_sandbox = allow_weaker_sandbox
         self.paths = paths
         self.run_id = paths.run_dir.name
         self.spec = spec
@@ -239,8 +241,13 @@ class CompanyRun:
         overrides: dict[str, Any] | None = None,
         *,
         model_factory: Callable[[ModelSettings], ChatModel] | None = None,
+        allow_weaker_sandbox: bool = False,
     ) -> CompanyRun:
-        """An existing run, with its recorded settings and model; `overrides` raise limits."""
+        """An existing run, with its recorded settings and model; `overrides` raise limits.
+
+        run.json is not trusted for the sandbox: settings weaker than those the run
+        started with (recorded in the hash-chained transcript) need allow_weaker_sandbox.
+        """
         record = load_record(run_dir)
         data = dict(record.settings)
         data["budget"] = dict(data.get("budget") or {})  # type: ignore[call-overload]
@@ -252,7 +259,8 @@ class CompanyRun:
         if script is not None and not script.is_file():
             raise ConfigError(f"the run's model script {script} is gone", "restore it to resume the run")
         paths = RunPaths(run_dir=run_dir.resolve())
-        return cls(paths, load_spec(paths.spec), settings, script=script, model_factory=model_factory, record=record)
+        return cls(paths, load_spec(paths.spec), settings, script=script, model_factory=model_factory, record=record,
+                   allow_weaker_sandbox=allow_weaker_sandbox)
 
     # -- driving -------------------------------------------------------------
 
@@ -298,6 +306,7 @@ class CompanyRun:
         assert record is not None
         if resuming:
             self._check_resumable(record, decision)
+            weaker = self._weaker_sandbox()
         key_variables = {self.settings.model_for(role.name, role.model).api_key_env for role in self.roles.values()}
         transcript = TranscriptLog(self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables))
         if on_event:
@@ -315,11 +324,12 @@ class CompanyRun:
             transcript.append(
                 "run.resumed", previous_status=record.status, by=current_user(),
                 removed_orphan_sandboxes=orphans, budget=self.settings.budget.model_dump(), spent=spent.model_dump(),
+                sandbox=self.settings.sandbox.model_dump(), weaker_sandbox=weaker,
             )
         else:
             transcript.append(
                 "run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
-                removed_orphan_sandboxes=orphans,
+                removed_orphan_sandboxes=orphans, sandbox=self.settings.sandbox.model_dump(),
             )
         record.status, record.owner, record.paused_reason, record.awaiting = "running", owner_id(), None, None
         record.settings = json.loads(self.settings.model_dump_json())
@@ -396,6 +406,21 @@ class CompanyRun:
                 f"run {self.run_id} is waiting for approval of its {gate}",
                 f"answer with `macrohard approve {self.run_id}` or `macrohard reject {self.run_id} --comment ...`",
             )
+
+    def _weaker_sandbox(self) -> list[str]:
+        """How the sandbox settings now are weaker than those the run started or last resumed with."""
+        recorded = [e for e in read_events(self.paths.transcript) if e.kind in ("run.started", "run.resumed")
+                    and isinstance(e.data.get("sandbox"), dict)]
+        if not recorded:
+            return []
+        before = SandboxSettings.model_validate(recorded[0].data["sandbox"])
+        weaker = self.settings.sandbox.weakened(than=before)
+        if weaker and not self.allow_weaker_sandbox:
+            raise ConfigError(
+                f"run {self.run_id}'s sandbox settings are weaker than those it started with: {'; '.join(weaker)}",
+                "restore them in run.json, or pass --allow-weaker-sandbox if you mean it",
+            )
+        return weaker
 
     def _spent_so_far(self) -> Spent:
         report = build_report(read_events(self.paths.transcript), self.settings.prices)

@@ -186,3 +186,21 @@ def test_one_process_at_a_time_and_an_ended_run_is_not_resumed(tmp_path):
     assert partial.execute(LocalSandboxProvider()).status == "partial"
     with pytest.raises(ConfigError, match="is partial and has ended"):
         CompanyRun.open(partial.paths.run_dir).execute(LocalSandboxProvider())
+
+
+def test_a_weaker_sandbox_in_run_json_is_refused_on_resume_unless_asked_for(tmp_path):
+    import json
+
+    run = create(tmp_path, budget={"max_tokens": 3000})
+    assert run.execute(LocalSandboxProvider()).status == "paused"
+    record = json.loads(run.paths.run_json.read_text())
+    record["settings"]["sandbox"].update(network=True, cap_add=["SYS_ADMIN"], allow_root=True)
+    run.paths.run_json.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="weaker than those it started with") as refused:
+        CompanyRun.open(run.paths.run_dir, {"max_tokens": 100_000}).execute(LocalSandboxProvider())
+    assert "network = true" in refused.value.message and "SYS_ADMIN" in refused.value.message
+    assert "--allow-weaker-sandbox" in (refused.value.hint or "")
+    resumed = CompanyRun.open(run.paths.run_dir, {"max_tokens": 100_000}, allow_weaker_sandbox=True)
+    assert resumed.execute(LocalSandboxProvider()).status == "done"
+    event = next(e for e in read_events(run.paths.transcript) if e.kind == "run.resumed")
+    assert event.data["sandbox"]["network"] is True and any("network" in w for w in event.data["weaker_sandbox"])
