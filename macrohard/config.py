@@ -9,6 +9,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +36,14 @@ class ModelSettings(BaseModel):
     temperature: float | None = None
     timeout_s: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=4, ge=0)  # transient failures only: rate limits, connection, 5xx
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_userinfo(cls, v: str | None) -> str | None:
+        # A password in the URL would be logged, shown and stored with it; keys go in api_key_env.
+        if v and urlsplit(v).password is not None:
+            raise ValueError("must not hold a user and password; put the key in the variable api_key_env names")
+        return v
 
     def merged(self, override: ModelSettings | None) -> ModelSettings:
         if override is None:
@@ -153,6 +162,14 @@ class SandboxSettings(BaseModel):
         return out
 
 
+class SecretsSettings(BaseModel):
+    """Variables whose values are secrets whatever their names (beside the secret-named ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MACROHARD_",
@@ -183,6 +200,7 @@ class Settings(BaseSettings):
     # With acceptance tests failing: tag anyway and report it (false: no tag).
     acceptance_tags_anyway: bool = False
     workspace: TreeLimits = Field(default_factory=TreeLimits)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     # Simulated seconds per scripted model call, for benchmarks of the orchestration.
     scripted_latency_s: float = Field(default=0.0, ge=0)
     recursion_limit: int = Field(default=400, ge=10)

@@ -35,3 +35,25 @@ def test_bad_config_is_a_config_error(tmp_path, monkeypatch):
         load_settings(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_a_base_url_with_a_password_is_refused():
+    import pytest
+
+    from macrohard.config import load_settings
+    from macrohard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must not hold a user and password") as refused:
+        load_settings(overrides={"model": {"base_url": "https://me:hunter2hunter2@api.example/v1"}})
+    assert "hunter2" not in refused.value.message
+
+
+def test_secrets_env_lists_variables_and_unknown_keys_are_refused():
+    import pytest
+
+    from macrohard.config import load_settings
+    from macrohard.errors import ConfigError
+
+    assert load_settings(overrides={"secrets": {"env": ["DEPLOY_HOOK"]}}).secrets.env == ["DEPLOY_HOOK"]
+    with pytest.raises(ConfigError, match="secrets.envs"):
+        load_settings(overrides={"secrets": {"envs": ["X"]}})

@@ -88,6 +88,9 @@ class AgentLoop:
             if self.redactor:
                 # Before any tool acts on it: a key the model echoes never reaches a file.
                 response.message = Message.model_validate(self.redactor.value(response.message.model_dump()))
+                # Arguments are JSON: redacted on their decoded values, so escapes hide nothing.
+                for call in response.message.tool_calls:
+                    call.arguments = self.redactor.arguments(call.arguments)
             usage = usage + response.usage
             last_answer = self._log(
                 "model.response",

@@ -36,7 +36,7 @@ from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, Usage, current_user
-from macrohard.redact import Redactor
+from macrohard.redact import Redactor, strip_url, without_userinfo
 from macrohard.roles import Role, default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
 from macrohard.sandbox.lifecycle import owner_alive, owner_id
@@ -164,7 +164,7 @@ def role_models(
 
 def describe_models(settings: Settings, roles: dict[str, Role]) -> str:
     names = sorted({settings.model_for(role.name, role.model).model or "?" for role in roles.values()})
-    return ", ".join(names) + (f" at {settings.model.base_url}" if settings.model.base_url else "")
+    return ", ".join(names) + (f" at {strip_url(settings.model.base_url)}" if settings.model.base_url else "")
 
 
 class CompanyRun:
@@ -182,6 +182,7 @@ class CompanyRun:
         allow_weaker_sandbox: bool = False,
     ) -> None:
         self.allow_weaker_sandbox = allow_weaker_sandbox
+        self._redactor: Redactor | None = None
         self.paths = paths
         self.run_id = paths.run_dir.name
         self.spec = spec
@@ -308,7 +309,9 @@ class CompanyRun:
             self._check_resumable(record, decision)
             weaker = self._weaker_sandbox()
         key_variables = {self.settings.model_for(role.name, role.model).api_key_env for role in self.roles.values()}
-        transcript = TranscriptLog(self.paths.transcript, self.run_id, Redactor.from_environment(os.environ, key_variables))
+        key_variables |= set(self.settings.secrets.env)
+        self._redactor = Redactor.from_environment(os.environ, key_variables)
+        transcript = TranscriptLog(self.paths.transcript, self.run_id, self._redactor)
         if on_event:
             transcript.subscribe(on_event)
         if transcript.repaired_bytes:
@@ -431,7 +434,12 @@ class CompanyRun:
         return checkpoint_values(self.paths).get("tickets") or {}
 
     def _write(self, record: RunRecord) -> None:
-        self.paths.run_json.write_text(record.model_dump_json(indent=2) + "\n")
+        # Redacted like the transcript: a failure message or a URL's userinfo may hold a secret.
+        data = json.loads(record.model_dump_json())
+        if self._redactor is not None:
+            data = self._redactor.value(data)
+        data = _strip_userinfo(data)
+        self.paths.run_json.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @contextmanager
@@ -444,6 +452,16 @@ def _locked(paths: RunPaths) -> Iterator[None]:
                 f"run {paths.run_dir.name} is being driven by another macrohard process", "wait for it to stop"
             ) from None
         yield
+
+
+def _strip_userinfo(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_userinfo(value)
+    if isinstance(value, dict):
+        return {k: _strip_userinfo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_userinfo(v) for v in value]
+    return value
 
 
 def _checkpoint_connection(path: Path) -> sqlite3.Connection:

@@ -56,12 +56,29 @@ class TerritoryGuard:
         changes = self.workspace.pending_changes(root)
         denied = [p for p in changes if not self.allows(role, p) or self._runner_section_changed(role, root, ref, p)]
         if denied:
-            self.workspace.put_back(root, denied)
             self.transcript.append(
                 "territory.put_back", role=role, ticket=ticket, files=denied,
                 owners={p: owner_of(p, self.territories) for p in denied},
             )
-        return denied
+        secrets = self._secrets(root, [p for p in changes if p not in denied])
+        if secrets:
+            # Names of the secrets only: the event must not carry what it refuses.
+            self.transcript.append("secret.refused", role=role, ticket=ticket, files=secrets,
+                                   reason="a secret (as it is, JSON-escaped, base64 or hex) would have been committed")
+        self.workspace.put_back(root, [*denied, *secrets])
+        return [*denied, *secrets]
+
+    def _secrets(self, root: Path, paths: list[str]) -> dict[str, list[str]]:
+        """The changed files that hold a secret, with the secrets' names."""
+        redactor = self.transcript.redactor
+        if not redactor:
+            return {}
+        found = {}
+        for path in paths:
+            data = _read(root, path)
+            if data is not None and (names := redactor.find(data)):
+                found[path] = names
+        return found
 
     def _runner_section_changed(self, role: str, root: Path, ref: str, path: str) -> bool:
         section = RUNNER_SECTIONS.get(path)
