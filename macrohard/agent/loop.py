@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel, Message, ModelRequest, ToolCall
 from macrohard.models import Usage
 from macrohard.roles import Role
-from macrohard.transcript.log import TranscriptLog
+from macrohard.transcript.log import INLINE_ARGUMENTS_CHARS, TranscriptLog
 
 MAX_TOOL_RESULT_CHARS = 12_000
 # A role whose replies fail this many times in a row ends its attempt.
@@ -112,7 +113,7 @@ class AgentLoop:
                 )
             failures = 0
             for call in answer.tool_calls:
-                ok, result = self._call(call, step)
+                ok, result = self._call(call, step, last_answer)
                 result = self.redactor.text(result)
                 if not ok:
                     failures += 1
@@ -131,13 +132,17 @@ class AgentLoop:
             steps=self.role.max_steps, usage=usage, last_event_id=last_answer,
         )
 
-    def _call(self, call: ToolCall, step: int) -> tuple[bool, str]:
+    def _call(self, call: ToolCall, step: int, answer_id: str | None = None) -> tuple[bool, str]:
         ok, result = self._dispatch(call)
         if len(result) > MAX_TOOL_RESULT_CHARS:
             half = MAX_TOOL_RESULT_CHARS // 2
             result = f"{result[:half]}\n... [{len(result) - 2 * half} characters omitted] ...\n{result[-half:]}"
-        self._log("tool.call", task=self.task, step=step, call_id=call.id, tool=call.name,
-                  arguments=call.arguments, ok=ok, result=result)
+        if len(call.arguments) <= INLINE_ARGUMENTS_CHARS or answer_id is None:
+            stored: dict[str, object] = {"arguments": call.arguments}
+        else:
+            digest = hashlib.sha256(call.arguments.encode()).hexdigest()
+            stored = {"arguments_ref": {"event": answer_id, "chars": len(call.arguments), "sha256": digest}}
+        self._log("tool.call", task=self.task, step=step, call_id=call.id, tool=call.name, ok=ok, result=result, **stored)
         return ok, result
 
     def _dispatch(self, call: ToolCall) -> tuple[bool, str]:

@@ -24,6 +24,7 @@ from macrohard.sandbox.base import ExecResult
 from macrohard.workspace.tree import Entry, TreeTooLarge, walk
 
 MAX_READ_BYTES = 100_000
+MAX_WRITE_BYTES = 2 * 2**20  # one write_file: larger files are not hand-written
 MAX_LIST_ENTRIES = 500
 
 
@@ -248,6 +249,9 @@ class WriteFile(FileTool):
         content: str
 
     def run(self, args: Args) -> str:
+        size = len(args.content.encode())
+        if size > MAX_WRITE_BYTES:
+            raise ToolError(f"the content is {size} bytes, over the limit of {MAX_WRITE_BYTES} for one file")
         fd, shown = self.fs.open(args.path, write=True)
         _write(fd, args.content)
         return f"wrote {shown} ({len(args.content.encode())} bytes)"

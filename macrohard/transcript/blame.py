@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 import posixpath
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from macrohard.errors import MacrohardError
-from macrohard.transcript.log import Event, read_events
+from macrohard.transcript.log import Event, call_arguments, read_events
 from macrohard.workspace.git import (
     EVENT_TRAILER,
     MAIN,
@@ -179,7 +180,7 @@ def blame(run_dir: Path, path: str, line: int | None = None) -> BlameResult:
         event=_event_ref(cause),
         answer=_answer_ref(answer_event) if answer_event else None,
         answer_source=source if answer_event else None,
-        tool_call=_tool_call_ref(call_event) if call_event else None,
+        tool_call=_tool_call_ref(call_event, trace.by_id.get) if call_event else None,
         prompt_messages=trace.prompt_before(answer_event) if answer_event else [],
         ticket=trace.ticket(ticket_id),
     )
@@ -319,7 +320,7 @@ class _Transcript:
         # An exact line beats a fragment of one; within each, the newest write wins.
         for strict in (True, False):
             for call in calls:
-                args = _arguments(call.data.get("arguments"))
+                args = _arguments(call_arguments(call, self.by_id.get))
                 if _tool_path(args.get("path")) != path:
                     continue
                 if _writes(call.data["tool"], args, text, strict=strict):
@@ -436,13 +437,12 @@ def _answer_ref(e: Event) -> AnswerRef:
     )
 
 
-def _tool_call_ref(e: Event) -> ToolCallRef:
-    raw = e.data.get("arguments")
+def _tool_call_ref(e: Event, by_id: Callable[[str], Event | None]) -> ToolCallRef:
     return ToolCallRef(
         event_id=e.id,
         call_id=e.data.get("call_id"),
         tool=str(e.data.get("tool")),
-        arguments=raw if isinstance(raw, str) else json.dumps(raw),
+        arguments=call_arguments(e, by_id),
         ok=bool(e.data.get("ok", True)),
     )
 

@@ -193,3 +193,19 @@ def chain_head(path: Path) -> ChainHead | None:
     for last in read_events(path):
         pass
     return ChainHead(seq=last.seq, hash=last.hash) if last else None
+
+
+# Tool arguments larger than this are stored once, in the model.response that carried
+# them; the tool.call event refers to it (a 20 MB write_file is not kept twice).
+INLINE_ARGUMENTS_CHARS = 2048
+
+
+def call_arguments(event: Event, by_id: Callable[[str], Event | None]) -> str:
+    """A tool.call event's arguments, inline or from the model answer they were stored in."""
+    raw = event.data.get("arguments")
+    if isinstance(raw, str):
+        return raw
+    ref = event.data.get("arguments_ref") or {}
+    answer = by_id(str(ref.get("event", "")))
+    calls = answer.data.get("message", {}).get("tool_calls", []) if answer is not None else []
+    return next((str(c.get("arguments", "")) for c in calls if c.get("id") == event.data.get("call_id")), "")

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
 
-from macrohard.transcript.log import ChainBreak, Event
+from macrohard.transcript.log import ChainBreak, Event, call_arguments
 from macrohard.viewer.chart import BarChart, token_chart
 from macrohard.viewer.gitread import Commit, CommitDiff, RepoReader
 from macrohard.viewer.overview import (
@@ -214,8 +214,9 @@ def event_page(folder: RunFolder, transcript: Transcript, event: Event, prices: 
     elif event.kind == "tool.call":
         page.caller = caller_of(events, event)
         d = event.data
-        page.tool_call = tool_call_view({"id": d.get("call_id"), "name": d.get("tool"), "arguments": d.get("arguments")})
-        page.sandbox = _sandbox_run(events, event)
+        arguments = call_arguments(event, transcript.by_id)
+        page.tool_call = tool_call_view({"id": d.get("call_id"), "name": d.get("tool"), "arguments": arguments})
+        page.sandbox = _sandbox_run(events, event, arguments)
     page.commits = [c for c in RepoReader(folder.repo).commits() if c.event_id == event.id]
     page.refers_to = [_link(e) for e in _referenced(events, event)]
     page.referenced_by = [_link(e) for e in events if event.id in _pointers(e)]
@@ -249,12 +250,12 @@ def _link(event: Event) -> Link:
     return Link(id=event.id, kind=event.kind, label=summarize(event))
 
 
-def _sandbox_run(events: Sequence[Event], tool_event: Event) -> Event | None:
+def _sandbox_run(events: Sequence[Event], tool_event: Event, arguments: str) -> Event | None:
     """The sandbox.exec a run_shell call caused: same role and ticket, same command, just before it."""
     if tool_event.data.get("tool") != "run_shell":
         return None
     try:
-        command = json.loads(str(tool_event.data.get("arguments") or "{}")).get("command")
+        command = json.loads(arguments or "{}").get("command")
     except (json.JSONDecodeError, AttributeError):
         return None
     for event in reversed(events):

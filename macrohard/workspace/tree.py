@@ -14,7 +14,6 @@ tree nor a folder swapped for a link can make it fail or leave the root.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -49,50 +48,55 @@ def walk(
     """Every entry below root (a path, or an open folder's descriptor, which stays open)
     but folders named in skip; sorted, each folder before its contents.
 
-    Folders deeper than max_depth raise TreeTooLarge. Links are reported, never followed.
+    An entry's `folder` descriptor is valid until the walk moves on. Folders deeper than
+    max_depth raise TreeTooLarge. Links are reported, never followed. Two descriptors
+    at most are open at a time, however wide or deep the tree: each folder is opened
+    from the root again, one O_NOFOLLOW step at a time.
     """
-    if isinstance(root, int):
-        top = os.dup(root)
-    else:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    stack: list[tuple[int, str, int]] = [(top, "", 0)]
+    top = os.dup(root) if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack: list[tuple[str, int]] = [("", 0)]
     try:
         while stack:
-            fd, prefix, depth = stack.pop()
+            prefix, depth = stack.pop()
+            fd = _open_below(top, prefix)
+            if fd is None:
+                continue  # swapped for a link or removed since it was listed: not walked
             try:
-                names = sorted(os.listdir(fd))
-                folders: list[tuple[int, str, int]] = []
-                for name in names:
+                folders: list[tuple[str, int]] = []
+                for name in sorted(os.listdir(fd)):
                     try:
                         mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
                     except FileNotFoundError:
                         continue  # gone since the listing
                     path = prefix + name
+                    if stat.S_ISDIR(mode) and name in skip:
+                        if name != ".git" or prefix:  # a nested .git is still reported
+                            yield Entry(path, fd, name, mode)
+                        continue
+                    if stat.S_ISDIR(mode) and depth + 1 > max_depth:
+                        raise TreeTooLarge(f"{path} is nested more than {max_depth} folders deep",
+                                           hint="flatten the folder structure")
+                    yield Entry(path, fd, name, mode)
                     if stat.S_ISDIR(mode):
-                        if name in skip:
-                            if name != ".git" or prefix:  # a nested .git is still reported
-                                yield Entry(path, fd, name, mode)
-                            continue
-                        if depth + 1 > max_depth:
-                            raise TreeTooLarge(
-                                f"{path} is nested more than {max_depth} folders deep",
-                                hint="flatten the folder structure",
-                            )
-                        yield Entry(path, fd, name, mode)
-                        try:
-                            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                        except OSError:
-                            continue  # swapped for a link or removed meanwhile: not walked
-                        folders.append((inner, path + "/", depth + 1))
-                    else:
-                        yield Entry(path, fd, name, mode)
+                        folders.append((path + "/", depth + 1))
                 stack.extend(reversed(folders))
             finally:
                 os.close(fd)
     finally:
-        for fd, _, _ in stack:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        os.close(top)
+
+
+def _open_below(top: int, prefix: str) -> int | None:
+    fd = os.dup(top)
+    for part in prefix.rstrip("/").split("/") if prefix else []:
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = inner
+    return fd
 
 
 class Scrubbed(BaseModel):

@@ -245,3 +245,30 @@ def test_a_ticket_that_changes_nothing_cannot_pass_since_its_tests_would_pass_wi
     base = next(e for e in events if e.kind == "verdict.base")
     assert base.data["pass_on_base"] == ["tests.test_check::test_nothing"]
     assert not any(e.kind == "git.tag" for e in events)
+
+
+def test_a_worktree_over_its_limits_loses_that_attempts_work_and_the_next_attempt_is_told(tmp_path):
+    script = {
+        "product_manager": {"plan": [{"calls": [{"add_ticket": {"title": "one", "description": "one.py with ONE = 1.",
+                                                                 "acceptance_criteria": ["ONE == 1"]}}]}, {"say": "Planned."}]},
+        "engineer": {"T-1": [
+            {"calls": [{"run_shell": {"command": "mkdir -p junk && for i in $(seq 1 60); do echo $i > junk/$i; done"}}]},
+            {"say": "Done."},
+            {"expect": "over its limits", "calls": [{"write_file": {"path": "one.py", "content": "ONE = 1\n"}}]},
+            {"say": "Done, without the junk."},
+        ]},
+        "tester": {"T-1": [{"say": "Nothing yet."},
+                           {"calls": [{"write_file": {"path": "tests/test_one.py", "content": "from one import ONE\n\n\ndef test_one():\n    assert ONE == 1\n"}}]},
+                           {"say": "Tested."}]},
+        "deployer": {"release": [{"say": "Released."}]},
+    }
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    spec = tmp_path / "spec.md"
+    spec.write_text("# one\n\none.py with ONE = 1.\n")
+    run, summary, _ = run_demo(tmp_path, path, spec, workspace={"max_files": 40})
+    assert summary.status == "done", summary.failure
+    events = list(read_events(run.paths.transcript))
+    too_large = [e for e in events if e.kind == "worktree.too_large"]
+    assert too_large and "more than 40 files" in too_large[0].data["reason"]
+    assert not any("junk/" in f for f in GitWorkspace(run.paths.run_dir).tree_files("v0.1.0"))
