@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from macrohard.errors import SandboxError
 from macrohard.sandbox.base import ExecResult, Sandbox, SandboxProvider
 from macrohard.transcript.log import TranscriptLog
 
@@ -68,7 +69,18 @@ class RunSandboxes:
         if box is None:
             yield
             return
-        box.pause()
+        try:
+            _pause(box)
+        except SandboxError as e:
+            # The freezer can fail (a process stuck in the kernel); stopping the sandbox
+            # ends every process in it, which is as safe. The next command starts a new one.
+            self.transcript.append("sandbox.pause_failed", ticket=_ticket(key), sandbox=key, error=e.message)
+            with self._lock:
+                if self._boxes.get(key) is pending:
+                    del self._boxes[key]
+            self._stop(key, pending)
+            yield
+            return
         try:
             yield
         finally:
@@ -122,6 +134,14 @@ class RunSandboxes:
         started = time.perf_counter()
         pending.result().stop()
         self.transcript.append("sandbox.stop", ticket=_ticket(key), sandbox=key, duration_s=round(time.perf_counter() - started, 4))
+
+
+def _pause(box: Sandbox) -> None:
+    try:
+        box.pause()
+    except SandboxError:
+        time.sleep(0.2)  # a freeze that timed out often succeeds at once when asked again
+        box.pause()
 
 
 def _ticket(key: str) -> str | None:

@@ -272,3 +272,29 @@ def test_a_worktree_over_its_limits_loses_that_attempts_work_and_the_next_attemp
     too_large = [e for e in events if e.kind == "worktree.too_large"]
     assert too_large and "more than 40 files" in too_large[0].data["reason"]
     assert not any("junk/" in f for f in GitWorkspace(run.paths.run_dir).tree_files("v0.1.0"))
+
+
+def test_a_sandbox_that_cannot_be_frozen_is_stopped_before_host_git_runs(tmp_path):
+    from fakes import LocalSandbox
+
+    from macrohard.errors import SandboxError
+
+    class Unfreezable(LocalSandboxProvider):
+        def start(self, workdir, **kwargs):
+            box = super().start(workdir, **kwargs)
+
+            def pause():
+                raise SandboxError("cannot pause sandbox: unable to freeze")
+
+            box.pause = pause
+            return box
+
+    run, summary, provider = run_demo(tmp_path, provider=Unfreezable())
+    assert summary.status == "done"
+    failed = [e for e in read_events(run.paths.transcript) if e.kind == "sandbox.pause_failed"]
+    assert failed and "unable to freeze" in failed[0].data["error"]
+    events = list(read_events(run.paths.transcript))
+    for f in failed:
+        after = [e for e in events if e.seq > f.seq and e.ticket == f.ticket and e.kind in ("sandbox.stop", "git.commit")]
+        assert after[0].kind == "sandbox.stop"  # stopped before git ran on its files
+    assert all(isinstance(box, LocalSandbox) and box.stopped for box in provider.started)
