@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,8 @@ class Company:
         report = self.verdicts.run("verdict:main", MAIN, ticket=ticket, expect=self.verdicts.main_passing(base))
         if report.passed and report.sha:
             self.verdicts.remember(report.sha, report.passed_ids)
+        # The next integration (or the final suite) finds its fresh sandbox started.
+        self.verdicts.prepare("verdict:main")
         return report
 
     # -- company nodes -----------------------------------------------------
@@ -246,6 +249,9 @@ class Company:
             # mostly idle round.
             key=lambda t: (-_dependants(t.id, tickets), _order(t)),
         )[: self.settings.max_parallel]
+        if ready:
+            # Main's first verdict finds its sandbox started (a run stopped at its plan starts none).
+            self.verdicts.prepare("verdict:main")
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
@@ -359,13 +365,18 @@ class Company:
             ticket = self._after_failure(ticket, state["lost"], "its worktree was over its limits")
             return {"ticket": ticket, "tickets": {ticket.id: ticket}}
         base = self.workspace.merge_base(ticket.id)
-        report = self.verdicts.run(
-            f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=self.verdicts.main_passing(base)
-        )
+        expect = self.verdicts.main_passing(base)
+        # The check of the tests on the base runs beside the verdict, in its own fresh sandbox:
+        # it is needed whenever the verdict passes, and it is off the critical path that way.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check") as pool:
+            on_base = pool.submit(
+                self.verdicts.run, f"base:{ticket.id}", base, ticket=ticket.id,
+                layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)],
+            )
+            report = self.verdicts.run(f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=expect)
+            base_report = on_base.result()
         if report.passed:
-            report = self._tests_test(ticket, report, base)
-        else:
-            self.verdicts.discard(f"base:{ticket.id}")
+            report = self._tests_test(ticket, report, base, expect, base_report)
         self.transcript.append(
             "verdict", ticket=ticket.id, attempt=ticket.attempts, put_back=ticket.put_back,
             **report.model_dump(exclude={"output_tail", "ticket"}),
@@ -376,18 +387,16 @@ class Company:
             ticket = self._after_failure(ticket, _failure_text(report, ticket.put_back), "its verdict fails")
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
 
-    def _tests_test(self, ticket: Ticket, report: TestReport, base: str) -> TestReport:
-        """A passing verdict stands only if the ticket's new tests fail on its base (main before it)."""
-        new = sorted(set(report.passed_ids) - self.verdicts.main_passing(base))
+    def _tests_test(
+        self, ticket: Ticket, report: TestReport, base: str, expect: set[str], on_base: TestReport
+    ) -> TestReport:
+        """A passing verdict stands only if the ticket's new tests fail on its base (main before it):
+        `on_base` ran the code as it was before the ticket with the ticket's tests (and their configuration)."""
+        new = sorted(set(report.passed_ids) - expect)
         if not new:
-            self.verdicts.discard(f"base:{ticket.id}")
             return report.model_copy(update={
                 "passed": False, "reason": "the tester added no test for this ticket: every test that ran was already on main",
             })
-        # The code as it was before the ticket, with the ticket's tests (and their configuration).
-        on_base = self.verdicts.run(
-            f"base:{ticket.id}", base, ticket=ticket.id, layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)]
-        )
         hollow = sorted(set(new) & set(on_base.passed_ids))
         self.transcript.append(
             "verdict.base", ticket=ticket.id, attempt=ticket.attempts, sha=base, new_tests=new, pass_on_base=hollow,
@@ -553,6 +562,7 @@ class Company:
             status = "done"
         else:
             status = "partial" if any(t.status == TicketStatus.MERGED for t in tickets) else "failed"
+        self.verdicts.close()
         self.sandboxes.close()
         release = state.get("release")
         self.transcript.append(

@@ -176,6 +176,13 @@ class Verdicts:
             self.sandboxes.release(key)
             shutil.rmtree(folder, ignore_errors=True)
 
+    def close(self) -> None:
+        """Drop every prepared verdict (the run is over)."""
+        with self._lock:
+            keys = list(self._prepared)
+        for key in keys:
+            self.discard(key)
+
     def main_passing(self, sha: str) -> set[str]:
         """The tests that passed on this main commit: what no later verdict may lose."""
         cache = self.folder / f"main-{sha}.json"
