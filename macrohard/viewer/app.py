@@ -8,6 +8,7 @@ Content-Security-Policy backs that up.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChainableUndefined, Environment, PackageLoader
@@ -75,6 +76,40 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+TOKEN_COOKIE = "macrohard_token"
+
+
+class TokenRequired:
+    """For a viewer reachable from other machines: every request carries the token printed
+    at start, as ?token=... once (it then becomes a cookie) or as that cookie."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            response = PlainTextResponse("a token is required: open the URL `macrohard serve` printed", status_code=401)
+            await response(scope, receive, send)
+            return
+        if request.query_params.get("token"):
+            async def send_with_cookie(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    MutableHeaders(scope=message).append(
+                        "set-cookie", f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                    )
+                await send(message)
+
+            await self.app(scope, receive, send_with_cookie)
+            return
+        await self.app(scope, receive, send)
+
+
 def _environment() -> Environment:
     # PackageLoader finds the templates in a source checkout, an editable install and a wheel alike.
     # Events are whatever the transcript holds: a missing field renders empty rather than failing the page.
@@ -131,6 +166,7 @@ def create_app(
     *,
     allowed_hosts: Sequence[str] | None = None,
     poll_s: float = 0.5,
+    token: str | None = None,
 ) -> FastAPI:
     """The viewer over every run folder in `workspaces`.
 
@@ -142,6 +178,8 @@ def create_app(
     workspaces = Path(workspaces)
     table: PriceTable = price_table(prices)
     app = FastAPI(title="Macrohard viewer", docs_url=None, redoc_url=None, openapi_url=None)
+    if token:
+        app.add_middleware(TokenRequired, token=token)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS))
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(packages=[("macrohard.viewer", "static")]), name="static")

@@ -62,6 +62,17 @@ class CommitDiff(BaseModel):
     truncated: bool
 
 
+MAX_OUTPUT_BYTES = 4_000_000  # what the viewer reads of any git command
+
+
+def _own_repository(repo: Path) -> bool:
+    """repo/.git is a real folder inside the run, not a link or a `gitdir:` file naming another repository."""
+    dot = repo / ".git"
+    run = repo.parent.resolve()
+    return (not repo.is_symlink() and not dot.is_symlink() and dot.is_dir()
+            and run in dot.resolve().parents)
+
+
 class GitReadError(Exception):
     """git could not be asked (no repository yet, or git failed)."""
 
@@ -72,16 +83,16 @@ class RepoReader:
     def __init__(self, repo: Path | None) -> None:
         self.repo = repo
 
-    def _git(self, *args: str, limit: int | None = None) -> str:
-        if self.repo is None or not (self.repo / ".git").exists():
-            raise GitReadError(f"no repository at {self.repo}")
+    def _git(self, *args: str, limit: int = MAX_OUTPUT_BYTES) -> str:
+        if self.repo is None or not _own_repository(self.repo):
+            raise GitReadError(f"no repository of this run at {self.repo}")
         try:
-            status, out = GitWorkspace(self.repo.parent).query("-c", "core.quotePath=false", *args)
+            status, out, _ = GitWorkspace(self.repo.parent).query_capped("-c", "core.quotePath=false", *args, limit=limit)
         except WorkspaceError as e:
             raise GitReadError(str(e)) from e
         if status != 0:
             raise GitReadError(f"git {args[0]} failed in {self.repo}")
-        return out if limit is None else out[:limit]
+        return out
 
     def commits(self) -> list[Commit]:
         """Commits on every branch and tag, newest first."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from macrohard.config import ModelPrice
@@ -41,6 +41,8 @@ def serve(
     *,
     prices: Mapping[str, tuple[float, float] | ModelPrice] | None = None,
     allow_remote: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    token: str | None = None,
 ) -> None:
     """Serve the viewer until interrupted.
 
@@ -60,8 +62,12 @@ def serve(
         raise ConfigError(warning, "serve on 127.0.0.1, or pass --allow-remote if you mean it")
     if not Path(workspaces).is_dir():
         raise ConfigError(f"workspaces folder {workspaces} does not exist", "run `macrohard demo` or pass --workspaces")
-    # Bound to loopback, only loopback names are answered (a guard against DNS rebinding);
-    # bound wider, the user chose to be reachable under whatever name points here.
-    hosts = list(LOOPBACK_HOSTS) if warning is None else ["*"]
-    app = create_app(Path(workspaces), prices, allowed_hosts=hosts)
+    # Bound to loopback, only loopback names are answered (a guard against DNS rebinding).
+    # Bound wider, only the names the user gave (a rebinding page gets no other), and
+    # every request needs the token printed at start.
+    if warning is not None and (not allowed_hosts or not token):
+        raise ConfigError("a viewer reachable from other machines needs the names clients use and a token",
+                          "pass --allowed-host NAME (repeatable); `macrohard serve` prints the token")
+    hosts = list(LOOPBACK_HOSTS) if warning is None else [*allowed_hosts, *LOOPBACK_HOSTS]
+    app = create_app(Path(workspaces), prices, allowed_hosts=hosts, token=token if warning else None)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -709,6 +710,28 @@ class GitWorkspace:
                 env=role_identity(prov.role),
             )
             return target
+
+    def query_capped(self, *args: str, limit: int) -> tuple[int, str, bool]:
+        """A read-only git command whose output is read only up to limit bytes: (status, text, cut).
+
+        Streamed from git and cut there, so a 100 MB line in a diff never sits in memory whole.
+        """
+        self._require_repo()
+        _refuse_redirecting_env()
+        overrides = [arg for key, value in _NO_PROGRAMS.items() for arg in ("-c", f"{key}={value}")]
+        env = {**os.environ, **_BASE_ENV, "GIT_OPTIONAL_LOCKS": "0"}
+        with subprocess.Popen(
+            ["git", *overrides, *args], cwd=self.repo_dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        ) as proc:
+            assert proc.stdout is not None
+            data = proc.stdout.read(limit + 1)
+            cut = len(data) > limit
+            if cut:
+                proc.kill()
+            proc.stdout.close()
+            status = proc.wait()
+        return (0 if cut else status), data[:limit].decode("utf-8", errors="replace"), cut
 
     def query(self, *args: str) -> tuple[int, str]:
         """Run a read-only git command (blame, log, show) in the product repository."""

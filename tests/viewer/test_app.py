@@ -300,3 +300,42 @@ def test_the_demo_transcript_is_intact(demo_run):
     # The fixture is what the other tests take for a clean run.
     assert verify_chain(demo_run.dir / "transcript.jsonl") is None
     assert list(read_events(demo_run.dir / "transcript.jsonl"))[-1].kind == "run.finished"
+
+
+def test_a_remote_viewer_needs_its_host_names_and_a_token(demo_run, tmp_path):
+    with pytest.raises(ConfigError, match="--allowed-host"):
+        serve(tmp_path, host="0.0.0.0", allow_remote=True)
+    web = TestClient(create_app(demo_run.workspaces, allowed_hosts=["viewer.example", *("127.0.0.1",)], token="s3cret-token"),
+                     base_url="http://viewer.example")
+    assert web.get("/").status_code == 401
+    assert web.get("/", params={"token": "wrong"}).status_code == 401
+    assert web.get("/", headers={"host": "attacker.example"}, params={"token": "s3cret-token"}).status_code == 400
+    first = web.get("/", params={"token": "s3cret-token"})
+    assert first.status_code == 200 and "macrohard_token" in first.headers["set-cookie"]
+    assert web.get(f"/runs/{demo_run.run_id}").status_code == 200  # the cookie carries it from then on
+
+
+def test_a_run_whose_repo_git_is_a_link_or_a_gitdir_file_shows_no_other_repository(demo_run, tmp_path):
+    import shutil
+
+    from macrohard.viewer.gitread import RepoReader
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_run.dir / "repo", other / "repo", symlinks=True)
+    assert RepoReader(other / "repo").commits()  # a real .git inside its run folder: read
+    fake = tmp_path / "fake" / "repo"
+    fake.mkdir(parents=True)
+    (fake / ".git").symlink_to(other / "repo" / ".git")
+    assert RepoReader(fake).commits() == []
+    (fake / ".git").unlink()
+    (fake / ".git").write_text(f"gitdir: {other / 'repo' / '.git'}\n")
+    assert RepoReader(fake).commits() == []
+
+
+def test_git_output_is_cut_while_it_is_read(demo_run):
+    from macrohard.workspace.git import GitWorkspace
+
+    status, out, cut = GitWorkspace(demo_run.dir).query_capped("log", "-p", "--all", limit=100)
+    assert status == 0 and cut and len(out.encode()) <= 100
+    status, out, cut = GitWorkspace(demo_run.dir).query_capped("rev-parse", "HEAD", limit=100)
+    assert status == 0 and not cut and len(out.strip()) == 40
