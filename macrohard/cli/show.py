@@ -58,6 +58,12 @@ def print_summary(console: Console, summary: Any) -> None:
         + (f" · release {summary.release_tag}" if summary.release_tag else ""),
         highlight=False, markup=False,
     )
+    release = summary.release or {}
+    if release:
+        accepted = (f" · hidden acceptance tests {release['acceptance_passed']}/{release['acceptance_total']} passed"
+                    if release.get("acceptance_total") is not None else "")
+        console.print(plain(f"release:    {release['tag']} on {str(release['sha'])[:12]} · final suite "
+                            f"{release.get('suite_tests', 0)} tests passed{accepted}"))
     console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
     if summary.status == "paused":
         console.print(label("paused:", "yellow", summary.paused_reason))

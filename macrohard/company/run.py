@@ -124,6 +124,7 @@ class RunSummary(BaseModel):
     model_calls: int
     wall_s: float
     release_tag: str | None
+    release: dict[str, Any] | None = None  # the release record: sha, final suite, acceptance
     repo: Path
     transcript: Path
 
@@ -509,6 +510,7 @@ def summarize(
         model_calls=report.totals.model_calls,
         wall_s=wall_s,
         release_tag=getattr(release, "tag", None),
+        release=release.model_dump() if hasattr(release, "model_dump") else None,
         repo=paths.repo,
         transcript=paths.transcript,
     )

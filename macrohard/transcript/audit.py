@@ -89,8 +89,23 @@ def describe(event: Event) -> str:
         case "git.commit" | "git.merge":
             what = d.get("message") or ("" if d.get("sha") else d.get("detail", ""))
             return f"{str(d.get('sha') or '')[:10]} {what}".strip()
-        case "verdict" | "main.suite":
-            return f"{'pass' if d.get('passed') else 'FAIL'} (exit {d.get('exit_code')})"
+        case "verdict" | "main.suite" | "final.suite" | "acceptance":
+            counts = f"{d.get('tests', 0)} tests, {d.get('failures', 0)} failed, {d.get('errors', 0)} errors, {d.get('skipped', 0)} skipped"
+            why = f": {d['reason']}" if d.get("reason") else ""
+            return f"{'pass' if d.get('passed') else 'FAIL'} ({counts}){why}"
+        case "verdict.base":
+            hollow = d.get("pass_on_base") or []
+            return f"{len(d.get('new_tests') or [])} new tests on the base: " + (
+                f"{len(hollow)} pass without the change" if hollow else "all fail without the change, as they must")
+        case "territory.put_back":
+            return f"put back outside {event.role}'s territory: {', '.join(d.get('files') or [])}"
+        case "secret.refused":
+            return f"refused a secret in: {', '.join(d.get('files') or {})}"
+        case "worktree.scrubbed":
+            return f"removed before host git ran: {', '.join(d.get('removed') or [])}"
+        case "dispute" | "dispute.ruling":
+            ruled = f" -> {d.get('ruling')} by {d.get('ruled_by')}" if event.kind == "dispute.ruling" else ""
+            return f"{d.get('id')} on {d.get('test')}: {str(d.get('reason'))[:60]}{ruled}"
         case "node":
             return str(d.get("node"))
         case "run.finished":
