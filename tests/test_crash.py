@@ -54,7 +54,7 @@ def run_folder(folder: Path) -> Path:
     return run
 
 
-def wait_for(folder: Path, matches, timeout: float = 60) -> None:
+def wait_for(folder: Path, matches, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = list((folder / "ws").glob("*/transcript.jsonl")) if (folder / "ws").is_dir() else []

@@ -58,6 +58,10 @@ def print_summary(console: Console, summary: Any) -> None:
         + (f" · release {summary.release_tag}" if summary.release_tag else ""),
         highlight=False, markup=False,
     )
+    if summary.put_back:
+        shown = ", ".join(summary.put_back[:6]) + (f" and {len(summary.put_back) - 6} more" if len(summary.put_back) > 6 else "")
+        console.print(label("put back:", "yellow", f"{shown} (outside their territory or holding a secret; "
+                                                   f"macrohard audit {summary.run_id} --kind territory)"))
     release = summary.release or {}
     if release:
         accepted = (f" · hidden acceptance tests {release['acceptance_passed']}/{release['acceptance_total']} passed"

@@ -125,6 +125,7 @@ class RunSummary(BaseModel):
     wall_s: float
     release_tag: str | None
     release: dict[str, Any] | None = None  # the release record: sha, final suite, acceptance
+    put_back: list[str] = []  # "role: path" changes a role made outside its territory (or holding a secret)
     repo: Path
     transcript: Path
 
@@ -493,8 +494,12 @@ def checkpoint_values(paths: RunPaths) -> dict[str, Any]:
 def summarize(
     paths: RunPaths, record: RunRecord, tickets: dict[str, Ticket], wall_s: float, release: object, settings: Settings
 ) -> RunSummary:
-    report = build_report(read_events(paths.transcript), settings.prices)
+    events = list(read_events(paths.transcript))
+    report = build_report(events, settings.prices)
+    put_back = sorted({f"{e.role}: {f}" for e in events if e.kind in ("territory.put_back", "secret.refused")
+                       for f in e.data.get("files") or []})
     return RunSummary(
+        put_back=put_back,
         run_id=record.run_id,
         status=record.status,
         failure=record.failure,

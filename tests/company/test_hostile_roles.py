@@ -168,6 +168,7 @@ def test_territory_changes_are_put_back_and_named_to_the_next_attempt(tmp_path, 
     # The fix lands; the test edit does not.
     assert summary.status == "done" and released(run)
     assert put_back(events) == {"tests/test_ops.py"}
+    assert summary.put_back == ["engineer: tests/test_ops.py"]  # the summary names it
     assert file_at(run, "v0.1.0", "tests/test_ops.py") == TEST
     refused = [e for e in events if e.kind == "tool.call" and not e.data["ok"]]
     assert not refused  # the shell got past the file tools; the commit did not
