@@ -22,7 +22,7 @@ CONFIG_FILE = "macrohard.toml"
 DEFAULT_TEST_COMMAND = (
     "env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONNOUSERSITE=1 python3 -P -c "
     "'import os, sys; sys.path.append(os.getcwd()); import pytest; sys.exit(pytest.main(sys.argv[1:]))' "
-    "-q -p no:cacheprovider -o addopts= --junitxml={report}"
+    "-q -p no:cacheprovider -p no:doctest -o addopts= --junitxml={report}"
 )
 
 

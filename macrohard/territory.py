@@ -79,6 +79,11 @@ class Territory(BaseModel):
 
 @functools.cache
 def _compile(glob: str) -> re.Pattern[str]:
+    if glob.endswith("/**"):
+        # A folder's pattern holds the folder itself too: whoever owns tests/** owns the
+        # path `tests`, so no other role can make it a link somewhere else.
+        inner = _compile(glob[: -len("/**")]).pattern
+        return re.compile(f"{inner}(?:/.*)?")
     out: list[str] = []
     i = 0
     while i < len(glob):

@@ -28,7 +28,7 @@ from macrohard.company import disputes, prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
-from macrohard.company.verdict import Verdicts
+from macrohard.company.verdict import EXTRA_DIR, Verdicts, base_id, missing_acceptance
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
@@ -40,6 +40,7 @@ from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
 from macrohard.workspace.tree import TreeTooLarge
 
 RELEASE_VERSION = "v0.1.0"
+ACCEPTANCE_HIDES = frozenset({"pyproject.toml", "setup.cfg"})
 PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
 MAIN = "main"
 ORCHESTRATOR = "orchestrator"
@@ -392,12 +393,15 @@ class Company:
     ) -> TestReport:
         """A passing verdict stands only if the ticket's new tests fail on its base (main before it):
         `on_base` ran the code as it was before the ticket with the ticket's tests (and their configuration)."""
-        new = sorted(set(report.passed_ids) - expect)
+        known = {base_id(i) for i in expect}
+        new = sorted(i for i in report.passed_ids if base_id(i) not in known)
         if not new:
             return report.model_copy(update={
                 "passed": False, "reason": "the tester added no test for this ticket: every test that ran was already on main",
             })
-        hollow = sorted(set(new) & set(on_base.passed_ids))
+        # By id without parameters: a test parametrized on the code's state gets another id on the base.
+        passes_on_base = {base_id(i) for i in on_base.passed_ids}
+        hollow = sorted(i for i in new if base_id(i) in passes_on_base)
         self.transcript.append(
             "verdict.base", ticket=ticket.id, attempt=ticket.attempts, sha=base, new_tests=new, pass_on_base=hollow,
             event_id=on_base.event_id,
@@ -546,9 +550,17 @@ class Company:
         if folder is None:
             return None, None, None
         # The product's code only: no test file or runner configuration a role wrote.
+        # Without any file that configures the runner: not the tester's, nor pyproject.toml's or
+        # setup.cfg's sections (which a parser difference or a link could hide from the guard).
         report = self.verdicts.run(
-            "acceptance:main", sha, ticket=None, extra=folder, exclude=self.guard.is_test_file,
+            "acceptance:main", sha, ticket=None, extra=folder,
+            exclude=lambda p: self.guard.is_test_file(p) or p in ACCEPTANCE_HIDES or p.split("/", 1)[0] == EXTRA_DIR,
         )
+        missing = missing_acceptance(folder, report.passed_ids)
+        if report.passed and (missing or report.skipped):
+            shown = ", ".join(missing[:10]) or f"{report.skipped} skipped"
+            report = report.model_copy(update={"passed": False, "missing": missing,
+                                               "reason": f"acceptance tests did not pass: {shown}"})
         self.transcript.append("acceptance", **report.model_dump(exclude={"output_tail", "ticket", "passed_ids"}))
         passed = len(report.passed_ids)
         why = None if report.passed else f"hidden acceptance tests failed ({passed} of {report.tests} passed): {report.reason}"

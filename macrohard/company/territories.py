@@ -10,6 +10,9 @@ pytest.ini, though the rest of those files is the engineer's.
 from __future__ import annotations
 
 import configparser
+import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 
@@ -84,6 +87,12 @@ class TerritoryGuard:
         section = RUNNER_SECTIONS.get(path)
         if section is None or self.allows(role, RUNNER_CONFIG):
             return False
+        try:
+            mode = os.lstat(root / path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            return True  # a link (or anything else) in its place could point the runner anywhere
         before = _section(path, self.workspace.show(ref, path), section)
         after = _section(path, _read(root, path), section)
         return before != after
@@ -109,8 +118,10 @@ def _section(path: str, data: bytes | None, section: tuple[str, ...]) -> object:
             for key in section:
                 value = value.get(key) if isinstance(value, dict) else None
             return value
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read_string(text)
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        # pytest's ini parser cuts a line at a comment before it reads a section header;
+        # configparser would read "[tool:pytest]#]" as a section named "tool:pytest]#".
+        parser.read_string(re.sub(r"(?m)^(\s*\[[^\]#;]*\]).*$", r"\1", text))
         return dict(parser[section[0]]) if parser.has_section(section[0]) else None
     except (tomllib.TOMLDecodeError, configparser.Error):
         return ("unparsed", text)

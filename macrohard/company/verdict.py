@@ -12,6 +12,7 @@ missing).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -68,7 +69,7 @@ def parse_junit(path: Path) -> JUnit | None:
         report.tests += 1
         outcome = {child.tag for child in case}
         case_id = f"{case.get('classname', '')}::{case.get('name', '')}"
-        if "error" in outcome:
+        if "error" in outcome or not case.get("name"):  # a nameless case: a run cut short
             report.errors += 1
         elif "failure" in outcome:
             report.failures += 1
@@ -97,6 +98,29 @@ def judge(exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str]
     if exit_code != 0:
         return False, missing, f"the test command exited {exit_code} although its report shows no failure"
     return True, missing, ""
+
+
+def base_id(test_id: str) -> str:
+    """A test's id without its parameters: `test_x[True]` and `test_x[False]` are one test."""
+    return test_id.split("[", 1)[0]
+
+
+def missing_acceptance(folder: Path, passed_ids: Iterable[str]) -> list[str]:
+    """Acceptance test functions (read from the files, which no role can change) that did not pass.
+
+    A run cut short (pytest.exit from product code), a deselection or a skip leaves some
+    out; the report alone cannot show what never ran.
+    """
+    passed = {base_id(i).rsplit("::", 1)[-1] for i in passed_ids if i.startswith(EXTRA_DIR)}
+    defined: set[str] = set()
+    for path in sorted(folder.rglob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        defined |= {n.name for n in ast.walk(tree)
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test")}
+    return sorted(defined - passed)
 
 
 class Verdicts:

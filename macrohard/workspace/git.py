@@ -482,23 +482,35 @@ class GitWorkspace:
             raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
         dest.mkdir(parents=True, exist_ok=True)
         repo = gitpython.Repo(str(self.repo_dir))
+        root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         count = 0
         try:
             for item in repo.commit(sha).tree.traverse():
                 if item.type != "blob" or (include is not None and not include(item.path)):
                     continue
-                target = dest / item.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = item.data_stream.read()
-                if item.mode == 0o120000:
-                    os.symlink(data.decode("utf-8", errors="surrogateescape"), target)
-                else:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o755 if item.mode & 0o111 else 0o644)
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                count += 1
+                # Folders are made and entered by descriptor, never through a link: a link
+                # an earlier layer wrote (`tests -> /home/user`) must not carry a later
+                # layer's file onto the host. A path through a link is left out.
+                folder = _make_folders(root, item.path.split("/")[:-1])
+                if folder is None:
+                    continue
+                name = item.path.rsplit("/", 1)[-1]
+                try:
+                    data = item.data_stream.read()
+                    if item.mode == 0o120000:
+                        os.symlink(data.decode("utf-8", errors="surrogateescape"), name, dir_fd=folder)
+                    else:
+                        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o755 if item.mode & 0o111 else 0o644, dir_fd=folder)
+                        with os.fdopen(fd, "wb") as f:
+                            f.write(data)
+                    count += 1
+                except FileExistsError:
+                    pass  # an earlier layer has this path (or a link there): the first one stands
+                finally:
+                    os.close(folder)
         finally:
+            os.close(root)
             repo.close()
         return count
 
@@ -760,6 +772,23 @@ class GitWorkspace:
         branch = f"ticket/{_check_ticket_id(ticket_id)}"
         self._require_repo()
         return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
+
+
+def _make_folders(root: int, parts: list[str]) -> int | None:
+    """The folder at parts below the open folder root, made as needed, entered without following
+    a link; None when one of them is a link or not a folder."""
+    fd = os.dup(root)
+    for part in parts:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o755, dir_fd=fd)
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = inner
+    return fd
 
 
 def _unlink_inside(root: Path, rel: str) -> None:

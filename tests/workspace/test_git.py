@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -454,3 +455,21 @@ def test_an_empty_ref_file_is_a_clear_error(ws: GitWorkspace) -> None:
     (ws.repo_dir / ".git" / "refs" / "heads" / "ticket" / "T-1").write_text("")  # what a power cut can leave
     with pytest.raises(WorkspaceError, match="unknown git ref"):
         ws.head("refs/heads/ticket/T-1")
+
+
+def test_an_export_never_writes_through_a_link_an_earlier_layer_made(ws: GitWorkspace, tmp_path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    wt = ws.worktree("T-1")
+    os.symlink(host, wt / "tests")  # committed as a link: on its own, harmless
+    assert ws.commit(wt, "Link", prov("e1", ticket="T-1"))
+    base = ws.head("ticket/T-1")
+    (wt / "tests").unlink()
+    (wt / "tests").mkdir()
+    write(wt / "tests" / "zz.pth", "import os; os.system('touch /tmp/pwned')\n")
+    assert ws.commit(wt, "Tests", prov("e2", ticket="T-1"))
+    dest = tmp_path / "export"
+    ws.export(base, dest, lambda p: not p.startswith("tests/"))
+    ws.export("ticket/T-1", dest, lambda p: p.startswith("tests/"))  # the layer the base check adds
+    assert list(host.iterdir()) == []  # nothing reached the host folder
+    assert (dest / "tests").is_symlink()
