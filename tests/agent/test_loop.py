@@ -71,3 +71,34 @@ engineer:
     - calls: [{write_file: {path: a, content: b}}]
 """, max_steps=2)
     assert not result.finished and result.reason == "step limit of 2 reached"
+
+
+def test_large_tool_arguments_are_stored_once_and_still_read_back(tmp_path):
+    from macrohard.transcript.log import call_arguments
+
+    big = "x = 1\n" * 2000  # 12 kB: over the inline limit
+    import json
+
+    import yaml
+
+    script = {"engineer": {"T-1": [{"calls": [{"write_file": {"path": "big.py", "content": big}}]}, {"say": "done"}]}}
+    result, events, root = run_script(tmp_path, yaml.safe_dump(script))
+    assert (root / "big.py").read_text() == big
+    call = next(e for e in events if e.kind == "tool.call")
+    assert "arguments" not in call.data and call.data["arguments_ref"]["chars"] > len(big)
+    by_id = {e.id: e for e in events}
+    # blame and the viewer read them from the model answer
+    assert json.loads(call_arguments(call, by_id.get))["content"] == big
+    assert (tmp_path / "t.jsonl").read_text().count("x = 1") == 2000  # once (in the answer), not twice
+
+
+def test_write_file_refuses_content_over_its_cap(tmp_path):
+    import pytest
+
+    from macrohard.agent.tools import MAX_WRITE_BYTES, ToolError
+
+    root = tmp_path / "wt"
+    root.mkdir()
+    with pytest.raises(ToolError, match="over the limit"):
+        WriteFile(Confined(root)).run(WriteFile.Args(path="a.txt", content="x" * (MAX_WRITE_BYTES + 1)))
+    assert not (root / "a.txt").exists()

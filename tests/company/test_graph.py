@@ -5,6 +5,8 @@ The same flow runs against the real Docker sandbox in tests/test_e2e.py.
 
 from pathlib import Path
 
+import os
+
 import pytest
 import yaml
 
@@ -298,3 +300,17 @@ def test_a_sandbox_that_cannot_be_frozen_is_stopped_before_host_git_runs(tmp_pat
         after = [e for e in events if e.seq > f.seq and e.ticket == f.ticket and e.kind in ("sandbox.stop", "git.commit")]
         assert after[0].kind == "sandbox.stop"  # stopped before git ran on its files
     assert all(isinstance(box, LocalSandbox) and box.stopped for box in provider.started)
+
+
+def test_files_shown_at_a_gate_are_read_without_following_links(tmp_path):
+    from macrohard.company.graph import _read
+
+    (tmp_path / "host-secret").write_text("HOST SECRET\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    os.symlink(tmp_path / "host-secret", repo / "RELEASE_NOTES.md")
+    shown = _read(repo, "RELEASE_NOTES.md")
+    assert "HOST SECRET" not in shown and "could not be read" in shown
+    (repo / "docs").mkdir()
+    (repo / "docs" / "PRD.md").write_text("# plan\n")
+    assert _read(repo, "docs/PRD.md") == "# plan\n"
