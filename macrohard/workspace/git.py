@@ -31,7 +31,7 @@ from git.refs.symbolic import SymbolicReference
 
 from macrohard.errors import WorkspaceError
 from macrohard.models import TreeLimits
-from macrohard.workspace.tree import scrub
+from macrohard.workspace.tree import open_folder, scrub
 from macrohard.workspace.provenance import (
     ATTEMPT_TRAILER,
     EMAIL_DOMAIN,
@@ -491,7 +491,7 @@ class GitWorkspace:
                 # Folders are made and entered by descriptor, never through a link: a link
                 # an earlier layer wrote (`tests -> /home/user`) must not carry a later
                 # layer's file onto the host. A path through a link is left out.
-                folder = _make_folders(root, item.path.split("/")[:-1])
+                folder = open_folder(root, item.path.split("/")[:-1], create=True)
                 if folder is None:
                     continue
                 name = item.path.rsplit("/", 1)[-1]
@@ -774,40 +774,27 @@ class GitWorkspace:
         return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
 
 
-def _make_folders(root: int, parts: list[str]) -> int | None:
-    """The folder at parts below the open folder root, made as needed, entered without following
-    a link; None when one of them is a link or not a folder."""
-    fd = os.dup(root)
-    for part in parts:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(part, 0o755, dir_fd=fd)
-        try:
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        fd = inner
-    return fd
-
-
 def _unlink_inside(root: Path, rel: str) -> None:
-    """Delete the file rel below root, walking folders by descriptor without following links."""
+    """Delete the file rel below root, walking folders by descriptor without following links.
+
+    A folder on the way that is gone, or is a link or not a folder, leaves nothing of rel to delete.
+    """
     parts = rel.split("/")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in parts[:-1]:
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(parts[-1], dir_fd=fd)
-    except (NotADirectoryError, FileNotFoundError):
-        pass  # a folder on the way is gone or is not one: nothing of rel is left to delete
+        folder = open_folder(top, parts[:-1])
+    finally:
+        os.close(top)
+    if folder is None:
+        return
+    try:
+        os.unlink(parts[-1], dir_fd=folder)
+    except FileNotFoundError:
+        pass
     except OSError as e:
         raise WorkspaceError(f"cannot remove {rel} from {root}: {e.strerror}", hint="remove it by hand") from e
     finally:
-        os.close(fd)
+        os.close(folder)
 
 
 def _git_dir(cwd: Path) -> Path | None:

@@ -87,8 +87,19 @@ def walk(
 
 
 def _open_below(top: int, prefix: str) -> int | None:
+    return open_folder(top, prefix.rstrip("/").split("/") if prefix else [])
+
+
+def open_folder(top: int, parts: list[str], *, create: bool = False) -> int | None:
+    """The folder at parts below the open folder top (made as needed with create), entered one
+    O_NOFOLLOW step at a time; None when one of them is a link, missing, or not a folder."""
     fd = os.dup(top)
-    for part in prefix.rstrip("/").split("/") if prefix else []:
+    for part in parts:
+        if create:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
         try:
             inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         except OSError:
