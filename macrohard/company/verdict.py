@@ -138,6 +138,7 @@ class Verdicts:
         self.folder = workspace.run_dir / "verdicts"
         self._prepared: dict[str, Path] = {}
         self._lock = threading.Lock()
+        self._main_lock = threading.Lock()
 
     def prepare(self, key: str) -> None:
         """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run())."""
@@ -210,16 +211,18 @@ class Verdicts:
     def main_passing(self, sha: str) -> set[str]:
         """The tests that passed on this main commit: what no later verdict may lose."""
         cache = self.folder / f"main-{sha}.json"
-        try:
-            return set(json.loads(cache.read_text()))
-        except (OSError, ValueError):
-            pass
-        if not any(self.is_test_file(p) for p in self.workspace.tree_files(sha)):
-            ids: list[str] = []
-        else:
-            ids = self.run("verdict:main", sha, ticket=None).passed_ids
-        self.remember(sha, ids)
-        return set(ids)
+        # Parallel tickets may ask at once; one verdict on main runs at a time (they share its key).
+        with self._main_lock:
+            try:
+                return set(json.loads(cache.read_text()))
+            except (OSError, ValueError):
+                pass
+            if not any(self.is_test_file(p) for p in self.workspace.tree_files(sha)):
+                ids: list[str] = []
+            else:
+                ids = self.run("verdict:main", sha, ticket=None).passed_ids
+            self.remember(sha, ids)
+            return set(ids)
 
     def remember(self, sha: str, passed_ids: list[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
