@@ -13,7 +13,6 @@ import yaml
 from macrohard._resources import resource_dir
 from macrohard.company.run import CompanyRun
 from macrohard.config import Settings
-from macrohard.transcript.audit import describe
 from macrohard.transcript.log import read_events, verify_chain
 from macrohard.workspace.git import GitWorkspace
 
@@ -161,7 +160,7 @@ def test_a_failed_verdict_sends_its_ticket_to_the_next_round_without_holding_thi
 
 def test_context_names_files_a_full_listing_would_leave_out(tmp_path):
     from macrohard.agent.tools import MAX_LIST_ENTRIES
-    from macrohard.company.graph import relevant_files
+    from macrohard.company.pipeline import relevant_files
     from macrohard.models import Ticket
 
     for n in range(MAX_LIST_ENTRIES + 20):

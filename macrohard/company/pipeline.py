@@ -1,0 +1,219 @@
+"""The ticket pipeline's nodes: engineer, tester, arbitrate, verdict (one attempt at a ticket).
+
+A mixin of Company (company/graph.py), which provides the attributes and helpers used
+here; the stages' logic lives in verdict.py, territories.py and disputes.py.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from macrohard.agent.disputes import DisputeTest, RuleDispute
+from macrohard.agent.loop import AgentResult
+from macrohard.agent.tools import Confined, ListFiles, ReadFile, Tool
+from macrohard.company import disputes, prompts
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.company.state import TicketState
+from macrohard.company.territories import TerritoryGuard
+from macrohard.company.verdict import Verdicts, base_id
+from macrohard.config import Settings
+from macrohard.models import Dispute, TestReport, Ticket, TicketStatus
+from macrohard.transcript.log import TranscriptLog, read_events
+from macrohard.workspace.git import GitWorkspace
+from macrohard.workspace.tree import TreeTooLarge
+
+
+class TicketPipeline:
+    # Provided by Company.
+    settings: Settings
+    transcript: TranscriptLog
+    workspace: GitWorkspace
+    sandboxes: RunSandboxes
+    verdicts: Verdicts
+    guard: TerritoryGuard
+
+    def _ticket_commit(
+        self, ticket: Ticket, role: str, message: str, result: AgentResult
+    ) -> tuple[Ticket, str | None]:
+        """A ticket role's commit; with its worktree over the limits, the attempt's work is dropped and why."""
+        root = self.workspace.worktree_path(ticket.id)
+        try:
+            _, put_back = self._commit(root, role, message, result, ticket.id, ticket.attempts)
+        except TreeTooLarge as e:
+            self.transcript.append("worktree.too_large", role=role, ticket=ticket.id, reason=e.message)
+            self.sandboxes.release(ticket.id)
+            with self.sandboxes.quiet(ticket.id):
+                self.workspace.remove_worktree(ticket.id)
+            self.workspace.worktree(ticket.id)
+            return ticket, f"the {role}'s worktree was over its limits ({e.message}); this attempt's changes were discarded"
+        return ticket.model_copy(update={"put_back": [*ticket.put_back, *put_back]}), None
+
+    def engineer(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1, "put_back": []})
+        root = self.workspace.worktree_path(ticket.id)
+        self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
+        if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+            return {"ticket": ticket}
+        # Start the sandbox now; it is ready by the time the engineer's first answer is.
+        self.sandboxes.prepare(ticket.id, root)
+        raised: list[Dispute] = []
+        tools = [
+            *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
+            DisputeTest(raised, disputes.dispute_maker(self.transcript, ticket)),
+        ]
+        prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
+        result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
+        ticket = ticket.model_copy(update={"disputes": [*ticket.disputes, *raised]})
+        ticket, lost = self._ticket_commit(
+            ticket, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result
+        )
+        return {"ticket": ticket, "lost": lost or ""}
+
+    def tester(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"]
+        root = self.workspace.worktree_path(ticket.id)
+        self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
+        # The verdict's fresh sandboxes start while the tester works.
+        self.verdicts.prepare(f"verdict:{ticket.id}")
+        self.verdicts.prepare(f"base:{ticket.id}")
+        if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+            return {}
+        self.sandboxes.prepare(ticket.id, root)
+        open_disputes = disputes.open_for_tester(ticket)
+        ruled = list(open_disputes)
+        tools = [
+            *self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester"),
+            RuleDispute(ruled, "tester", disputes.ruling_recorder(self.transcript, "tester")),
+        ]
+        prompt = prompts.tester_prompt(
+            ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes
+        )
+        result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
+        ticket = disputes.merged(ticket, ruled)
+        ticket, lost = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
+        # Nothing runs in the roles' sandbox after this: the verdict has sandboxes of its own.
+        self.sandboxes.release(ticket.id)
+        return {"ticket": ticket, "lost": state.get("lost") or lost or ""}
+
+    def arbitrate(self, state: TicketState) -> TicketState:
+        """The product manager rules on the disputes of this attempt that the tester did not accept."""
+        ticket = state["ticket"]
+        pending = disputes.for_product_manager(ticket)
+        if not pending:
+            return {}
+        self._node("arbitrate", ticket=ticket.id, attempt=ticket.attempts, disputes=[d.id for d in pending])
+        ruled = list(pending)
+        fs = Confined(self.workspace.worktree_path(ticket.id), refuse_write=lambda path: "read only")
+        tools: list[Tool] = [
+            ListFiles(fs), ReadFile(fs), RuleDispute(ruled, "product_manager", disputes.ruling_recorder(self.transcript, "product_manager")),
+        ]
+        # A session per arbitration of this ticket: the scripted model counts them as sessions.
+        session = 1 + sum(1 for e in read_events(self.transcript.path) if e.kind == "node" and e.ticket == ticket.id
+                          and e.data.get("node") == "arbitrate" and e.data.get("attempt") != ticket.attempts)
+        self._agent("product_manager", tools, ticket.id, prompts.arbitration_prompt(ticket, pending), ticket.id, session)
+        return {"ticket": disputes.merged(ticket, ruled)}
+
+    def verdict(self, state: TicketState) -> TicketState:
+        ticket = state["ticket"]
+        self.sandboxes.release(ticket.id)
+        if wrong := disputes.overturned(ticket):
+            self.verdicts.discard(f"verdict:{ticket.id}")
+            self.verdicts.discard(f"base:{ticket.id}")
+            failure = (
+                "The product manager ruled that these tests contradict the ticket; the tester must change them:\n"
+                + disputes.describe(wrong)
+            )
+            ticket = self._after_failure(ticket, failure, "its tests were ruled to contradict it")
+            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+        if state.get("lost"):
+            self.verdicts.discard(f"verdict:{ticket.id}")
+            self.verdicts.discard(f"base:{ticket.id}")
+            ticket = self._after_failure(ticket, state["lost"], "its worktree was over its limits")
+            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+        base = self.workspace.merge_base(ticket.id)
+        expect = self.verdicts.main_passing(base)
+        # The check of the tests on the base runs beside the verdict, in its own fresh sandbox:
+        # it is needed whenever the verdict passes, and it is off the critical path that way.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check") as pool:
+            on_base = pool.submit(
+                self.verdicts.run, f"base:{ticket.id}", base, ticket=ticket.id,
+                layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)],
+            )
+            report = self.verdicts.run(f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=expect)
+            base_report = on_base.result()
+        if report.passed:
+            report = self._tests_test(ticket, report, base, expect, base_report)
+        self.transcript.append(
+            "verdict", ticket=ticket.id, attempt=ticket.attempts, put_back=ticket.put_back,
+            **report.model_dump(exclude={"output_tail", "ticket"}),
+        )
+        if report.passed:
+            ticket = ticket.model_copy(update={"status": TicketStatus.PASSED, "last_failure": None})
+        else:
+            ticket = self._after_failure(ticket, _failure_text(report, ticket.put_back), "its verdict fails")
+        return {"ticket": ticket, "tickets": {ticket.id: ticket}}
+
+    def _tests_test(
+        self, ticket: Ticket, report: TestReport, base: str, expect: set[str], on_base: TestReport
+    ) -> TestReport:
+        """A passing verdict stands only if the ticket's new tests fail on its base (main before it):
+        `on_base` ran the code as it was before the ticket with the ticket's tests (and their configuration)."""
+        known = {base_id(i) for i in expect}
+        new = sorted(i for i in report.passed_ids if base_id(i) not in known)
+        if not new:
+            return report.model_copy(update={
+                "passed": False, "reason": "the tester added no test for this ticket: every test that ran was already on main",
+            })
+        # By id without parameters: a test parametrized on the code's state gets another id on the base.
+        passes_on_base = {base_id(i) for i in on_base.passed_ids}
+        hollow = sorted(i for i in new if base_id(i) in passes_on_base)
+        self.transcript.append(
+            "verdict.base", ticket=ticket.id, attempt=ticket.attempts, sha=base, new_tests=new, pass_on_base=hollow,
+            event_id=on_base.event_id,
+        )
+        if hollow:
+            shown = ", ".join(hollow[:10])
+            return report.model_copy(update={
+                "passed": False,
+                "reason": f"the ticket's tests do not test its change: {shown} pass without it (on main before the ticket)",
+            })
+        return report
+
+    def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
+        """Failed for good when attempts are used up; otherwise back to dispatch for the next one.
+
+        Not straight back to the engineer: the next attempt is dispatched with the next
+        round, so one ticket's retries do not keep the round's other tickets (passed and
+        waiting to be integrated) and their dependants waiting.
+        """
+        if ticket.attempts >= self.settings.max_attempts:
+            reason = f"{why} after {ticket.attempts} attempts"
+            self.transcript.append("ticket.failed", ticket=ticket.id, reason=reason)
+            return ticket.model_copy(update={"status": TicketStatus.FAILED, "last_failure": failure, "failure_reason": reason})
+        return ticket.model_copy(update={"status": TicketStatus.TODO, "last_failure": failure})
+
+
+def _failure_text(report: TestReport, put_back: list[str]) -> str:
+    text = f"The orchestrator's verdict failed: {report.reason}.\n`{_short(report.command)}` output:\n{report.output_tail}"
+    if put_back:
+        text += (
+            "\n\nThese changes outside your territory were put back (the committed tree has none of them): "
+            + ", ".join(put_back)
+        )
+    return text
+
+
+def _short(command: str) -> str:
+    return "pytest" if "pytest" in command else command
+
+
+_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.\w+")
+
+
+def relevant_files(root: Path, ticket: Ticket, context: list[str]) -> tuple[list[str], int]:
+    """Files the ticket names or builds on (that exist), and how many files there are."""
+    every = set(Confined(root).files())  # all of them: a listing for the model stops at a limit
+    named = set(_PATH.findall(" ".join([ticket.title, ticket.description, *ticket.acceptance_criteria])))
+    return sorted((named | set(context)) & every), len(every)

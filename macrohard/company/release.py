@@ -1,0 +1,118 @@
+"""The release's nodes: the deployer, the release (final suite, hidden acceptance tests,
+tag) and the report. A mixin of Company (company/graph.py), which provides what they use.
+"""
+
+from __future__ import annotations
+
+from macrohard.company import prompts
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.company.state import CompanyState
+from macrohard.company.territories import TerritoryGuard
+from macrohard.company.verdict import EXTRA_DIR, Verdicts, missing_acceptance
+from macrohard.config import Settings
+from macrohard.models import Release, Ticket, TicketStatus
+from macrohard.transcript.log import TranscriptLog
+from macrohard.workspace.git import GitWorkspace
+from macrohard.workspace.provenance import MAIN
+
+RELEASE_VERSION = "v0.1.0"
+ACCEPTANCE_HIDES = frozenset({"pyproject.toml", "setup.cfg"})
+
+
+class ReleaseStage:
+    # Provided by Company.
+    settings: Settings
+    transcript: TranscriptLog
+    workspace: GitWorkspace
+    sandboxes: RunSandboxes
+    verdicts: Verdicts
+    guard: TerritoryGuard
+
+    def deployer(self, state: CompanyState) -> CompanyState:
+        attempt = state.get("release_attempt", 0) + 1
+        self._node("deployer", attempt=attempt)
+        # What was integrated: the final verdict may lose no test that passed here.
+        integrated = state.get("integrated_sha") or self.workspace.head()
+        if self._already_done("deployer", MAIN, None, attempt):
+            return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
+        tickets = sorted(state.get("tickets", {}).values(), key=_order)
+        merged = [t for t in tickets if t.status == TicketStatus.MERGED]
+        unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
+        root = self.workspace.repo_dir
+        feedback = state.get("feedback") if state.get("rejected") else None
+        result = self._agent(
+            "deployer", self._file_tools(root, "deployer"), "release",
+            prompts.release_prompt(RELEASE_VERSION, merged, unfinished, feedback), attempt=attempt,
+        )
+        self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None, attempt)
+        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
+
+    def release(self, state: CompanyState) -> CompanyState:
+        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed; otherwise no tag."""
+        event_id = self._node("release")
+        sha = self.workspace.head()
+        final = self._main_verdict(state.get("integrated_sha") or sha, None)
+        self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
+        if not final.passed:
+            return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}
+        accepted, total, failure = self._acceptance(sha)
+        if failure and not self.settings.acceptance_tags_anyway:
+            return {"status": "failed", "failure": f"no release: {failure}"}
+        head = self.transcript.head
+        # The tag also anchors the transcript in git, apart from the run folder.
+        anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
+        tagged = self.workspace.tag(
+            RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id), ref=sha
+        )
+        self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=tagged, cause=event_id)
+        notes = "RELEASE_NOTES.md" if (self.workspace.repo_dir / "RELEASE_NOTES.md").is_file() else ""
+        release = Release(
+            tag=RELEASE_VERSION, sha=tagged, notes_path=notes, suite_tests=final.tests,
+            acceptance_passed=accepted, acceptance_total=total,
+        )
+        return {"release": release, **({"failure": failure} if failure else {})}
+
+    def _acceptance(self, sha: str) -> tuple[int | None, int | None, str | None]:
+        """(passed, total, why they failed) of the hidden acceptance tests on sha; Nones without any."""
+        folder = self.settings.acceptance
+        if folder is None:
+            return None, None, None
+        # The product's code only: no test file or runner configuration a role wrote.
+        # Without any file that configures the runner: not the tester's, nor pyproject.toml's or
+        # setup.cfg's sections (which a parser difference or a link could hide from the guard).
+        report = self.verdicts.run(
+            "acceptance:main", sha, ticket=None, extra=folder,
+            exclude=lambda p: self.guard.is_test_file(p) or p in ACCEPTANCE_HIDES or p.split("/", 1)[0] == EXTRA_DIR,
+        )
+        missing = missing_acceptance(folder, report.passed_ids)
+        if report.passed and (missing or report.skipped):
+            shown = ", ".join(missing[:10]) or f"{report.skipped} skipped"
+            report = report.model_copy(update={"passed": False, "missing": missing,
+                                               "reason": f"acceptance tests did not pass: {shown}"})
+        self.transcript.append("acceptance", **report.model_dump(exclude={"output_tail", "ticket", "passed_ids"}))
+        passed = len(report.passed_ids)
+        why = None if report.passed else f"hidden acceptance tests failed ({passed} of {report.tests} passed): {report.reason}"
+        return passed, report.tests, why
+
+    def report(self, state: CompanyState) -> CompanyState:
+        tickets = state.get("tickets", {}).values()
+        if state.get("status") == "failed":
+            status = "failed"
+        elif tickets and all(t.status == TicketStatus.MERGED for t in tickets):
+            status = "done"
+        else:
+            status = "partial" if any(t.status == TicketStatus.MERGED for t in tickets) else "failed"
+        self.verdicts.close()
+        self.sandboxes.close()
+        release = state.get("release")
+        self.transcript.append(
+            "run.finished", status=status, failure=state.get("failure"),
+            release=release.model_dump() if release else None,
+            tickets={t.id: t.status.value for t in tickets},
+        )
+        return {"status": status}
+
+
+def _order(t: Ticket) -> tuple[int, str]:
+    number = t.id.rsplit("-", 1)[-1]
+    return (int(number) if number.isdigit() else 0, t.id)
