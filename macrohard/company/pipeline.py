@@ -13,26 +13,16 @@ from pathlib import Path
 from macrohard.agent.disputes import DisputeTest, RuleDispute
 from macrohard.agent.loop import AgentResult
 from macrohard.agent.tools import Confined, ListFiles, ReadFile, Tool
+from macrohard.company.parts import CompanyParts
 from macrohard.company import disputes, prompts
-from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import TicketState
-from macrohard.company.territories import TerritoryGuard
-from macrohard.company.verdict import Verdicts, base_id
-from macrohard.config import Settings
+from macrohard.company.verdict import base_id
 from macrohard.models import Dispute, TestReport, Ticket, TicketStatus
-from macrohard.transcript.log import TranscriptLog, read_events
-from macrohard.workspace.git import GitWorkspace
+from macrohard.transcript.log import read_events
 from macrohard.workspace.tree import TreeTooLarge
 
 
-class TicketPipeline:
-    # Provided by Company.
-    settings: Settings
-    transcript: TranscriptLog
-    workspace: GitWorkspace
-    sandboxes: RunSandboxes
-    verdicts: Verdicts
-    guard: TerritoryGuard
+class TicketPipeline(CompanyParts):
 
     def _ticket_commit(
         self, ticket: Ticket, role: str, message: str, result: AgentResult

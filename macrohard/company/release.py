@@ -4,29 +4,18 @@ tag) and the report. A mixin of Company (company/graph.py), which provides what 
 
 from __future__ import annotations
 
+from macrohard.company.parts import CompanyParts
 from macrohard.company import prompts
-from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState
-from macrohard.company.territories import TerritoryGuard
-from macrohard.company.verdict import EXTRA_DIR, Verdicts, missing_acceptance
-from macrohard.config import Settings
+from macrohard.company.verdict import EXTRA_DIR, missing_acceptance
 from macrohard.models import Release, Ticket, TicketStatus
-from macrohard.transcript.log import TranscriptLog
-from macrohard.workspace.git import GitWorkspace
 from macrohard.workspace.provenance import MAIN
 
 RELEASE_VERSION = "v0.1.0"
 ACCEPTANCE_HIDES = frozenset({"pyproject.toml", "setup.cfg"})
 
 
-class ReleaseStage:
-    # Provided by Company.
-    settings: Settings
-    transcript: TranscriptLog
-    workspace: GitWorkspace
-    sandboxes: RunSandboxes
-    verdicts: Verdicts
-    guard: TerritoryGuard
+class ReleaseStage(CompanyParts):
 
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1

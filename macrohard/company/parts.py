@@ -1,0 +1,21 @@
+"""What the company's node mixins (pipeline.py, release.py) use of Company, declared once."""
+
+from __future__ import annotations
+
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.company.territories import TerritoryGuard
+from macrohard.company.verdict import Verdicts
+from macrohard.config import Settings
+from macrohard.transcript.log import TranscriptLog
+from macrohard.workspace.git import GitWorkspace
+
+
+class CompanyParts:
+    """Attributes Company (company/graph.py) sets; annotations only, so the dataclass adds no fields."""
+
+    settings: Settings
+    transcript: TranscriptLog
+    workspace: GitWorkspace
+    sandboxes: RunSandboxes
+    verdicts: Verdicts
+    guard: TerritoryGuard
