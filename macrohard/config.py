@@ -36,6 +36,16 @@ class ModelSettings(BaseModel):
     temperature: float | None = None
     timeout_s: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=4, ge=0)  # transient failures only: rate limits, connection, 5xx
+    # The model's context window in tokens: the agent loop keeps each request below it.
+    context_window: int = Field(default=32_768, ge=1024)
+    # The longest answer asked for, in tokens (None: whatever the endpoint allows).
+    max_tokens: int | None = Field(default=8192, ge=1)
+    # Sent with every request that offers tools; None sends none.
+    tool_choice: Literal["auto", "required", "none"] | None = "auto"
+    # Stream answers (progress shown live, a pause or budget can cut one short).
+    stream: bool = True
+    # Request parameters never sent to this model, e.g. ["temperature"] for o-series models.
+    drop: list[Literal["temperature", "max_tokens", "tool_choice", "stream_options"]] = Field(default_factory=list)
 
     @field_validator("base_url")
     @classmethod
@@ -68,9 +78,13 @@ class ModelPrice(BaseModel):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    # Input tokens served from the provider's prompt cache; None: priced as input.
+    cached_input: float | None = Field(default=None, ge=0)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(cached_tokens, prompt_tokens) if self.cached_input is not None else 0
+        fresh = prompt_tokens - cached
+        return (fresh * self.input + cached * (self.cached_input or 0.0) + completion_tokens * self.output) / 1_000_000
 
 
 class SandboxSettings(BaseModel):

@@ -23,6 +23,15 @@ class ModelError(MacrohardError):
     """The model endpoint refused a request or could not be reached after retries."""
 
 
+class ContextOverflowError(ModelError):
+    """The request did not fit the model's context window.
+
+    Raised for an HTTP 400 `context_length_exceeded` (or a server's like message), a
+    413, or a 429 that says the request is too large: the agent loop answers it by
+    compacting the conversation harder and asking again, never by failing the run.
+    """
+
+
 class ScriptError(MacrohardError):
     """A scripted model's script ran out or does not match what was asked."""
 

@@ -107,7 +107,12 @@ class Release(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # True when the count was estimated (the scripted model) rather than reported.
+    # Of prompt_tokens, those the provider served from its prompt cache (priced lower).
+    cached_tokens: int = 0
+    # Of completion_tokens, those spent on reasoning the answer does not show.
+    reasoning_tokens: int = 0
+    # True when the count was estimated (the scripted model, or an endpoint that sent
+    # no usage) rather than reported.
     estimated: bool = False
 
     @property
@@ -118,6 +123,8 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
         )
 

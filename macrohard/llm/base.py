@@ -15,6 +15,9 @@ class ToolCall(BaseModel):
     # Raw JSON text as the model sent it: it may be malformed, and the agent loop
     # answers that with an error message rather than crashing.
     arguments: str
+    # True when the agent loop recovered this call from the answer's text (bare JSON,
+    # a fenced block, <tool_call> tags) because the endpoint sent no tool_calls.
+    recovered: bool = False
 
 
 class Message(BaseModel):
@@ -48,7 +51,31 @@ class ModelResponse(BaseModel):
     model: str  # the model as configured: what prices and budgets are keyed by
     latency_s: float
     served_model: str | None = None  # as the endpoint named it, e.g. with a date suffix
+    # Why the answer ended, as the endpoint said: "stop", "tool_calls", "length" (cut at
+    # the output limit), "content_filter", ...; None when it did not say.
+    finish_reason: str | None = None
+
+
+class CallWatch(Protocol):
+    """Watches one model call: told how a streamed answer grows, asked whether to cut it.
+
+    The agent loop passes one to `complete`; an adapter that streams calls `streamed`
+    as the answer arrives and stops reading (closing the request) once `cut` returns a
+    reason, such as a pause asked by the user or a budget that ran out meanwhile.
+    """
+
+    def streamed(self, chars: int) -> None:
+        """The answer so far is this many characters long (text and tool arguments)."""
+        ...
+
+    def cut(self) -> str | None:
+        """Why the call should stop now, or None to let it go on."""
+        ...
+
+    def timeout_s(self) -> float | None:
+        """The longest this call may still take (what is left of a wall-time budget), or None."""
+        ...
 
 
 class ChatModel(Protocol):
-    def complete(self, request: ModelRequest) -> ModelResponse: ...
+    def complete(self, request: ModelRequest, watch: CallWatch | None = None) -> ModelResponse: ...

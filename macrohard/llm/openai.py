@@ -12,7 +12,7 @@ import openai
 
 from macrohard.config import ModelSettings
 from macrohard.errors import ConfigError, ModelError
-from macrohard.llm.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from macrohard.llm.base import CallWatch, Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from macrohard.models import Usage
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -49,7 +49,7 @@ class OpenAIChatModel:
             max_retries=settings.max_retries,
         )
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def complete(self, request: ModelRequest, watch: CallWatch | None = None) -> ModelResponse:
         """Send one chat-completions request; the SDK retries transient failures."""
         kwargs: dict[str, Any] = {
             "model": self.model,

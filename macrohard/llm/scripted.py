@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from macrohard.errors import ScriptError
-from macrohard.llm.base import Message, ModelRequest, ModelResponse, ToolCall
+from macrohard.llm.base import CallWatch, Message, ModelRequest, ModelResponse, ToolCall
 from macrohard.models import Usage
 
 
@@ -129,7 +129,7 @@ class ScriptedModel:
             )
         return f"{role}/{task} step {first + n + 1}", session[n]
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def complete(self, request: ModelRequest, watch: CallWatch | None = None) -> ModelResponse:
         started = time.perf_counter()
         where, step = self._step(request)
         fresh = _since_last_answer(request.messages)
