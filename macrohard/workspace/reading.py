@@ -1,0 +1,201 @@
+"""Reading the product repository: trees, files, history and exports from git's objects.
+
+A mixin of GitWorkspace (workspace/git.py). Nothing here writes a working tree; the
+readers (blame, the viewer) run while the company writes, so they take no optional locks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import git as gitpython
+
+from macrohard.errors import WorkspaceError
+from macrohard.workspace.gitbase import (
+    _BASE_ENV,
+    _NO_PROGRAMS,
+    GitBase,
+    _branch_ref,
+    _check_ticket_id,
+    _first_line,
+    _refuse_redirecting_env,
+    _split_z,
+)
+from macrohard.workspace.tree import open_folder
+from macrohard.workspace.provenance import (
+    ATTEMPT_TRAILER,
+    MAIN,
+    ROLE_TRAILER,
+    RUN_TRAILER,
+    TICKET_TRAILER,
+    CommitInfo,
+    parse_trailers,
+)
+
+
+class Reading(GitBase):
+    def tree_files(self, ref: str) -> list[str]:
+        """Every file path in ref's tree."""
+        self._require_repo()
+        return _split_z(self._run(self.repo_dir, "ls-tree", "-r", "-z", "--name-only", ref)[1])
+
+    def merge_base(self, ticket_id: str) -> str:
+        """Where the ticket branch and main last met: what the ticket's change is measured against."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        return self._run(self.repo_dir, "merge-base", MAIN, branch)[1].strip()
+
+    def show(self, ref: str, path: str) -> bytes | None:
+        """A file's content at ref; None when ref has no such file."""
+        self._require_repo()
+        runner = gitpython.Git(str(self.repo_dir))
+        status, out, _ = runner.execute(
+            [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", "cat-file", "blob", f"{ref}:{path}"],
+            with_extended_output=True, with_exceptions=False, stdout_as_string=False, env=_BASE_ENV,
+            strip_newline_in_stdout=False,
+        )
+        return bytes(out) if status == 0 else None
+
+    def export(self, ref: str, dest: Path, include: Callable[[str], bool] | None = None) -> int:
+        """Write ref's tree into the empty or new folder dest, without filters; returns the file count.
+
+        Object contents are read in-process, never through a working tree, so no
+        attribute or filter of the product's can run anything. Gitlinks are left out.
+        """
+        self._require_repo()
+        sha = self.head(ref) if _branch_ref(ref) else self._rev(self.repo_dir, ref)
+        if sha is None:
+            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        dest.mkdir(parents=True, exist_ok=True)
+        repo = gitpython.Repo(str(self.repo_dir))
+        root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        count = 0
+        try:
+            for item in repo.commit(sha).tree.traverse():
+                if item.type != "blob" or (include is not None and not include(item.path)):
+                    continue
+                # Folders are made and entered by descriptor, never through a link: a link
+                # an earlier layer wrote (`tests -> /home/user`) must not carry a later
+                # layer's file onto the host. A path through a link is left out.
+                folder = open_folder(root, item.path.split("/")[:-1], create=True)
+                if folder is None:
+                    continue
+                name = item.path.rsplit("/", 1)[-1]
+                try:
+                    data = item.data_stream.read()
+                    if item.mode == 0o120000:
+                        os.symlink(data.decode("utf-8", errors="surrogateescape"), name, dir_fd=folder)
+                    else:
+                        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o755 if item.mode & 0o111 else 0o644, dir_fd=folder)
+                        with os.fdopen(fd, "wb") as f:
+                            f.write(data)
+                    count += 1
+                except FileExistsError:
+                    pass  # an earlier layer has this path (or a link there): the first one stands
+                finally:
+                    os.close(folder)
+        finally:
+            os.close(root)
+            repo.close()
+        return count
+
+    def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
+        """The commit on ref that `role` made for this ticket and attempt in this run, if any."""
+        self._require_repo()
+        status, out, _ = self._run(
+            self.repo_dir, "log", ref, "-z", "--fixed-strings", f"--grep={ATTEMPT_TRAILER}: {attempt}",
+            "--format=%H%n%B", "--", check=False,
+        )
+        if status != 0:
+            return None
+        for record in _split_z(out):
+            sha, _, message = record.partition("\n")
+            t = parse_trailers(message)
+            if (t.get(RUN_TRAILER), t.get(ROLE_TRAILER), t.get(TICKET_TRAILER), t.get(ATTEMPT_TRAILER)) == (
+                run_id, role, ticket, str(attempt)
+            ):
+                return sha.strip()
+        return None
+
+    def find_commit(self, ref: str, run_id: str, event_id: str) -> str | None:
+        """The newest commit reachable from ref with these run and event trailers."""
+        self._require_repo()
+        return self._find(self.repo_dir, ref, run_id, event_id)
+
+    def history(self, ref: str = MAIN, max_count: int | None = None) -> list[CommitInfo]:
+        """Commits reachable from ref, newest first."""
+        self._require_repo()
+        if self._rev(self.repo_dir, ref) is None:
+            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        args = ["log", ref, "-z", "--format=%H%n%P%n%an%n%ae%n%B"]
+        if max_count is not None:
+            args.append(f"--max-count={max_count}")
+        commits: list[CommitInfo] = []
+        for record in _split_z(self._run(self.repo_dir, *args)[1]):
+            sha, parents, author, email, message = (record.split("\n", 4) + [""] * 5)[:5]
+            commits.append(
+                CommitInfo(
+                    sha=sha.strip(),
+                    author=author,
+                    author_email=email,
+                    subject=_first_line(message),
+                    trailers=parse_trailers(message),
+                    parents=len(parents.split()),
+                )
+            )
+        return commits
+
+    def query_capped(self, *args: str, limit: int) -> tuple[int, str, bool]:
+        """A read-only git command whose output is read only up to limit bytes: (status, text, cut).
+
+        Streamed from git and cut there, so a 100 MB line in a diff never sits in memory whole.
+        """
+        self._require_repo()
+        _refuse_redirecting_env()
+        overrides = [arg for key, value in _NO_PROGRAMS.items() for arg in ("-c", f"{key}={value}")]
+        env = {**os.environ, **_BASE_ENV, "GIT_OPTIONAL_LOCKS": "0"}
+        with subprocess.Popen(
+            ["git", *overrides, *args], cwd=self.repo_dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        ) as proc:
+            assert proc.stdout is not None
+            data = proc.stdout.read(limit + 1)
+            cut = len(data) > limit
+            if cut:
+                proc.kill()
+            proc.stdout.close()
+            status = proc.wait()
+        return (0 if cut else status), data[:limit].decode("utf-8", errors="replace"), cut
+
+    def query(self, *args: str) -> tuple[int, str]:
+        """Run a read-only git command (blame, log, show) in the product repository."""
+        self._require_repo()
+        # Readers (blame, the viewer) may run while the company writes: take no optional locks.
+        status, out, _ = self._run(self.repo_dir, *args, check=False, env={"GIT_OPTIONAL_LOCKS": "0"})
+        return status, out
+
+    def files_between(self, old: str, new: str) -> list[str]:
+        """Files that differ between two commits (what a merge brought into main)."""
+        self._require_repo()
+        if old == new:
+            return []
+        out = self._run(self.repo_dir, "diff", "--name-only", "-z", "--no-renames", old, new)[1]
+        return sorted(set(_split_z(out)))
+
+    def changed_files(self, ticket_id: str) -> list[str]:
+        """Files the ticket branch changed since it forked from main (committed changes only)."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        self._require_repo()
+        out = self._run(self.repo_dir, "diff", "--name-only", "-z", "--no-renames", f"{MAIN}...{branch}")[1]
+        return sorted(set(_split_z(out)))
+
+    def diff(self, ticket_id: str) -> str:
+        """The ticket branch's committed changes against its merge-base with main."""
+        branch = f"ticket/{_check_ticket_id(ticket_id)}"
+        self._require_repo()
+        return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
+
+
