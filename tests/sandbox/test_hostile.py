@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 
-import macrohard.sandbox.docker as sandbox_docker
+import macrohard.sandbox.container as sandbox_container
 from macrohard.agent.tools import Confined, ReadFile, ToolError, WriteFile
 from macrohard.config import SandboxSettings
 from macrohard.sandbox.docker import DockerSandbox, DockerSandboxProvider
@@ -35,7 +35,7 @@ MARK = "sleep 30"  # prefix of the durations the leftover checks look for
 @pytest.fixture(scope="module")
 def provider(docker_client: docker.DockerClient, sandbox_image: str) -> Iterator[DockerSandboxProvider]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sandbox_docker, "KILL_GRACE_S", 0.5)  # fast timeouts for SIGTERM-deaf commands
+        mp.setattr(sandbox_container, "KILL_GRACE_S", 0.5)  # fast timeouts for SIGTERM-deaf commands
         provider = DockerSandboxProvider(SMALL.model_copy(update={"image": sandbox_image}), docker_client)
         yield provider
         provider.close()

@@ -16,6 +16,7 @@ import docker
 import pytest
 from docker.errors import NotFound
 
+import macrohard.sandbox.container as sandbox_container
 import macrohard.sandbox.docker as sandbox_docker
 from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
@@ -253,9 +254,9 @@ def test_backstop_restarts_a_sandbox_whose_runner_failed_to_limit(
     def lax(**fields: object) -> RunnerRequest:
         return RunnerRequest.model_validate({**fields, "timeout": 3600})
 
-    monkeypatch.setattr(sandbox_docker, "RunnerRequest", lax)
-    monkeypatch.setattr(sandbox_docker, "KILL_GRACE_S", 0.0)
-    monkeypatch.setattr(sandbox_docker, "BACKSTOP_MARGIN_S", 0.5)
+    monkeypatch.setattr(sandbox_container, "RunnerRequest", lax)
+    monkeypatch.setattr(sandbox_container, "KILL_GRACE_S", 0.0)
+    monkeypatch.setattr(sandbox_container, "BACKSTOP_MARGIN_S", 0.5)
     restarts = sandbox.restarts
     result = sandbox.exec("setsid sleep 3004 >/dev/null 2>&1 & sleep 3005", timeout_s=0.5)
     monkeypatch.undo()
@@ -373,7 +374,7 @@ def test_an_image_without_python_fails_clearly_and_leaves_nothing(
     provider: DockerSandboxProvider, docker_client: docker.DockerClient, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sandbox_docker, "RUNNER_COMMAND", ["python3-missing", "-c", "pass"])
+    monkeypatch.setattr(sandbox_container, "RUNNER_COMMAND", ["python3-missing", "-c", "pass"])
     labels = {**TEST_LABELS, "macrohard.case": uuid.uuid4().hex[:8]}
     with pytest.raises(SandboxError) as caught:
         provider.start(tmp_path, labels=labels)
