@@ -25,8 +25,9 @@ class Spec(BaseModel):
 class TicketStatus(str, Enum):
     # Module-level enum: LangGraph's serializer rebuilds nested enums as None.
     TODO = "todo"
-    IN_PROGRESS = "in_progress"
-    PASSED = "passed"  # suite green on the ticket branch, waiting for integration
+    IN_PROGRESS = "in_progress"  # its roles are at work
+    AWAITING_VERDICT = "awaiting_verdict"  # its roles are done; the judge runs the verdict next
+    PASSED = "passed"  # the verdict passed on the ticket branch, waiting for integration
     MERGED = "merged"
     FAILED = "failed"  # attempts ran out
     BLOCKED = "blocked"  # a ticket it depends on failed

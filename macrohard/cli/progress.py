@@ -82,7 +82,7 @@ class ProgressView:
                 if node in ("dispatch", "integrate"):
                     self.phase = "building tickets" if node == "dispatch" else "integrating into main"
                 row = self._row(t)
-                row["role"] = node if node in ("engineer", "tester") else row["role"]
+                row["role"] = node if node in ("engineer", "tester", "judge") else row["role"]
                 row["status"] = "in progress" if node != "integrate" else "integrating"
                 if "attempt" in d:
                     row["attempt"] = str(d["attempt"])

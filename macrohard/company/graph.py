@@ -25,25 +25,26 @@ from macrohard.company import prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
+from macrohard.company.integration import IntegrationStage
+from macrohard.company.judge import JudgeStage
 from macrohard.company.pipeline import TicketPipeline
 from macrohard.company.release import RELEASE_VERSION, ReleaseStage, _order
 from macrohard.company.verdict import Verdicts
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
-from macrohard.models import PRD, ApprovalDecision, Spec, TestReport, Ticket, TicketStatus
+from macrohard.models import PRD, ApprovalDecision, Spec, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.sandbox.base import ExecResult
 from macrohard.transcript.log import TranscriptLog, read_events
-from macrohard.workspace.git import GitWorkspace, MergeResult, Provenance
+from macrohard.workspace.git import GitWorkspace, Provenance
 
 PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
 MAIN = "main"
-ORCHESTRATOR = "orchestrator"
 
 
 @dataclass
-class Company(TicketPipeline, ReleaseStage):
+class Company(TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
     """Everything the nodes need; the graph's state holds only ids and statuses."""
 
     run_id: str
@@ -129,15 +130,6 @@ class Company(TicketPipeline, ReleaseStage):
         if sha:
             self.transcript.append("git.commit", role=role, ticket=ticket, sha=sha, message=message, cause=event_id)
         return sha, put_back
-
-    def _main_verdict(self, base: str, ticket: str | None) -> TestReport:
-        """Main's whole suite, by the verdict; no test that passed at base may be lost."""
-        report = self.verdicts.run("verdict:main", MAIN, ticket=ticket, expect=self.verdicts.main_passing(base))
-        if report.passed and report.sha:
-            self.verdicts.remember(report.sha, report.passed_ids)
-        # The next integration (or the final suite) finds its fresh sandbox started.
-        self.verdicts.prepare("verdict:main")
-        return report
 
     # -- company nodes -----------------------------------------------------
 
@@ -243,14 +235,19 @@ class Company(TicketPipeline, ReleaseStage):
         return {"tickets": updates}
 
     def route_dispatch(self, state: CompanyState) -> list[Send] | str:
+        """One step: a pipeline per ticket whose roles start now, beside the judge of those
+        whose roles are done. The step's branches run side by side."""
         tickets = state.get("tickets", {})
-        started = [
+        ordered = sorted(tickets.values(), key=_order)
+        sends = [
             Send("ticket", {"ticket": t, "context_files": self._merged_files(t.depends_on, tickets)})
-            for t in sorted(tickets.values(), key=_order)
-            if t.status == TicketStatus.IN_PROGRESS
+            for t in ordered if t.status == TicketStatus.IN_PROGRESS
         ]
-        if started:
-            return started
+        waiting = {t.id: t for t in ordered if t.status in (TicketStatus.AWAITING_VERDICT, TicketStatus.PASSED)}
+        if waiting:
+            sends.append(Send("judge", {"tickets": waiting}))
+        if sends:
+            return sends
         return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets.values()) else "report"
 
     def _merged_files(self, ids: list[str], tickets: dict[str, Ticket]) -> list[str]:
@@ -260,82 +257,6 @@ class Company(TicketPipeline, ReleaseStage):
             if sha := tickets[d].merge_sha:
                 files.update(self.workspace.files_between(f"{sha}^1", sha))
         return sorted(files)
-
-    # -- the ticket pipeline (runs once per attempt, in parallel) ----------
-
-    # -- integration, release, report ---------------------------------------
-
-    def integrate(self, state: CompanyState) -> CompanyState:
-        passed = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.PASSED]
-        if len(passed) > 1 and (batch := self._integrate_batch(passed)) is not None:
-            return {"tickets": batch}
-        return {"tickets": {t.id: self._integrate_one(t) for t in passed}}
-
-    def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:
-        """Like a merge queue: merge them all and run main's suite once.
-
-        On a conflict or a red suite main goes back to where it was and None is
-        returned, so the tickets are integrated one at a time to find the culprit.
-        """
-        base = self.workspace.head()
-        merged = []
-        for ticket in passed:
-            event_id = self._node("integrate", ticket=ticket.id, batch=[t.id for t in passed])
-            merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
-            if not merge.merged:
-                self.workspace.reset_main(base)
-                return None
-            if not merged and merge.previous_sha:
-                base = merge.previous_sha  # where main was before this batch, even on a resumed run
-            merged.append((ticket, merge, event_id))
-        report = self._main_verdict(base, None)
-        self.transcript.append(
-            "main.suite", tickets=[t.id for t in passed], **report.model_dump(exclude={"output_tail", "ticket"}),
-        )
-        if not report.passed:
-            self.workspace.reset_main(base)
-            return None
-        return {t.id: self._merged(t, merge, event_id) for t, merge, event_id in merged}
-
-    def _merged(self, ticket: Ticket, merge: MergeResult, event_id: str) -> Ticket:
-        # A branch main already held (the ticket changed nothing) lands with no merge commit.
-        sha = merge.sha if merge.sha != merge.previous_sha else None
-        self.transcript.append(
-            "git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=sha, cause=event_id, detail=merge.detail
-        )
-        self.workspace.remove_worktree(ticket.id)
-        return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": sha, "last_failure": None})
-
-    def _integrate_one(self, ticket: Ticket) -> Ticket:
-        event_id = self._node("integrate", ticket=ticket.id)
-        merge = self.workspace.merge_ticket(ticket.id, self._prov(ORCHESTRATOR, event_id, ticket.id), ticket.title)
-        if not merge.merged:
-            failure = (
-                f"Merging ticket/{ticket.id} into main conflicted in: {', '.join(merge.conflicts)}.\n"
-                "main has been merged into your branch; resolve the conflict markers in those files."
-            )
-            self.transcript.append("merge.conflict", ticket=ticket.id, conflicts=merge.conflicts, detail=merge.detail)
-            self._bring_main_in(ticket)
-            return self._after_failure(ticket, failure, "it conflicts with main")
-        assert merge.previous_sha is not None
-        report = self._main_verdict(merge.previous_sha, ticket.id)
-        self.transcript.append("main.suite", ticket=ticket.id, **report.model_dump(exclude={"output_tail", "ticket"}))
-        if not report.passed:
-            self.workspace.reset_main(merge.previous_sha)
-            self._bring_main_in(ticket)
-            failure = (
-                f"After merging into main the verdict on main's whole suite failed: {report.reason}. "
-                f"Your branch now has main's other work merged in:\n{report.output_tail}"
-            )
-            return self._after_failure(ticket, failure, "main's suite fails with it")
-        return self._merged(ticket, merge, event_id)
-
-    def _bring_main_in(self, ticket: Ticket) -> None:
-        """Put the ticket's branch on top of main for its next attempt (markers left on conflict)."""
-        with self.sandboxes.quiet(ticket.id):
-            self.workspace.discard_uncommitted(ticket.id)  # leftovers of the roles' commands
-            self.workspace.update_from_main(ticket.id)
-
 
 def _dependants(ticket_id: str, tickets: dict[str, Ticket]) -> int:
     """How many tickets wait on this one, directly or through others."""
@@ -361,19 +282,19 @@ def build_graph(company: Company) -> StateGraph:
     pipeline.add_node("engineer", company.engineer)
     pipeline.add_node("tester", company.tester)
     pipeline.add_node("arbitrate", company.arbitrate)
-    pipeline.add_node("verdict", company.verdict)
+    pipeline.add_node("handoff", company.handoff)
     pipeline.add_edge(START, "engineer")
     pipeline.add_edge("engineer", "tester")
     pipeline.add_edge("tester", "arbitrate")
-    pipeline.add_edge("arbitrate", "verdict")
-    pipeline.add_edge("verdict", END)
+    pipeline.add_edge("arbitrate", "handoff")
+    pipeline.add_edge("handoff", END)
 
     graph = StateGraph(CompanyState)
     graph.add_node("intake", company.intake)
     graph.add_node("product_manager", company.product_manager)
     graph.add_node("dispatch", company.dispatch)
     graph.add_node("ticket", pipeline.compile())
-    graph.add_node("integrate", company.integrate)
+    graph.add_node("judge", company.judge)
     graph.add_node("approve_plan", company.approve_plan)
     graph.add_node("deployer", company.deployer)
     graph.add_node("approve_deploy", company.approve_deploy)
@@ -387,9 +308,9 @@ def build_graph(company: Company) -> StateGraph:
         lambda s: "report" if s.get("status") == "failed" else "product_manager" if s.get("rejected") else "dispatch",
         ["dispatch", "product_manager", "report"],
     )
-    graph.add_conditional_edges("dispatch", company.route_dispatch, ["ticket", "deployer", "report"])
-    graph.add_edge("ticket", "integrate")
-    graph.add_edge("integrate", "dispatch")
+    graph.add_conditional_edges("dispatch", company.route_dispatch, ["ticket", "judge", "deployer", "report"])
+    graph.add_edge("ticket", "dispatch")
+    graph.add_edge("judge", "dispatch")
     graph.add_edge("deployer", "approve_deploy")
     graph.add_conditional_edges(
         "approve_deploy", lambda s: "deployer" if s.get("rejected") else "release", ["deployer", "release"]

@@ -13,6 +13,8 @@ from macrohard.workspace.git import GitWorkspace
 class CompanyParts:
     """Attributes Company (company/graph.py) sets; annotations only, so the dataclass adds no fields."""
 
+    run_id: str
+    resumed: bool
     settings: Settings
     transcript: TranscriptLog
     workspace: GitWorkspace

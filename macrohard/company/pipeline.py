@@ -1,13 +1,13 @@
-"""The ticket pipeline's nodes: engineer, tester, arbitrate, verdict (one attempt at a ticket).
+"""The ticket pipeline's nodes: engineer, tester, arbitrate, handoff (the roles' part of one attempt).
 
 A mixin of Company (company/graph.py), which provides the attributes and helpers used
-here; the stages' logic lives in verdict.py, territories.py and disputes.py.
+here; the stages' logic lives in territories.py and disputes.py, and the verdict on
+the attempt in judge.py.
 """
 
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from macrohard.agent.disputes import DisputeTest, RuleDispute
@@ -16,8 +16,7 @@ from macrohard.agent.tools import Confined, ListFiles, ReadFile, Tool
 from macrohard.company.parts import CompanyParts
 from macrohard.company import disputes, prompts
 from macrohard.company.state import TicketState
-from macrohard.company.verdict import base_id
-from macrohard.models import Dispute, TestReport, Ticket, TicketStatus
+from macrohard.models import Dispute, Ticket, TicketStatus
 from macrohard.transcript.log import read_events
 from macrohard.workspace.tree import TreeTooLarge
 
@@ -105,71 +104,30 @@ class TicketPipeline(CompanyParts):
         self._agent("product_manager", tools, ticket.id, prompts.arbitration_prompt(ticket, pending), ticket.id, session)
         return {"ticket": disputes.merged(ticket, ruled)}
 
-    def verdict(self, state: TicketState) -> TicketState:
+    def handoff(self, state: TicketState) -> TicketState:
+        """The attempt's roles are done: on to the judge, unless the attempt already failed.
+
+        The verdict runs in the next step, beside the next tickets' roles, so a ticket's
+        tests and integration never keep another ticket's engineer waiting.
+        """
         ticket = state["ticket"]
         self.sandboxes.release(ticket.id)
+        failure, why = None, ""
         if wrong := disputes.overturned(ticket):
-            self.verdicts.discard(f"verdict:{ticket.id}")
-            self.verdicts.discard(f"base:{ticket.id}")
             failure = (
                 "The product manager ruled that these tests contradict the ticket; the tester must change them:\n"
                 + disputes.describe(wrong)
             )
-            ticket = self._after_failure(ticket, failure, "its tests were ruled to contradict it")
-            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
-        if state.get("lost"):
+            why = "its tests were ruled to contradict it"
+        elif state.get("lost"):
+            failure, why = state["lost"], "its worktree was over its limits"
+        if failure is None:
+            ticket = ticket.model_copy(update={"status": TicketStatus.AWAITING_VERDICT})
+        else:
             self.verdicts.discard(f"verdict:{ticket.id}")
             self.verdicts.discard(f"base:{ticket.id}")
-            ticket = self._after_failure(ticket, state["lost"], "its worktree was over its limits")
-            return {"ticket": ticket, "tickets": {ticket.id: ticket}}
-        base = self.workspace.merge_base(ticket.id)
-        expect = self.verdicts.main_passing(base)
-        # The check of the tests on the base runs beside the verdict, in its own fresh sandbox:
-        # it is needed whenever the verdict passes, and it is off the critical path that way.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check") as pool:
-            on_base = pool.submit(
-                self.verdicts.run, f"base:{ticket.id}", base, ticket=ticket.id,
-                layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)],
-            )
-            report = self.verdicts.run(f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=expect)
-            base_report = on_base.result()
-        if report.passed:
-            report = self._tests_test(ticket, report, base, expect, base_report)
-        self.transcript.append(
-            "verdict", ticket=ticket.id, attempt=ticket.attempts, put_back=ticket.put_back,
-            **report.model_dump(exclude={"output_tail", "ticket"}),
-        )
-        if report.passed:
-            ticket = ticket.model_copy(update={"status": TicketStatus.PASSED, "last_failure": None})
-        else:
-            ticket = self._after_failure(ticket, _failure_text(report, ticket.put_back), "its verdict fails")
+            ticket = self._after_failure(ticket, failure, why)
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
-
-    def _tests_test(
-        self, ticket: Ticket, report: TestReport, base: str, expect: set[str], on_base: TestReport
-    ) -> TestReport:
-        """A passing verdict stands only if the ticket's new tests fail on its base (main before it):
-        `on_base` ran the code as it was before the ticket with the ticket's tests (and their configuration)."""
-        known = {base_id(i) for i in expect}
-        new = sorted(i for i in report.passed_ids if base_id(i) not in known)
-        if not new:
-            return report.model_copy(update={
-                "passed": False, "reason": "the tester added no test for this ticket: every test that ran was already on main",
-            })
-        # By id without parameters: a test parametrized on the code's state gets another id on the base.
-        passes_on_base = {base_id(i) for i in on_base.passed_ids}
-        hollow = sorted(i for i in new if base_id(i) in passes_on_base)
-        self.transcript.append(
-            "verdict.base", ticket=ticket.id, attempt=ticket.attempts, sha=base, new_tests=new, pass_on_base=hollow,
-            event_id=on_base.event_id,
-        )
-        if hollow:
-            shown = ", ".join(hollow[:10])
-            return report.model_copy(update={
-                "passed": False,
-                "reason": f"the ticket's tests do not test its change: {shown} pass without it (on main before the ticket)",
-            })
-        return report
 
     def _after_failure(self, ticket: Ticket, failure: str, why: str) -> Ticket:
         """Failed for good when attempts are used up; otherwise back to dispatch for the next one.
@@ -183,20 +141,6 @@ class TicketPipeline(CompanyParts):
             self.transcript.append("ticket.failed", ticket=ticket.id, reason=reason)
             return ticket.model_copy(update={"status": TicketStatus.FAILED, "last_failure": failure, "failure_reason": reason})
         return ticket.model_copy(update={"status": TicketStatus.TODO, "last_failure": failure})
-
-
-def _failure_text(report: TestReport, put_back: list[str]) -> str:
-    text = f"The orchestrator's verdict failed: {report.reason}.\n`{_short(report.command)}` output:\n{report.output_tail}"
-    if put_back:
-        text += (
-            "\n\nThese changes outside your territory were put back (the committed tree has none of them): "
-            + ", ".join(put_back)
-        )
-    return text
-
-
-def _short(command: str) -> str:
-    return "pytest" if "pytest" in command else command
 
 
 _PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.\w+")

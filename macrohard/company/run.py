@@ -359,7 +359,12 @@ class CompanyRun:
         try:
             saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
             graph = compile_graph(company, saver)
-            config = {"configurable": {"thread_id": self.run_id}, "recursion_limit": self.settings.recursion_limit}
+            config = {
+                "configurable": {"thread_id": self.run_id}, "recursion_limit": self.settings.recursion_limit,
+                # A step's branches: the tickets whose roles work, and the judge beside them.
+                # (LangGraph's default, from the number of cores, would run fewer at once.)
+                "max_concurrency": self.settings.max_parallel + 1,
+            }
             graph_input: Any = Command(resume=decision.model_dump()) if decision else (None if resuming else {})
             while True:
                 state = graph.invoke(graph_input, config, durability="sync")

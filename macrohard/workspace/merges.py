@@ -84,6 +84,11 @@ class Merges(GitBase):
         detail = f"{MAIN} already contains ticket/{ticket_id}"
         return MergeResult(merged=True, sha=main_sha, previous_sha=main_sha, detail=detail)
 
+    def find_merge(self, run_id: str, ticket_id: str, role: str) -> str | None:
+        """The merge of ticket/<id> into main that `role` made in this run, if main still has it."""
+        self._require_repo()
+        return self._find_merge(Provenance(run_id=run_id, role=role, event_id="find"), _check_ticket_id(ticket_id))
+
     def reset_main(self, sha: str) -> None:
         """Move main and its working tree back to sha (after a merge turned main red)."""
         with self._lock:

@@ -313,3 +313,28 @@ def test_files_shown_at_a_gate_are_read_without_following_links(tmp_path):
     (repo / "docs").mkdir()
     (repo / "docs" / "PRD.md").write_text("# plan\n")
     assert _read(repo, "docs/PRD.md") == "# plan\n"
+
+
+def test_a_tickets_verdict_runs_beside_the_next_tickets_roles(tmp_path):
+    # One ticket's roles at a time; its verdict and merge happen while the next ticket's roles work.
+    run, summary, _ = run_demo(tmp_path, max_parallel=1, scripted_latency_s=0.2)
+    assert summary.status == "done"
+    events = list(read_events(run.paths.transcript))
+    first = {}
+    for e in events:
+        if e.kind == "node" and e.ticket:
+            first.setdefault((e.ticket, e.data.get("node"), e.data.get("attempt")), e.seq)
+    finished = {(e.ticket, e.role, e.data["task"]): e.seq for e in events if e.kind == "agent.finished" and e.ticket}
+    t1_judged, t2_started = first[("T-1", "judge", 1)], first[("T-2", "engineer", 1)]
+    t1_merged = next(e.seq for e in events if e.kind == "git.merge" and e.ticket == "T-1")
+    # They overlapped: each started before the other ended.
+    assert t1_judged < finished[("T-2", "tester", "T-2")] and t2_started < t1_merged
+    # Never two tickets' roles at once: max_parallel bounds the roles' work, not the judge's.
+    active, most = set(), 0
+    for e in events:
+        if e.kind == "node" and e.data.get("node") == "engineer":
+            active.add(e.ticket)
+        elif e.kind == "node" and e.data.get("node") == "judge":
+            active.discard(e.ticket)
+        most = max(most, len(active))
+    assert most == 1
