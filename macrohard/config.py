@@ -19,9 +19,13 @@ from macrohard.errors import ConfigError
 from macrohard.models import Budget, TreeLimits
 
 CONFIG_FILE = "macrohard.toml"
+# pytest is imported before one line is read from standard input: a verdict starts the
+# command ahead (warm) and releases it once the tree is in place, so the import is off
+# the critical path; run normally, its input is empty and it goes on at once. Nothing
+# of the product is on sys.path until after that line.
 DEFAULT_TEST_COMMAND = (
     "env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONNOUSERSITE=1 python3 -P -c "
-    "'import os, sys; sys.path.append(os.getcwd()); import pytest; sys.exit(pytest.main(sys.argv[1:]))' "
+    "'import os, sys, pytest; sys.stdin.readline(); sys.path.append(os.getcwd()); sys.exit(pytest.main(sys.argv[1:]))' "
     "-q -p no:cacheprovider -p no:doctest -o addopts= --junitxml={report}"
 )
 
@@ -209,6 +213,11 @@ class Settings(BaseSettings):
     # autoload, no cwd ahead of site-packages (python3 -P, the product appended to
     # sys.path), and no addopts from any ini file.
     test_command: str = DEFAULT_TEST_COMMAND
+    # Start test_command in each verdict's sandbox before the tree is there, so its
+    # start-up is done when the verdict begins. Only for a command that reads one line
+    # of standard input before it looks at the workspace, as the default does.
+    # None: true for the default command only.
+    test_command_warm: bool | None = None
     # Tests no role ever sees, run like the verdict on main before the release.
     acceptance: Path | None = None
     # With acceptance tests failing: tag anyway and report it (false: no tag).
@@ -231,6 +240,10 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Any) -> Any:
         return Path(os.path.expanduser(v)) if isinstance(v, str) else v
+
+    @property
+    def warm_tests(self) -> bool:
+        return self.test_command == DEFAULT_TEST_COMMAND if self.test_command_warm is None else self.test_command_warm
 
     def model_for(self, role: str, role_file_model: str | None = None) -> ModelSettings:
         """A role's endpoint: [model], then the role file's `model:`, then [roles.<role>]."""

@@ -24,18 +24,26 @@ class LocalSandbox:
         self.paused = False
         self.pauses = 0
         self.timeouts: list[float | None] = []
+        self.warmed: list[str] = []
+        self.commands: list[str] = []
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
         self.timeouts.append(timeout_s)
+        self.commands.append(command)
         started = time.perf_counter()
         proc = subprocess.run(
             ["sh", "-c", command], cwd=self.workdir, capture_output=True, timeout=timeout_s or 60,
+            stdin=subprocess.DEVNULL,  # as the sandbox's runner gives commands: nothing to read
             env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp",
                  "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         )
         out = (proc.stdout + proc.stderr).decode(errors="replace")
         return ExecResult(command=command, exit_code=proc.returncode, duration_s=time.perf_counter() - started,
                           output=out, output_bytes=len(out))
+
+    def warm(self, command: str) -> None:
+        # Only recorded: starting ahead saves time in a container, and exec runs the command either way.
+        self.warmed.append(command)
 
     def pause(self) -> None:
         self.paused = True

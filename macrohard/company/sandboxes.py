@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,18 +32,29 @@ class RunSandboxes:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
 
-    def prepare(self, key: str, workdir: Path, *, read_only: bool = False, output_dir: Path | None = None) -> None:
-        """Start `key`'s sandbox in the background, if it is not running yet."""
+    def prepare(
+        self, key: str, workdir: Path, *, read_only: bool = False, output_dir: Path | None = None,
+        warm: Callable[[str], str] | None = None,
+    ) -> None:
+        """Start `key`'s sandbox in the background, if it is not running yet.
+
+        `warm` gives, from the sandbox's output path, a command to start ahead in it
+        (see Sandbox.warm): the exec of that command later finds its start-up done.
+        """
         with self._lock:
             if key not in self._boxes:
-                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir)
+                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir, warm)
 
-    def _start(self, key: str, workdir: Path, read_only: bool, output_dir: Path | None) -> Sandbox:
+    def _start(
+        self, key: str, workdir: Path, read_only: bool, output_dir: Path | None, warm: Callable[[str], str] | None
+    ) -> Sandbox:
         started = time.perf_counter()
         box = self.provider.start(
             workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key},
             read_only=read_only, output_dir=output_dir,
         )
+        if warm is not None:
+            box.warm(warm(box.output_path))
         self.transcript.append("sandbox.start", ticket=_ticket(key), sandbox=key, read_only=read_only,
                                duration_s=round(time.perf_counter() - started, 4))
         return box

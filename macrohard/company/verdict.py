@@ -141,12 +141,18 @@ class Verdicts:
         self._main_lock = threading.Lock()
 
     def prepare(self, key: str) -> None:
-        """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run())."""
+        """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run()),
+        with the test command started and waiting there when it can be (settings.warm_tests)."""
         with self._lock:
             if key in self._prepared:
                 return
             folder = self._prepared[key] = self._new_folder(key)
-        self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output")
+        warm = self._command if self.settings.warm_tests else None
+        self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output", warm=warm)
+
+    def _command(self, output_path: str) -> str:
+        """The test command as it runs in a sandbox whose output folder is output_path."""
+        return self.settings.test_command.replace("{report}", shlex.quote(f"{output_path}/{REPORT}"))
 
     def run(
         self,
@@ -178,8 +184,7 @@ class Verdicts:
                 # Links are copied as links: the sandbox resolves them, never the host.
                 shutil.copytree(extra, tree / EXTRA_DIR, symlinks=True)
             self.sandboxes.prepare(key, tree, read_only=True, output_dir=output)
-            report_path = f"{self.sandboxes.output_path(key)}/{REPORT}"
-            command = self.settings.test_command.replace("{report}", shlex.quote(report_path))
+            command = self._command(self.sandboxes.output_path(key))
             result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
             junit = parse_junit(output / REPORT)
         finally:

@@ -31,6 +31,14 @@ class Sandbox(Protocol):
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult: ...
 
+    def warm(self, command: str) -> None:
+        """Start `command` ahead, so exec(command) finds its start-up done.
+
+        The command must read one line of standard input before it looks at the
+        workspace: it is held there until exec() releases it. Any other exec ends it.
+        """
+        ...
+
     def pause(self) -> None:
         """Freeze every process in the sandbox: host git is about to read its files."""
         ...

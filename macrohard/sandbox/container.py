@@ -53,6 +53,7 @@ class RunnerRequest(BaseModel):
     grace: float
     drain: float
     limit: int
+    warm: bool = False  # start it now, held until the next request for the same command
 
 
 class RunnerAnswer(BaseModel):
@@ -62,6 +63,7 @@ class RunnerAnswer(BaseModel):
     total: int
     head: int
     notes: list[str] = []
+    warmed: bool = False
 
 
 class DockerSandbox:
@@ -150,6 +152,24 @@ class DockerSandbox:
         """Start the command runner now rather than with the first command."""
         with self._lock:
             self._runner(recover=False)
+
+    def warm(self, command: str) -> None:
+        """Start `command` now, held until exec() asks for the same command (see runner.py).
+
+        Only for a command that reads one line of input before it looks at the workspace.
+        A warm start that fails is forgotten: the exec then runs the command afresh.
+        """
+        with self._lock:
+            if self._stopped or self._paused:
+                return
+            try:
+                channel = self._runner(recover=False)
+                request = RunnerRequest(command=command, timeout=self.settings.timeout_s, grace=KILL_GRACE_S,
+                                        drain=DRAIN_S, limit=self.settings.output_limit_bytes, warm=True)
+                channel.send(request.model_dump_json().encode() + b"\n")
+                self._answer(channel, time.monotonic() + RUNNER_START_S)
+            except (SandboxError, RunnerLost, Backstop, OSError):
+                self._drop_channel()
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
         """Run `command` with sh in /workspace, stdout and stderr combined.

@@ -7,6 +7,14 @@ sh in a new session, enforces the time limit inside the container, keeps only th
 head and tail of the output, and answers with frames on stdout: a kind byte, a
 4-byte big-endian length, the payload.
 
+A command may be started ahead ("warm"): a request with `"warm": true` starts it with
+its standard input held open and answers at once; the next request for the same
+command writes one line to that input (the go) and supervises it from then on, its
+time limit counting from the go. Only a command that reads that line before it looks
+at the workspace may be warmed (the verdict's pytest imports pytest, then waits):
+its start-up happens while the orchestrator is still preparing the tree. Any other
+request ends a waiting warm command first.
+
 Inside the container, BOOTSTRAP reads this file's source from stdin and runs it, so
 it uses the standard library only and runs on Python 3.8 or later. The host imports
 it too, for `OutputCap` and the frame format.
@@ -223,9 +231,16 @@ class Command:
         self.eof = False
         self._fd = -1
         self._selector: selectors.BaseSelector | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._oom_before = -1
 
     def run(self) -> dict[str, Any]:
-        oom_before = oom_kills()
+        self.start()
+        return self.finish()
+
+    def start(self, *, held: bool = False) -> None:
+        """Spawn the command; `held` keeps its standard input open until go()."""
+        self._oom_before = oom_kills()
         read_fd, write_fd = os.pipe()
         try:
             try:
@@ -235,27 +250,66 @@ class Command:
             except (ImportError, OSError):
                 pass
             self.inode = os.fstat(read_fd).st_ino
-            proc = self._spawn(write_fd)
+            self._fd = read_fd
+            self._proc = self._spawn(write_fd, held)
         finally:
             os.close(write_fd)
+
+    def waiting(self) -> bool:
+        """Started held and still alive: ready for go()."""
+        return self._proc is not None and self._proc.stdin is not None and self._proc.poll() is None
+
+    def go(self, request: dict[str, Any]) -> None:
+        """Release a held command under `request`'s limits: its one line of input, then end of input."""
+        self.timeout = float(request["timeout"])
+        self.grace = float(request["grace"])
+        self.drain = float(request["drain"])
+        self.cap = OutputCap(int(request["limit"]))
+        stdin = self._proc.stdin if self._proc is not None else None
+        if stdin is not None:
+            # If it ended meanwhile, the write must not end the runner by SIGPIPE.
+            previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            try:
+                stdin.write(b"\n")
+                stdin.close()
+            except OSError:
+                pass  # finish() reports how it ended
+            finally:
+                signal.signal(signal.SIGPIPE, previous)
+
+    def abandon(self) -> None:
+        """End a held command that will not be used, and everything it started."""
+        if self._proc is not None:
+            _signal_group(self._proc.pid, signal.SIGKILL)
+            if self._proc.stdin is not None:
+                try:
+                    self._proc.stdin.close()
+                except OSError:
+                    pass
+            self._proc.wait()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def finish(self) -> dict[str, Any]:
+        """Supervise the started command to its end; the answer for the client."""
+        read_fd, proc = self._fd, self._proc
         try:
-            if proc is None:
-                code = 126
-            else:
-                code = self._supervise(proc, read_fd)
+            code = 126 if proc is None else self._supervise(proc, read_fd)
         finally:
             os.close(read_fd)
+            self._fd = -1
         oom_after = oom_kills()
         return {
             "exit_code": code,
             "timed_out": self.timed_out,
-            "oom_killed": oom_before >= 0 and oom_after > oom_before,
+            "oom_killed": self._oom_before >= 0 and oom_after > self._oom_before,
             "total": self.cap.total,
             "head": len(self.cap.head),
             "notes": self.notes,
         }
 
-    def _spawn(self, write_fd: int) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, write_fd: int, held: bool = False) -> subprocess.Popen[bytes] | None:
         if SANDBOXED and pids_crowded():
             self.notes.append(CROWDED)
             kill_rest(os.getpid())
@@ -263,7 +317,7 @@ class Command:
             try:
                 return subprocess.Popen(
                     ["sh", "-c", self.command],
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if held else subprocess.DEVNULL,
                     stdout=write_fd,
                     stderr=write_fd,
                     start_new_session=True,
@@ -398,15 +452,35 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     hello = {"pid": os.getpid(), "uid": os.getuid(), "sandboxed": SANDBOXED}
     _send(HELLO, json.dumps(hello).encode())
+    held: Command | None = None  # a warm command waiting for its go
     for line in sys.stdin.buffer:
         try:
-            command = Command(json.loads(line))
+            request = json.loads(line)
+            command = Command(request)
         except (ValueError, KeyError, TypeError) as e:
             _send(ERROR, json.dumps({"error": f"bad request: {e}"}).encode())
             continue
-        answer = command.run()
+        if held is not None and not request.get("warm") and held.command == command.command and held.waiting():
+            command, held = held, None
+            command.go(request)
+            answer = command.finish()
+        else:
+            if held is not None:
+                held.abandon()
+                held = None
+            if request.get("warm"):
+                command.start(held=True)
+                held = command
+                _send(OUTPUT, b"")
+                _send(RESULT, json.dumps({"exit_code": 0, "timed_out": False, "oom_killed": False, "total": 0,
+                                          "head": 0, "notes": [], "warmed": True}).encode())
+                continue
+            answer = command.run()
         _send(OUTPUT, bytes(command.cap.head) + command.cap.tail)
         _send(RESULT, json.dumps(answer).encode())
+    # The client is gone: a held command must not go on by itself once its input closes.
+    if held is not None:
+        held.abandon()
 
 
 if __name__ == "__main__":

@@ -338,3 +338,25 @@ def test_a_tickets_verdict_runs_beside_the_next_tickets_roles(tmp_path):
             active.discard(e.ticket)
         most = max(most, len(active))
     assert most == 1
+
+
+def test_verdicts_start_their_test_command_ahead_and_release_that_same_command(tmp_path):
+    run, summary, provider = run_demo(tmp_path)
+    assert summary.status == "done"
+    judged = [box for box in provider.started if box.labels["macrohard.ticket"].startswith(("verdict:", "base:"))]
+    warmed = [box for box in judged if box.warmed]
+    # Those prepared ahead (while the tester worked, or for main's next integration) were warmed...
+    assert {box.labels["macrohard.ticket"] for box in warmed} >= {"verdict:T-1", "base:T-1", "verdict:main"}
+    for box in warmed:
+        # ...with the very command the verdict then ran, so the runner releases the waiting one.
+        assert box.commands in ([], box.warmed) and "--junitxml=" in box.warmed[0]
+    assert any(box.commands for box in warmed)
+
+
+def test_a_custom_test_command_is_not_warmed_unless_asked(tmp_path):
+    command = "python3 -m pytest -q -p no:cacheprovider --junitxml={report}"
+    run, summary, provider = run_demo(tmp_path, test_command=command)
+    assert summary.status == "done"
+    assert not any(box.warmed for box in provider.started)
+    run, summary, provider = run_demo(tmp_path / "again", test_command=command, test_command_warm=True)
+    assert any(box.warmed for box in provider.started)

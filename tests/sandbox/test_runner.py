@@ -159,3 +159,63 @@ def test_the_protocol_through_the_bootstrap() -> None:
 @pytest.mark.parametrize("code, expected", [(0, 0), (3, 3), (-9, 137), (-15, 143)])
 def test_shell_codes(code: int, expected: int) -> None:
     assert runner._shell_code(code) == expected
+
+
+def test_a_held_command_starts_at_once_and_runs_on_at_the_go(tmp_path: Path) -> None:
+    # It does its start-up (here: writes a file) before the go, and the rest only after.
+    marker, after = tmp_path / "started", tmp_path / "released"
+    script = f"touch {marker}; read line; echo got:$line; touch {after}"
+    held = Command({"command": script, "timeout": 5, "grace": 0.5, "drain": 0.3, "limit": 1000})
+    held.start(held=True)
+    deadline = time.monotonic() + 5
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists() and held.waiting()
+    time.sleep(0.2)
+    assert not after.exists()
+    held.go({"timeout": 5, "grace": 0.5, "drain": 0.3, "limit": 1000})
+    answer = held.finish()
+    assert answer["exit_code"] == 0 and after.exists()
+    assert (bytes(held.cap.head) + held.cap.tail).decode() == "got:\n"
+
+
+def test_an_abandoned_held_command_never_runs_on(tmp_path: Path) -> None:
+    after = tmp_path / "released"
+    held = Command({"command": f"read line; touch {after}", "timeout": 5, "grace": 0.5, "drain": 0.3, "limit": 1000})
+    held.start(held=True)
+    pid = held._proc.pid if held._proc else 0
+    held.abandon()
+    assert gone(pid)
+    time.sleep(0.2)
+    assert not after.exists()
+
+
+def test_warm_requests_through_the_bootstrap(tmp_path: Path) -> None:
+    # The protocol as the host speaks it: warm, then the same command is released, another is run afresh.
+    after = tmp_path / "released"
+    common = {"timeout": 5, "grace": 0.5, "drain": 0.3, "limit": 1000}
+    waits = f"read line; echo released; touch {after}"
+    requests = [
+        {"command": waits, "warm": True, **common},
+        {"command": waits, **common},
+        {"command": waits, "warm": True, **common},
+        {"command": "echo other", **common},  # ends the held one unused
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", runner.BOOTSTRAP],
+        input=b"%d\n%s" % (len(RUNNER_SOURCE), RUNNER_SOURCE) + b"".join(json.dumps(r).encode() + b"\n" for r in requests),
+        capture_output=True, timeout=20,
+    )
+    frames, data = [], proc.stdout
+    while data:
+        kind, size = runner.HEADER.unpack(data[: runner.HEADER.size])
+        frames.append((kind, data[runner.HEADER.size : runner.HEADER.size + size]))
+        data = data[runner.HEADER.size + size :]
+    results = [json.loads(p) for k, p in frames if k == runner.RESULT]
+    outputs = [p for k, p in frames if k == runner.OUTPUT]
+    assert [r.get("warmed", False) for r in results] == [True, False, True, False]
+    assert outputs[1] == b"released\n" and outputs[3] == b"other\n"
+    assert after.exists()
+    after.unlink()
+    time.sleep(0.2)
+    assert not after.exists()  # the second warm start was ended, not released

@@ -7,6 +7,7 @@ commands behave and that each hardening option is in place.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -414,3 +415,20 @@ def test_close_removes_every_sandbox_the_provider_started(
         with pytest.raises(NotFound):
             docker_client.containers.get(box.id)
     assert own.close() == 0
+
+
+@pytest.mark.docker
+def test_a_warm_command_starts_ahead_and_is_released_by_its_exec(sandbox: DockerSandbox) -> None:
+    # Its start-up (the first date) happens at warm(); the rest waits for the exec of the same command.
+    command = "date +%s.%N > /tmp/warm-started; read go; date +%s.%N; cat /tmp/warm-started"
+    sandbox.warm(command)
+    time.sleep(1.0)
+    asked = time.time()
+    result = sandbox.exec(command)
+    released, started = (float(x) for x in result.output.split())
+    assert result.exit_code == 0
+    assert started < asked - 0.5 < released  # started a second before it was asked for, ran on after
+    # Another command ends a held one unused: nothing of it is left.
+    sandbox.warm("read go; sleep 3007")
+    other = sandbox.exec("echo other")
+    assert other.output == "other\n" and "3007" not in _processes(sandbox)
