@@ -1,179 +1,29 @@
-"""File tools confined to one directory: list, read, write and edit files of a worktree.
+"""File tools on one confined worktree: list, read (by line range), write (in parts), edit.
 
-No path may leave the root, and nothing is followed out of it: see `Confined`.
+Paths are resolved and opened by `Confined` (agent/confined.py): no path may leave the root.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import itertools
 import os
-import stat
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from pydantic import BaseModel, Field
 
 from macrohard.agent.base import ToolError
-from macrohard.workspace.tree import Entry, TreeTooLarge, walk
+from macrohard.agent.confined import Confined
 
-MAX_READ_BYTES = 100_000
-MAX_WRITE_BYTES = 2 * 2**20  # one write_file: larger files are not hand-written
+MAX_WRITE_BYTES = 2 * 2**20  # one file written by hand (in one call or in parts): larger ones are not
+MAX_EDIT_BYTES = MAX_WRITE_BYTES
 MAX_LIST_ENTRIES = 500
-
-
-class Confined:
-    """Resolves model-supplied paths inside one root; nothing may leave it.
-
-    Checking a path and then using it is not enough: a process the model left running
-    in the sandbox can swap a folder of the checked path for a link to a host folder
-    in between. So files are opened from the root one folder at a time, by descriptor,
-    never following a link, along the path as it was checked.
-    """
-
-    def __init__(self, root: Path, refuse_write: Callable[[str], str | None] | None = None) -> None:
-        self.root = root.resolve()
-        # Says why a path may not be written (outside the role's territory), or None.
-        self.refuse_write = refuse_write
-
-    def path(self, relative: str) -> Path:
-        if not relative or "\x00" in relative:
-            raise ToolError("a path is required")
-        candidate = Path(relative)
-        if candidate.is_absolute():
-            # /workspace/x is how the sandbox sees the same file.
-            parts = candidate.parts
-            if parts[:2] != ("/", "workspace"):
-                raise ToolError(f"{relative} is outside the workspace; use a path relative to it")
-            candidate = Path(*parts[2:]) if len(parts) > 2 else Path(".")
-        # resolve() follows symlinks, so a link pointing out of the root is refused too.
-        try:
-            resolved = (self.root / candidate).resolve()
-        except (RuntimeError, OSError) as e:  # a symlink loop, a name too long
-            raise ToolError(f"{relative} cannot be resolved: {e}") from e
-        if resolved != self.root and self.root not in resolved.parents:
-            raise ToolError(f"{relative} leads outside the workspace; only files inside it can be used")
-        if ".git" in resolved.relative_to(self.root).parts:
-            raise ToolError("the .git folder is managed by macrohard and cannot be touched")
-        return resolved
-
-    def open(self, relative: str, *, write: bool = False) -> tuple[int, str]:
-        """A descriptor of the regular file at a checked path, and the path as shown to the model.
-
-        For writing, the file and its missing folders are created and it is emptied. The
-        caller closes the descriptor.
-        """
-        path = self.path(relative)
-        parts = path.relative_to(self.root).parts
-        if not parts:
-            raise ToolError(f"{relative} is the workspace itself, not a file")
-        if write and self.refuse_write is not None and (why := self.refuse_write("/".join(parts))):
-            raise ToolError(why)
-        folder = self._folder(relative, parts[:-1], create=write)
-        try:
-            return _open_regular(folder, parts[-1], relative, write=write), str(Path(*parts))
-        finally:
-            os.close(folder)
-
-    def _folder(self, relative: str, parts: tuple[str, ...], *, create: bool) -> int:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for part in parts:
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, dir_fd=fd)
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-        except FileNotFoundError:
-            os.close(fd)
-            raise ToolError(f"{relative} does not exist") from None
-        except OSError as e:
-            os.close(fd)
-            raise _changed(relative, e) from e
-        return fd
-
-    def files(self, base: str = ".") -> Iterator[str]:
-        """Every file under base (the root by default), relative to the root, in sorted order."""
-        path = self.path(base)
-        if not path.is_dir():
-            raise ToolError(f"{base} is not a directory")
-        start = path.relative_to(self.root).parts
-        prefix = "/".join(start) + "/" if start else ""
-        # By descriptor, never into a link, iteratively (a 1,500-deep tree is no error);
-        # in a worktree .git is a file pointing at the repository: not the product's.
-        folder = self._folder(base, start, create=False)
-        try:
-            for entry in walk(folder):
-                if stat.S_ISDIR(entry.mode) or entry.name == ".git" or _links_to_folder(entry):
-                    continue
-                yield prefix + entry.path
-        except TreeTooLarge:
-            return
-        finally:
-            os.close(folder)
-
-
-def _links_to_folder(entry: Entry) -> bool:
-    # Listings show a link to a file as that file, and a link to a folder not at all.
-    if not stat.S_ISLNK(entry.mode):
-        return False
-    try:
-        return stat.S_ISDIR(os.stat(entry.name, dir_fd=entry.folder).st_mode)
-    except OSError:
-        return False
-
-
-def _open_regular(folder: int, name: str, relative: str, *, write: bool) -> int:
-    """The regular file `name` in an open folder, opened without following a link.
-
-    Anything else is refused unopened: a FIFO would hang, a device could do anything.
-    """
-    try:
-        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        if not write:
-            raise ToolError(f"{relative} does not exist") from None
-        mode = stat.S_IFREG  # to be created
-    if stat.S_ISLNK(mode):
-        raise _changed(relative, OSError(errno.ELOOP, "a link"))  # made a link since the path was checked
-    if not stat.S_ISREG(mode):
-        raise ToolError(f"{relative} is not a regular file")
-    # What is swapped in between the stat and the open is caught by O_NOFOLLOW and the
-    # fstat below; O_NONBLOCK and O_NOCTTY keep a FIFO or a terminal from doing harm meanwhile.
-    flags = (os.O_WRONLY | os.O_CREAT if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
-    try:
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
-    except FileNotFoundError:
-        raise ToolError(f"{relative} does not exist") from None
-    except OSError as e:
-        if e.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):  # a FIFO without a reader, a device, a folder
-            raise ToolError(f"{relative} is not a regular file") from e
-        raise _changed(relative, e) from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ToolError(f"{relative} is not a regular file")
-    if write:
-        os.ftruncate(fd, 0)  # only now, when it is known to be a regular file
-    return fd
-
-
-def _changed(relative: str, error: OSError) -> ToolError:
-    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-        return ToolError(f"{relative} is or passes through a link or a non-folder; use the path it leads to")
-    return ToolError(f"{relative} cannot be opened: {error.strerror}")
-
-
-def _read(fd: int, limit: int) -> tuple[bytes, int]:
-    """Up to limit bytes of an open file, and its whole size; closes it."""
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit), os.fstat(f.fileno()).st_size
-
-
-def _write(fd: int, text: str) -> None:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+# One read shows at most this much text; the rest is read on by line range. Below the
+# loop's cap on a tool result, so the loop never cuts the middle out of a read.
+MAX_READ_CHARS = 10_000
+# Lines are counted in this much of a file; a larger one is still read in ranges.
+MAX_SCAN_BYTES = 16 * 2**20
+_CHUNK = 64 * 1024
 
 
 class FileTool:
@@ -197,34 +47,124 @@ class ListFiles(FileTool):
         return "\n".join(found) or "(no files)"
 
 
+class _Lines:
+    """The lines of an open file, each cut to what one read can show, up to MAX_SCAN_BYTES."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.complete = True  # False when the file goes on past MAX_SCAN_BYTES
+
+    def __iter__(self) -> Iterator[bytes]:
+        scanned = 0
+        head = b""
+        while True:
+            if scanned >= MAX_SCAN_BYTES:
+                self.complete = not self.f.read(1)
+                break
+            chunk = self.f.readline(_CHUNK)
+            if not chunk:
+                break
+            scanned += len(chunk)
+            if len(head) <= MAX_READ_CHARS:  # a longer line is shown cut: keep no more of it
+                head = (head + chunk)[: MAX_READ_CHARS + 1]
+            if chunk.endswith(b"\n"):
+                yield head
+                head = b""
+        if head:
+            yield head
+
+
+def _plural(n: int) -> str:
+    return f"{n} line" if n == 1 else f"{n} lines"
+
+
+def _span(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
 class ReadFile(FileTool):
     name = "read_file"
-    description = "Read a text file of the workspace."
+    description = (
+        "Read a text file of the workspace. The answer's first line says which lines are shown and how many the "
+        "file has, e.g. [app.py: lines 1-240 of 900]; then the text exactly as in the file, without line numbers. "
+        f"About {MAX_READ_CHARS} characters are shown at a time: read a long file on with `start` (and `end`)."
+    )
 
     class Args(BaseModel):
         path: str
+        start: int | None = Field(None, ge=1, description="first line to show, counting from 1 (default 1)")
+        end: int | None = Field(None, ge=1, description="last line to show, inclusive (default: as many as fit)")
 
     def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES)  # only what is shown: it may be huge
-        text = data.decode("utf-8", errors="replace")
-        return text if size <= MAX_READ_BYTES else text + f"\n... [{size - MAX_READ_BYTES} more bytes]"
+        start, end = args.start or 1, args.end
+        if end is not None and end < start:
+            raise ToolError(f"end ({end}) is before start ({start})")
+        fd, shown = self.fs.open(args.path)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            lines = _Lines(f)
+            picked: list[str] = []
+            used = total = 0
+            unshown: int | None = None  # the first line of the range that did not fit
+            cut: int | None = None  # a line too long to show whole
+            for total, raw in enumerate(lines, 1):
+                if total < start or (end is not None and total > end) or unshown is not None:
+                    continue
+                text = raw.decode("utf-8", errors="replace")
+                if used + len(text) > MAX_READ_CHARS:
+                    if picked:
+                        unshown = total
+                        continue
+                    text, cut = text[:MAX_READ_CHARS].rstrip("\n") + "\n", total
+                picked.append(text)
+                used += len(text)
+        if total == 0:
+            return f"[{shown}: empty]"
+        scanned = f" (the file is {size} bytes; lines are counted in its first {MAX_SCAN_BYTES // 2**20} MB)"
+        of = str(total) if lines.complete else f"at least {total}{scanned}"
+        if start > total:
+            has = _plural(total) if lines.complete else f"at least {_plural(total)}{scanned}"
+            raise ToolError(f"{shown} has {has}; start={start} is past its end")
+        last = start + len(picked) - 1
+        whole = start == 1 and last == total and unshown is None and cut is None and lines.complete
+        header = f"[{shown}: {_plural(total)}]" if whole else f"[{shown}: {_span(start, last)} of {of}]"
+        notes = []
+        if cut is not None:
+            notes.append(f"[line {cut} is longer than {MAX_READ_CHARS} characters; only its start is shown]")
+        if unshown is not None:
+            stop = end if end is not None else total
+            notes.append(f"[{_span(unshown, stop)} not shown; call read_file with start={unshown} to read on]")
+        body = "".join(picked)
+        return "\n".join([header, body[:-1] if body.endswith("\n") else body, *notes])
 
 
 class WriteFile(FileTool):
     name = "write_file"
-    description = "Create or overwrite a text file of the workspace with the given content."
+    description = (
+        "Create or overwrite a text file of the workspace with the given content. Write a large file in parts: "
+        "the first part as usual, then each further part with append=true (an answer cut at the output limit is "
+        "not run, so keep each call well below it)."
+    )
 
     class Args(BaseModel):
         path: str
         content: str
+        append: bool = Field(False, description="add content to the end of the file (created if missing) instead of replacing it")
 
     def run(self, args: Args) -> str:
         size = len(args.content.encode())
         if size > MAX_WRITE_BYTES:
             raise ToolError(f"the content is {size} bytes, over the limit of {MAX_WRITE_BYTES} for one file")
-        fd, shown = self.fs.open(args.path, write=True)
+        fd, shown = self.fs.open(args.path, append=args.append, write=True)
+        if args.append:
+            before = os.fstat(fd).st_size
+            if before + size > MAX_WRITE_BYTES:
+                os.close(fd)
+                raise ToolError(f"{shown} would grow to {before + size} bytes, over the limit of {MAX_WRITE_BYTES} for one file")
+            _write(fd, args.content)
+            return f"appended {size} bytes to {shown} (now {before + size} bytes)"
         _write(fd, args.content)
-        return f"wrote {shown} ({len(args.content.encode())} bytes)"
+        return f"wrote {shown} ({size} bytes)"
 
 
 class EditFile(FileTool):
@@ -237,9 +177,9 @@ class EditFile(FileTool):
         new: str
 
     def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES + 1)
-        if size > MAX_READ_BYTES:
-            raise ToolError(f"{args.path} is larger than {MAX_READ_BYTES} bytes; edit smaller files")
+        data, size = _read(self.fs.open(args.path)[0], MAX_EDIT_BYTES + 1)
+        if size > MAX_EDIT_BYTES:
+            raise ToolError(f"{args.path} is larger than {MAX_EDIT_BYTES} bytes; edit smaller files")
         text = data.decode("utf-8")
         count = text.count(args.old) if args.old else 0
         if count != 1:
@@ -247,3 +187,14 @@ class EditFile(FileTool):
         fd, shown = self.fs.open(args.path, write=True)
         _write(fd, text.replace(args.old, args.new, 1))
         return f"edited {shown}"
+
+
+def _read(fd: int, limit: int) -> tuple[bytes, int]:
+    """Up to limit bytes of an open file, and its whole size; closes it."""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit), os.fstat(f.fileno()).st_size
+
+
+def _write(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -11,15 +11,17 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from macrohard.agent.base import Tool, ToolError, spec_of
+from macrohard.agent.confined import Confined
 from macrohard.agent.files import (
-    MAX_LIST_ENTRIES, MAX_READ_BYTES, MAX_WRITE_BYTES, Confined, EditFile, FileTool, ListFiles, ReadFile, WriteFile,
+    MAX_EDIT_BYTES, MAX_LIST_ENTRIES, MAX_READ_CHARS, MAX_WRITE_BYTES, EditFile, FileTool, ListFiles, ReadFile,
+    WriteFile,
 )
 from macrohard.models import Ticket
 from macrohard.sandbox.base import ExecResult
 
 __all__ = [
-    "MAX_LIST_ENTRIES", "MAX_READ_BYTES", "MAX_WRITE_BYTES", "TOOL_NAMES", "AddTicket", "Confined", "EditFile",
-    "FileTool", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError", "WriteFile", "spec_of",
+    "MAX_EDIT_BYTES", "MAX_LIST_ENTRIES", "MAX_READ_CHARS", "MAX_WRITE_BYTES", "TOOL_NAMES", "AddTicket", "Confined",
+    "EditFile", "FileTool", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError", "WriteFile", "spec_of",
 ]
 
 
