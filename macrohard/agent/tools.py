@@ -21,7 +21,8 @@ from macrohard.sandbox.base import ExecResult
 
 __all__ = [
     "MAX_EDIT_BYTES", "MAX_LIST_ENTRIES", "MAX_READ_CHARS", "MAX_WRITE_BYTES", "TOOL_NAMES", "AddTicket", "Confined",
-    "EditFile", "FileTool", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError", "WriteFile", "spec_of",
+    "EditFile", "FileTool", "Finish", "FinishPlan", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError",
+    "WriteFile", "finish_tool", "spec_of",
 ]
 
 
@@ -71,6 +72,44 @@ class AddTicket:
         return f"added {ticket.id}: {ticket.title}"
 
 
+class Finish:
+    """Ends the session: the only way an agent finishes (a reply without a call is nudged).
+
+    The agent loop offers it to every role and ends the session when it is called; its
+    run only answers what the transcript records.
+    """
+
+    name = "finish"
+    description = (
+        "Finish your work on this task: call it once, when everything is done, with a short summary of what you did. "
+        "Your session ends with this call."
+    )
+
+    class Args(BaseModel):
+        summary: str = Field(description="what you did, in a few sentences")
+
+    def run(self, args: Args) -> str:
+        return "finished"
+
+
+class FinishPlan(Finish):
+    """The product manager's finish: it hands the plan on as it stands."""
+
+    description = (
+        "Finish the plan: call it once, when the PRD is written and every ticket is added, with a one-paragraph "
+        "summary of the plan. The plan is handed on with the tickets added so far."
+    )
+
+    class Args(BaseModel):
+        summary: str = Field(description="the plan in one paragraph")
+
+
+def finish_tool(tools: list[str]) -> Finish:
+    """The finish tool for a role with these tools: a planner finishes its plan."""
+    return FinishPlan() if AddTicket.name in tools else Finish()
+
+
 TOOL_NAMES = frozenset(
-    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute"}
+    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute",
+     "finish"}
 )
