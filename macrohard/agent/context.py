@@ -89,9 +89,6 @@ class ContextWindow:
     def estimate(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
         return estimate(self.view(messages), tools)
 
-    def fits(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> bool:
-        return self.estimate(messages, tools) <= self.limit
-
     def prepare(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Compaction | None:
         """Before a request: a masking step if it passed the high-water mark, else nothing."""
         if self.estimate(messages, tools) <= HIGH_WATER * self.limit:

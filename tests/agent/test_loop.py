@@ -42,6 +42,9 @@ engineer:
     assert (s.root / "a.py").read_text() == "print(1)"
     assert s.kinds() == ["model.request", "model.response", "tool.call", "model.request", "model.response", "tool.call"]
     assert s.of("tool.call")[-1].data["tool"] == "finish" and s.of("tool.call")[-1].data["ok"]
+    # an ordinary answer is replayed as it came and marks nothing
+    assert all("replayed_as" not in e.data and e.data["recovered"] == 0 for e in s.of("model.response"))
+    assert [e.data["finish_reason"] for e in s.of("model.response")] == ["tool_calls", "tool_calls"]
     assert s.result.last_event_id == s.of("model.response")[-1].id
     assert s.result.usage.prompt_tokens > 0
     # every role is offered finish, whatever its tools
