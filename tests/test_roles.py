@@ -43,3 +43,10 @@ def test_missing_role_unknown_tool_and_bad_front_matter(tmp_path):
         load_roles(folder)
     with pytest.raises(ConfigError, match="does not exist"):
         load_roles(tmp_path / "nowhere")
+
+
+def test_every_bundled_role_finishes_through_the_finish_tool():
+    roles = load_roles(resource_dir("roles"), known_tools=set(TOOL_NAMES))
+    for role in roles.values():
+        assert "finish" in role.tools, role.name
+        assert "call `finish`" in role.prompt.lower() and "no tool call" not in role.prompt, role.name

@@ -1,282 +1,29 @@
-"""What a role can do: file tools confined to one directory, and a shell in the sandbox.
+"""What a role can do: file tools confined to one directory, a shell in the sandbox, the plan.
 
-A tool's failure is a `ToolError`: its message goes back to the model, which can
-correct itself; it never ends the run.
+The tool protocol is in agent/base.py and the file tools in agent/files.py; this
+module gathers every tool a role file may name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import functools
-import itertools
-import os
-import stat
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from macrohard.llm.base import ToolSpec
+from macrohard.agent.base import Tool, ToolError, spec_of
+from macrohard.agent.confined import Confined
+from macrohard.agent.files import (
+    MAX_EDIT_BYTES, MAX_LIST_ENTRIES, MAX_READ_CHARS, MAX_WRITE_BYTES, EditFile, FileTool, ListFiles, ReadFile,
+    WriteFile,
+)
 from macrohard.models import Ticket
 from macrohard.sandbox.base import ExecResult
-from macrohard.workspace.tree import Entry, TreeTooLarge, walk
 
-MAX_READ_BYTES = 100_000
-MAX_WRITE_BYTES = 2 * 2**20  # one write_file: larger files are not hand-written
-MAX_LIST_ENTRIES = 500
-
-
-class ToolError(Exception):
-    """A tool refused or failed; the message is for the model."""
-
-
-class Tool(Protocol):
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Args: ClassVar[type[BaseModel]]
-
-    def run(self, args: Any) -> str: ...
-
-
-def spec_of(tool: Tool) -> ToolSpec:
-    # A copy: the schema is built once per tool class, and a spec may be changed by its user.
-    return _spec_of(type(tool)).model_copy(deep=True)
-
-
-@functools.cache
-def _spec_of(tool: type[Tool]) -> ToolSpec:
-    # Building a JSON schema costs milliseconds, and every agent loop asks for each tool's.
-    schema = tool.Args.model_json_schema()
-    schema.pop("title", None)
-    return ToolSpec(name=tool.name, description=tool.description, parameters=schema)
-
-
-class Confined:
-    """Resolves model-supplied paths inside one root; nothing may leave it.
-
-    Checking a path and then using it is not enough: a process the model left running
-    in the sandbox can swap a folder of the checked path for a link to a host folder
-    in between. So files are opened from the root one folder at a time, by descriptor,
-    never following a link, along the path as it was checked.
-    """
-
-    def __init__(self, root: Path, refuse_write: Callable[[str], str | None] | None = None) -> None:
-        self.root = root.resolve()
-        # Says why a path may not be written (outside the role's territory), or None.
-        self.refuse_write = refuse_write
-
-    def path(self, relative: str) -> Path:
-        if not relative or "\x00" in relative:
-            raise ToolError("a path is required")
-        candidate = Path(relative)
-        if candidate.is_absolute():
-            # /workspace/x is how the sandbox sees the same file.
-            parts = candidate.parts
-            if parts[:2] != ("/", "workspace"):
-                raise ToolError(f"{relative} is outside the workspace; use a path relative to it")
-            candidate = Path(*parts[2:]) if len(parts) > 2 else Path(".")
-        # resolve() follows symlinks, so a link pointing out of the root is refused too.
-        try:
-            resolved = (self.root / candidate).resolve()
-        except (RuntimeError, OSError) as e:  # a symlink loop, a name too long
-            raise ToolError(f"{relative} cannot be resolved: {e}") from e
-        if resolved != self.root and self.root not in resolved.parents:
-            raise ToolError(f"{relative} leads outside the workspace; only files inside it can be used")
-        if ".git" in resolved.relative_to(self.root).parts:
-            raise ToolError("the .git folder is managed by macrohard and cannot be touched")
-        return resolved
-
-    def open(self, relative: str, *, write: bool = False) -> tuple[int, str]:
-        """A descriptor of the regular file at a checked path, and the path as shown to the model.
-
-        For writing, the file and its missing folders are created and it is emptied. The
-        caller closes the descriptor.
-        """
-        path = self.path(relative)
-        parts = path.relative_to(self.root).parts
-        if not parts:
-            raise ToolError(f"{relative} is the workspace itself, not a file")
-        if write and self.refuse_write is not None and (why := self.refuse_write("/".join(parts))):
-            raise ToolError(why)
-        folder = self._folder(relative, parts[:-1], create=write)
-        try:
-            return _open_regular(folder, parts[-1], relative, write=write), str(Path(*parts))
-        finally:
-            os.close(folder)
-
-    def _folder(self, relative: str, parts: tuple[str, ...], *, create: bool) -> int:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for part in parts:
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, dir_fd=fd)
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-        except FileNotFoundError:
-            os.close(fd)
-            raise ToolError(f"{relative} does not exist") from None
-        except OSError as e:
-            os.close(fd)
-            raise _changed(relative, e) from e
-        return fd
-
-    def files(self, base: str = ".") -> Iterator[str]:
-        """Every file under base (the root by default), relative to the root, in sorted order."""
-        path = self.path(base)
-        if not path.is_dir():
-            raise ToolError(f"{base} is not a directory")
-        start = path.relative_to(self.root).parts
-        prefix = "/".join(start) + "/" if start else ""
-        # By descriptor, never into a link, iteratively (a 1,500-deep tree is no error);
-        # in a worktree .git is a file pointing at the repository: not the product's.
-        folder = self._folder(base, start, create=False)
-        try:
-            for entry in walk(folder):
-                if stat.S_ISDIR(entry.mode) or entry.name == ".git" or _links_to_folder(entry):
-                    continue
-                yield prefix + entry.path
-        except TreeTooLarge:
-            return
-        finally:
-            os.close(folder)
-
-
-def _links_to_folder(entry: Entry) -> bool:
-    # Listings show a link to a file as that file, and a link to a folder not at all.
-    if not stat.S_ISLNK(entry.mode):
-        return False
-    try:
-        return stat.S_ISDIR(os.stat(entry.name, dir_fd=entry.folder).st_mode)
-    except OSError:
-        return False
-
-
-def _open_regular(folder: int, name: str, relative: str, *, write: bool) -> int:
-    """The regular file `name` in an open folder, opened without following a link.
-
-    Anything else is refused unopened: a FIFO would hang, a device could do anything.
-    """
-    try:
-        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        if not write:
-            raise ToolError(f"{relative} does not exist") from None
-        mode = stat.S_IFREG  # to be created
-    if stat.S_ISLNK(mode):
-        raise _changed(relative, OSError(errno.ELOOP, "a link"))  # made a link since the path was checked
-    if not stat.S_ISREG(mode):
-        raise ToolError(f"{relative} is not a regular file")
-    # What is swapped in between the stat and the open is caught by O_NOFOLLOW and the
-    # fstat below; O_NONBLOCK and O_NOCTTY keep a FIFO or a terminal from doing harm meanwhile.
-    flags = (os.O_WRONLY | os.O_CREAT if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
-    try:
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
-    except FileNotFoundError:
-        raise ToolError(f"{relative} does not exist") from None
-    except OSError as e:
-        if e.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):  # a FIFO without a reader, a device, a folder
-            raise ToolError(f"{relative} is not a regular file") from e
-        raise _changed(relative, e) from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ToolError(f"{relative} is not a regular file")
-    if write:
-        os.ftruncate(fd, 0)  # only now, when it is known to be a regular file
-    return fd
-
-
-def _changed(relative: str, error: OSError) -> ToolError:
-    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-        return ToolError(f"{relative} is or passes through a link or a non-folder; use the path it leads to")
-    return ToolError(f"{relative} cannot be opened: {error.strerror}")
-
-
-def _read(fd: int, limit: int) -> tuple[bytes, int]:
-    """Up to limit bytes of an open file, and its whole size; closes it."""
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit), os.fstat(f.fileno()).st_size
-
-
-def _write(fd: int, text: str) -> None:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-class FileTool:
-    """A tool that works on files inside one confined root."""
-
-    def __init__(self, fs: Confined) -> None:
-        self.fs = fs
-
-
-class ListFiles(FileTool):
-    name = "list_files"
-    description = "List files under a directory of the workspace, recursively."
-
-    class Args(BaseModel):
-        path: str = Field(".", description="directory relative to the workspace root")
-
-    def run(self, args: Args) -> str:
-        found = list(itertools.islice(self.fs.files(args.path), MAX_LIST_ENTRIES + 1))
-        if len(found) > MAX_LIST_ENTRIES:
-            return "\n".join(found[:MAX_LIST_ENTRIES]) + f"\n... more than {MAX_LIST_ENTRIES} files"
-        return "\n".join(found) or "(no files)"
-
-
-class ReadFile(FileTool):
-    name = "read_file"
-    description = "Read a text file of the workspace."
-
-    class Args(BaseModel):
-        path: str
-
-    def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES)  # only what is shown: it may be huge
-        text = data.decode("utf-8", errors="replace")
-        return text if size <= MAX_READ_BYTES else text + f"\n... [{size - MAX_READ_BYTES} more bytes]"
-
-
-class WriteFile(FileTool):
-    name = "write_file"
-    description = "Create or overwrite a text file of the workspace with the given content."
-
-    class Args(BaseModel):
-        path: str
-        content: str
-
-    def run(self, args: Args) -> str:
-        size = len(args.content.encode())
-        if size > MAX_WRITE_BYTES:
-            raise ToolError(f"the content is {size} bytes, over the limit of {MAX_WRITE_BYTES} for one file")
-        fd, shown = self.fs.open(args.path, write=True)
-        _write(fd, args.content)
-        return f"wrote {shown} ({len(args.content.encode())} bytes)"
-
-
-class EditFile(FileTool):
-    name = "edit_file"
-    description = "Replace one exact occurrence of `old` with `new` in a file of the workspace."
-
-    class Args(BaseModel):
-        path: str
-        old: str = Field(description="text to find; it must occur exactly once")
-        new: str
-
-    def run(self, args: Args) -> str:
-        data, size = _read(self.fs.open(args.path)[0], MAX_READ_BYTES + 1)
-        if size > MAX_READ_BYTES:
-            raise ToolError(f"{args.path} is larger than {MAX_READ_BYTES} bytes; edit smaller files")
-        text = data.decode("utf-8")
-        count = text.count(args.old) if args.old else 0
-        if count != 1:
-            raise ToolError(f"`old` occurs {count} times in {args.path}; it must occur exactly once")
-        fd, shown = self.fs.open(args.path, write=True)
-        _write(fd, text.replace(args.old, args.new, 1))
-        return f"edited {shown}"
+__all__ = [
+    "MAX_EDIT_BYTES", "MAX_LIST_ENTRIES", "MAX_READ_CHARS", "MAX_WRITE_BYTES", "TOOL_NAMES", "AddTicket", "Confined",
+    "EditFile", "FileTool", "Finish", "FinishPlan", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError",
+    "WriteFile", "finish_tool", "spec_of",
+]
 
 
 class RunShell:
@@ -325,6 +72,44 @@ class AddTicket:
         return f"added {ticket.id}: {ticket.title}"
 
 
+class Finish:
+    """Ends the session: the only way an agent finishes (a reply without a call is nudged).
+
+    The agent loop offers it to every role and ends the session when it is called; its
+    run only answers what the transcript records.
+    """
+
+    name = "finish"
+    description = (
+        "Finish your work on this task: call it once, when everything is done, with a short summary of what you did. "
+        "Your session ends with this call."
+    )
+
+    class Args(BaseModel):
+        summary: str = Field(description="what you did, in a few sentences")
+
+    def run(self, args: Args) -> str:
+        return "finished"
+
+
+class FinishPlan(Finish):
+    """The product manager's finish: it hands the plan on as it stands."""
+
+    description = (
+        "Finish the plan: call it once, when the PRD is written and every ticket is added, with a one-paragraph "
+        "summary of the plan. The plan is handed on with the tickets added so far."
+    )
+
+    class Args(BaseModel):
+        summary: str = Field(description="the plan in one paragraph")
+
+
+def finish_tool(tools: list[str]) -> Finish:
+    """The finish tool for a role with these tools: a planner finishes its plan."""
+    return FinishPlan() if AddTicket.name in tools else Finish()
+
+
 TOOL_NAMES = frozenset(
-    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute"}
+    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute",
+     "finish"}
 )

@@ -11,15 +11,23 @@ engineer and tester, `plan` for the product manager and `release` for the deploy
         - expect: "exit code 1"             # must appear in what the model was just sent
           calls:
             - edit_file: {path: app.py, old: hi, new: hello}
-        - say: Done.                        # no calls: the role is finished
+        - say: Done.                        # no calls: finish, with `say` as the summary
 
-A role's session on a task ends at a step without calls (or one marked `end: true`);
-the next steps are its next session: the ticket's next attempt, or a new plan after
-feedback. The model keeps no position of its own: it finds the step from the session
-(the request's attempt) and the number of answers already in the conversation, so a
-run resumed after a crash replays exactly what the interrupted step would have.
+A role's session on a task ends at a step that finishes: one without calls (sent as a
+`finish` call with `say` as its summary, when the role is offered `finish`), one that
+calls `finish` itself, or one marked `end: true` (it ends the script's session even
+though it calls other tools: the loop ends it some other way, a limit or an error
+streak). The next steps are its next session: the ticket's next attempt, or a new plan
+after feedback. The model keeps no position of its own: it finds the step from the
+session (the request's attempt) and the number of answers already in the conversation,
+so a run resumed after a crash replays exactly what the interrupted step would have.
 
-A call may give `tool: NAME` and `raw: '<text>'` instead, to send malformed output on purpose.
+A step marked `announce: true` is a reply in text only that does not end the session
+(an announcement before acting, or a tool call written as text in `say`): the loop
+answers it with a nudge, or recovers the call. A step marked `cut: true` says the answer
+was cut at the output limit (finish_reason "length"). A call may give `tool: NAME` and
+`raw: '<text>'` instead, to send malformed output on purpose; a `finish` call given so
+does not end the script's session (to script a finish the loop refuses).
 """
 
 from __future__ import annotations
@@ -54,15 +62,27 @@ class ScriptCall(BaseModel):
         return value
 
 
+FINISH = "finish"
+
+
 class ScriptStep(BaseModel):
     say: str | None = None
     calls: list[ScriptCall] = Field(default_factory=list)
     expect: list[str] = Field(default_factory=list)
     end: bool = False  # ends the session even though it calls tools
+    announce: bool = False  # a reply without calls that does not end the session
+    cut: bool = False  # the answer was cut at the output limit
 
     @property
     def ends_session(self) -> bool:
-        return self.end or not self.calls
+        finishes = any(c.tool == FINISH and not c.deliberate for c in self.calls)
+        return self.end or finishes or (not self.calls and not self.announce)
+
+    @model_validator(mode="after")
+    def _announce_has_no_calls(self) -> ScriptStep:
+        if self.announce and self.calls:
+            raise ValueError("a step with `announce: true` is a reply without calls; remove its calls or the flag")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -147,20 +167,27 @@ class ScriptedModel:
                     f"its tools are: {', '.join(sorted(offered)) or 'none'}",
                 )
         number = where.rsplit(" ", 1)[1]
+        calls, content = step.calls, step.say
+        if not calls and not step.announce and FINISH in offered:
+            # Scripts written before `finish` end a session with a reply without calls.
+            calls, content = [ScriptCall(tool=FINISH, arguments=json.dumps({"summary": step.say or ""}))], None
         message = Message(
             role="assistant",
-            content=step.say,
+            content=content,
             tool_calls=[
                 ToolCall(id=f"call_{request.task}_{number}_{i}", name=c.tool, arguments=c.arguments)
-                for i, c in enumerate(step.calls)
+                for i, c in enumerate(calls)
             ],
         )
         if self.latency_s:
             time.sleep(self.latency_s)
         sent = "".join((m.content or "") + "".join(c.arguments for c in m.tool_calls) for m in request.messages)
-        answer = (step.say or "") + "".join(c.arguments for c in step.calls)
+        answer = (content or "") + "".join(c.arguments for c in calls)
         usage = Usage(prompt_tokens=_estimate_tokens(sent), completion_tokens=_estimate_tokens(answer), estimated=True)
-        return ModelResponse(message=message, usage=usage, model=self.name, latency_s=time.perf_counter() - started)
+        reason = "length" if step.cut else "tool_calls" if calls else "stop"
+        return ModelResponse(
+            message=message, usage=usage, model=self.name, latency_s=time.perf_counter() - started, finish_reason=reason
+        )
 
 
 def _sessions(steps: list[ScriptStep]) -> list[tuple[int, list[ScriptStep]]]:

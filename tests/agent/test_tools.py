@@ -2,7 +2,9 @@ import os
 
 import pytest
 
-from macrohard.agent.tools import AddTicket, Confined, EditFile, ListFiles, ReadFile, ToolError, WriteFile
+from macrohard.agent.tools import (
+    MAX_READ_CHARS, MAX_WRITE_BYTES, AddTicket, Confined, EditFile, ListFiles, ReadFile, ToolError, WriteFile,
+)
 from macrohard.models import Ticket
 
 
@@ -15,8 +17,8 @@ def fs(tmp_path):
 
 def test_write_read_list_edit_inside_the_root(fs):
     assert "wrote pkg/a.py" in WriteFile(fs).run(WriteFile.Args(path="pkg/a.py", content="x = 1\n"))
-    assert ReadFile(fs).run(ReadFile.Args(path="pkg/a.py")) == "x = 1\n"
-    assert ReadFile(fs).run(ReadFile.Args(path="/workspace/pkg/a.py")) == "x = 1\n"
+    assert ReadFile(fs).run(ReadFile.Args(path="pkg/a.py")) == "[pkg/a.py: 1 line]\nx = 1"
+    assert ReadFile(fs).run(ReadFile.Args(path="/workspace/pkg/a.py")) == "[pkg/a.py: 1 line]\nx = 1"
     EditFile(fs).run(EditFile.Args(path="pkg/a.py", old="1", new="2"))
     assert (fs.root / "pkg/a.py").read_text() == "x = 2\n"
     assert ListFiles(fs).run(ListFiles.Args()) == "pkg/a.py"
@@ -72,7 +74,7 @@ def test_loops_fifos_and_huge_files_are_refused_not_fatal(fs):
     with (fs.root / "huge.bin").open("wb") as f:
         f.truncate(50 * 2**30)  # sparse: 50 GiB that take no disk
     shown = ReadFile(fs).run(ReadFile.Args(path="huge.bin"))
-    assert len(shown) < 200_000 and "more bytes" in shown
+    assert len(shown) < 12_000 and "line 1 of at least 1 (the file is 53687091200 bytes" in shown
     with pytest.raises(ToolError, match="larger than"):
         EditFile(fs).run(EditFile.Args(path="huge.bin", old="a", new="b"))
 
@@ -92,7 +94,7 @@ def test_a_link_inside_the_root_still_leads_to_its_file(fs):
     (fs.root / "sub" / "real.txt").write_text("real\n")
     os.symlink("sub/real.txt", fs.root / "alias.txt")
     os.symlink("sub", fs.root / "subalias")
-    assert ReadFile(fs).run(ReadFile.Args(path="alias.txt")) == "real\n"
+    assert ReadFile(fs).run(ReadFile.Args(path="alias.txt")) == "[sub/real.txt: 1 line]\nreal"
     WriteFile(fs).run(WriteFile.Args(path="subalias/new.txt", content="n\n"))
     assert (fs.root / "sub" / "new.txt").read_text() == "n\n"
     assert sorted(ListFiles(fs).run(ListFiles.Args()).splitlines()) == ["alias.txt", "sub/new.txt", "sub/real.txt"]
@@ -124,6 +126,7 @@ def swapped_after_check(fs, tmp_path, monkeypatch):
 @pytest.mark.parametrize("tool, args", [
     (WriteFile, {"path": "d/planted.txt", "content": "x"}),
     (WriteFile, {"path": "d/secret.txt", "content": "x"}),
+    (WriteFile, {"path": "d/secret.txt", "content": "x", "append": True}),
     (ReadFile, {"path": "d/secret.txt"}),
     (EditFile, {"path": "d/secret.txt", "old": "secret", "new": "owned"}),
     (ListFiles, {"path": "d"}),
@@ -166,3 +169,72 @@ def test_a_process_racing_the_tools_with_links_never_gets_a_file_out(fs, tmp_pat
         race.kill()
         race.wait()
     assert not (outside / "planted.txt").exists() and leaked == 0
+
+
+def numbered(n: int, width: int = 60) -> str:
+    return "".join(f"line {i:04d} ".ljust(width, "y") + "\n" for i in range(1, n + 1))
+
+
+def test_read_file_says_how_many_lines_and_reads_a_range(fs):
+    (fs.root / "m.py").write_text(numbered(1000))
+    read = ReadFile(fs)
+    part = read.run(ReadFile.Args(path="m.py", start=500, end=502))
+    assert part.splitlines() == ["[m.py: lines 500-502 of 1000]"] + numbered(502).splitlines()[499:]
+    assert read.run(ReadFile.Args(path="m.py", start=1000)).splitlines()[0] == "[m.py: line 1000 of 1000]"
+    (fs.root / "e.txt").write_text("")
+    assert read.run(ReadFile.Args(path="e.txt")) == "[e.txt: empty]"
+    with pytest.raises(ToolError, match="m.py has 1000 lines; start=1001 is past its end"):
+        read.run(ReadFile.Args(path="m.py", start=1001))
+    with pytest.raises(ToolError, match="before start"):
+        read.run(ReadFile.Args(path="m.py", start=5, end=4))
+
+
+def test_a_big_file_is_shown_a_part_at_a_time_and_every_line_can_be_reached(fs):
+    text = numbered(1000)
+    (fs.root / "m.py").write_text(text)
+    read, seen, start = ReadFile(fs), [], 1
+    for _ in range(20):
+        shown = read.run(ReadFile.Args(path="m.py", start=start))
+        assert len(shown) <= MAX_READ_CHARS + 200
+        lines = shown.splitlines()
+        first, last = (int(x) for x in lines[0].split("lines ")[1].split(" of")[0].split("-"))
+        assert first == start and lines[0].endswith("of 1000]")
+        seen += lines[1 : 1 + last - first + 1]
+        if "to read on" not in lines[-1]:
+            break
+        assert lines[-1] == f"[lines {last + 1}-1000 not shown; call read_file with start={last + 1} to read on]"
+        start = last + 1
+    assert seen == text.splitlines()  # the middle of a large module is no longer out of sight
+
+
+def test_a_line_longer_than_a_read_is_cut_and_the_next_is_reachable(fs):
+    (fs.root / "min.js").write_text("z" * (3 * MAX_READ_CHARS) + "\nshort\n")
+    shown = ReadFile(fs).run(ReadFile.Args(path="min.js"))
+    assert shown.startswith("[min.js: line 1 of 2]\n" + "z" * MAX_READ_CHARS + "\n")
+    assert "only its start is shown" in shown and "start=2 to read on" in shown
+    assert ReadFile(fs).run(ReadFile.Args(path="min.js", start=2)) == "[min.js: line 2 of 2]\nshort"
+
+
+def test_write_file_appends_parts_within_the_cap(fs):
+    write = WriteFile(fs)
+    assert write.run(WriteFile.Args(path="p/big.py", content="A = 1\n", append=True)) == "appended 6 bytes to p/big.py (now 6 bytes)"
+    write.run(WriteFile.Args(path="p/big.py", content="B = 2\n", append=True))
+    assert (fs.root / "p/big.py").read_text() == "A = 1\nB = 2\n"
+    write.run(WriteFile.Args(path="p/big.py", content="C = 3\n"))  # without append: replaced
+    assert (fs.root / "p/big.py").read_text() == "C = 3\n"
+    (fs.root / "full.txt").write_text("x" * MAX_WRITE_BYTES)
+    with pytest.raises(ToolError, match="would grow"):
+        write.run(WriteFile.Args(path="full.txt", content="more", append=True))
+    assert (fs.root / "full.txt").stat().st_size == MAX_WRITE_BYTES
+
+
+def test_appending_is_confined_like_writing(fs, tmp_path):
+    outside = tmp_path / "host.txt"
+    outside.write_text("host\n")
+    os.symlink(outside, fs.root / "link.txt")
+    with pytest.raises(ToolError, match="outside"):
+        WriteFile(fs).run(WriteFile.Args(path="link.txt", content="planted", append=True))
+    refusing = Confined(fs.root, refuse_write=lambda path: "tests are the tester's" if path.startswith("tests/") else None)
+    with pytest.raises(ToolError, match="tester's"):
+        WriteFile(refusing).run(WriteFile.Args(path="tests/test_x.py", content="x", append=True))
+    assert outside.read_text() == "host\n" and not (fs.root / "tests").exists()

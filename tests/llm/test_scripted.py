@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 
@@ -92,3 +94,53 @@ def test_unknown_task_and_bad_yaml(tmp_path):
         m.complete(request([Message(role="user", content="go")], role="tester"))
     with pytest.raises(ScriptError, match="not valid YAML"):
         model(tmp_path, "engineer: [unclosed")
+
+
+FINISHING = [*TOOLS, ToolSpec(name="finish", description="", parameters={})]
+
+
+def test_a_step_without_calls_is_a_finish_call_when_finish_is_offered(tmp_path):
+    m = model(tmp_path)
+    history = [Message(role="user", content="the tests failed")]
+    answer = m.complete(request(history, tools=FINISHING, attempt=2))
+    assert answer.message.content is None and answer.finish_reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in answer.message.tool_calls] == [("finish", {"summary": "fixed"})]
+    # without finish among the tools (another caller), it stays a plain reply
+    assert m.complete(request(history, attempt=2)).message.content == "fixed"
+
+
+def test_finish_announce_and_cut_steps(tmp_path):
+    m = model(tmp_path, """
+engineer:
+  T-1:
+    - say: I will read the files first.
+      announce: true
+    - cut: true
+      calls: [{tool: write_file, raw: '{"path": "a.py", "content": "x'}]
+    - calls: [{finish: {summary: done in one}}]
+    # given raw, a finish does not end the session
+    - calls: [{tool: finish, raw: '{}'}]
+    - say: done in two
+""")
+    history = [Message(role="user", content="go")]
+    announced = m.complete(request(history, tools=FINISHING))
+    assert announced.message.content == "I will read the files first." and not announced.message.tool_calls
+    assert announced.finish_reason == "stop"
+    history += [announced.message, Message(role="user", content="call a tool")]
+    cut = m.complete(request(history, tools=FINISHING))
+    assert cut.finish_reason == "length"
+    history += [cut.message, Message(role="tool", tool_call_id="x", content="error: cut")]
+    finished = m.complete(request(history, tools=FINISHING))
+    assert json.loads(finished.message.tool_calls[0].arguments) == {"summary": "done in one"}
+    # the third step's finish ended the first session: the second has the last two steps
+    second = [Message(role="user", content="again")]
+    raw = m.complete(request(second, tools=FINISHING, attempt=2))
+    assert raw.message.tool_calls[0].arguments == "{}"
+    second += [raw.message, Message(role="tool", tool_call_id="y", content="error: summary required")]
+    last = m.complete(request(second, tools=FINISHING, attempt=2))
+    assert json.loads(last.message.tool_calls[0].arguments) == {"summary": "done in two"}
+
+
+def test_announce_with_calls_is_a_script_error(tmp_path):
+    with pytest.raises(ScriptError, match="announce: true"):
+        model(tmp_path, "engineer:\n  T-1:\n    - announce: true\n      calls: [{write_file: {path: a, content: b}}]\n")
