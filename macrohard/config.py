@@ -203,6 +203,8 @@ class Settings(BaseSettings):
     roles_dir: Path | None = None  # None: ./roles if present, else the bundled roles
     workspaces: Path = Path("workspaces")
     max_attempts: int = Field(default=3, ge=1)
+    # The most tickets a plan may hold: a larger plan is refused (make tickets larger).
+    max_tickets: int = Field(default=40, ge=1)
     # Gates where the run waits for a person: "plan" (after planning), "deploy" (before tagging).
     approve: list[Literal["plan", "deploy"]] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)

@@ -60,6 +60,8 @@ class Ticket(BaseModel):
     failure_reason: str | None = None
     # Files a role changed outside its territory in this attempt, which were put back.
     put_back: list[str] = Field(default_factory=list)
+    # Why a role of this attempt stopped without finishing ("the tester did not finish: step limit ...").
+    unfinished: list[str] = Field(default_factory=list)
     disputes: list[Dispute] = Field(default_factory=list)  # every dispute of the ticket, with its ruling
 
 

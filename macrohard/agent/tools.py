@@ -59,10 +59,14 @@ class AddTicket:
         acceptance_criteria: list[str] = Field(min_length=1)
         depends_on: list[str] = Field(default_factory=list)
 
-    def __init__(self, tickets: list[Ticket]) -> None:
+    def __init__(self, tickets: list[Ticket], limit: int | None = None) -> None:
         self.tickets = tickets
+        self.limit = limit
 
     def run(self, args: Args) -> str:
+        if self.limit is not None and len(self.tickets) >= self.limit:
+            raise ToolError(f"the plan already has {len(self.tickets)} tickets, the most allowed; make tickets larger "
+                            "rather than adding more, or finish the plan")
         known = {t.id for t in self.tickets}
         unknown = [d for d in args.depends_on if d not in known]
         if unknown:
@@ -93,7 +97,11 @@ class Finish:
 
 
 class FinishPlan(Finish):
-    """The product manager's finish: it hands the plan on as it stands."""
+    """The product manager's finish: it hands the plan on as it stands, if the plan can be built.
+
+    `check` says why the plan cannot be handed on yet (no ticket, an empty criterion...):
+    then the finish is refused with that reason and the session goes on.
+    """
 
     description = (
         "Finish the plan: call it once, when the PRD is written and every ticket is added, with a one-paragraph "
@@ -102,6 +110,15 @@ class FinishPlan(Finish):
 
     class Args(BaseModel):
         summary: str = Field(description="the plan in one paragraph")
+
+    def __init__(self, check: Callable[[], str | None] | None = None) -> None:
+        self.check = check
+
+    def run(self, args: Finish.Args) -> str:
+        problem = self.check() if self.check is not None else None
+        if problem:
+            raise ToolError(f"the plan cannot be handed on yet: {problem}")
+        return "finished"
 
 
 def finish_tool(tools: list[str]) -> Finish:

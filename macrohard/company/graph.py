@@ -19,32 +19,31 @@ from langgraph.types import Send, interrupt
 
 from macrohard.agent.loop import AgentLoop, AgentResult
 from macrohard.agent.tools import (
-    AddTicket, Confined, EditFile, ListFiles, ReadFile, RunShell, Tool, ToolError, WriteFile,
+    Confined, EditFile, Finish, ListFiles, ReadFile, RunShell, Tool, ToolError, WriteFile,
 )
-from macrohard.company import prompts
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
 from macrohard.company.integration import IntegrationStage
 from macrohard.company.judge import JudgeStage
 from macrohard.company.pipeline import TicketPipeline
+from macrohard.company.planning import PRD_PATH, PlanningStage
 from macrohard.company.release import RELEASE_VERSION, ReleaseStage, _order
 from macrohard.company.verdict import Verdicts
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
-from macrohard.models import PRD, ApprovalDecision, Spec, Ticket, TicketStatus
+from macrohard.models import ApprovalDecision, Spec, Ticket, TicketStatus
 from macrohard.roles import Role
 from macrohard.sandbox.base import ExecResult
-from macrohard.transcript.log import TranscriptLog, read_events
+from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace, Provenance
 
-PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
 MAIN = "main"
 
 
 @dataclass
-class Company(TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
+class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
     """Everything the nodes need; the graph's state holds only ids and statuses."""
 
     run_id: str
@@ -90,15 +89,19 @@ class Company(TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
         self, role_name: str, tools: list[Tool], task: str, prompt: str, ticket: str | None = None, attempt: int = 1
     ) -> AgentResult:
         role = self.roles[role_name]
-        allowed = [t for t in tools if t.name in role.tools]
+        # finish is how every session ends, whether or not the role file lists it.
+        allowed = [t for t in tools if t.name in role.tools or t.name == Finish.name]
+        model = self.settings.model_for(role_name, role.model)
         loop = AgentLoop(
             role, self.model_for(role_name), allowed, self.transcript,
             task=task, ticket=ticket, attempt=attempt, control=self.control,
+            context_window=model.context_window, max_tokens=model.max_tokens,
         )
         result = loop.run(prompt)
         self.transcript.append(
             "agent.finished", role=role_name, ticket=ticket, task=task, finished=result.finished,
-            reason=result.reason, summary=result.summary, steps=result.steps, usage=result.usage.model_dump(),
+            outcome=result.outcome.value, reason=result.reason, summary=result.summary, steps=result.steps,
+            usage=result.usage.model_dump(),
         )
         return result
 
@@ -137,39 +140,6 @@ class Company(TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
         sha = self.workspace.init()
         self._node("intake", spec_title=self.spec.title, spec_sha256=self.spec.sha256, main=sha)
         return {}
-
-    def product_manager(self, state: CompanyState) -> CompanyState:
-        attempt = state.get("plan_attempt", 0) + 1
-        self._node("product_manager", attempt=attempt)
-        root = self.workspace.repo_dir
-        if self._already_done("product_manager", MAIN, None, attempt) and (prd := self._recorded_plan(attempt)):
-            return self._planned(state, prd.tickets, attempt)
-        planned: list[Ticket] = []
-        prompt = prompts.plan_prompt(self.spec, state.get("feedback") if state.get("rejected") else None)
-        result = self._agent(
-            "product_manager", [*self._file_tools(root, "product_manager"), AddTicket(planned)], "plan", prompt,
-            attempt=attempt,
-        )
-        if not planned:
-            reason = result.reason if not result.finished else "the product manager added no ticket"
-            return {"status": "failed", "failure": f"planning failed: {reason}", "plan_attempt": attempt}
-        title = f"Plan: PRD and {len(planned)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
-        sha, _ = self._commit(root, "product_manager", title, result, None, attempt)
-        prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=planned)
-        self.transcript.append("plan", role="product_manager", attempt=attempt, sha=sha, **prd.model_dump(mode="json"))
-        return self._planned(state, planned, attempt)
-
-    def _planned(self, state: CompanyState, planned: list[Ticket], attempt: int) -> CompanyState:
-        dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
-        return {
-            "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
-            "plan_attempt": attempt,
-            "rejected": False,
-        }
-
-    def _recorded_plan(self, attempt: int) -> PRD | None:
-        plans = [e for e in read_events(self.transcript.path) if e.kind == "plan" and e.data.get("attempt") == attempt]
-        return PRD.model_validate(plans[-1].data) if plans else None
 
     # -- approval gates: their own nodes, since a node re-runs from its start on resume
 

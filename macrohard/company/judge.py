@@ -57,7 +57,7 @@ class JudgeStage(CompanyParts):
         )
         if report.passed:
             return ticket.model_copy(update={"status": TicketStatus.PASSED, "last_failure": None})
-        return self._after_failure(ticket, _failure_text(report, ticket.put_back), "its verdict fails")
+        return self._after_failure(ticket, _failure_text(report, ticket), "its verdict fails")
 
     def _tests_test(
         self, ticket: Ticket, report: TestReport, base: str, expect: set[str], on_base: TestReport
@@ -86,13 +86,15 @@ class JudgeStage(CompanyParts):
         return report
 
 
-def _failure_text(report: TestReport, put_back: list[str]) -> str:
+def _failure_text(report: TestReport, ticket: Ticket) -> str:
     text = f"The orchestrator's verdict failed: {report.reason}.\n`{_short(report.command)}` output:\n{report.output_tail}"
-    if put_back:
+    if ticket.put_back:
         text += (
             "\n\nThese changes outside your territory were put back (the committed tree has none of them): "
-            + ", ".join(put_back)
+            + ", ".join(ticket.put_back)
         )
+    if ticket.unfinished:
+        text += "\n\nIn this attempt " + "; ".join(ticket.unfinished) + "."
     return text
 
 

@@ -25,22 +25,31 @@ class TicketPipeline(CompanyParts):
 
     def _ticket_commit(
         self, ticket: Ticket, role: str, message: str, result: AgentResult
-    ) -> tuple[Ticket, str | None]:
-        """A ticket role's commit; with its worktree over the limits, the attempt's work is dropped and why."""
+    ) -> tuple[Ticket, str | None, str | None]:
+        """A ticket role's commit: (the ticket, why the attempt's work was dropped, the commit).
+
+        With its worktree over the limits the attempt's work is dropped. A role that did
+        not finish still has what it did committed; the ticket notes why it stopped.
+        """
         root = self.workspace.worktree_path(ticket.id)
+        if not result.finished:
+            ticket = ticket.model_copy(update={"unfinished": [*ticket.unfinished, f"the {role} did not finish: {result.reason}"]})
         try:
-            _, put_back = self._commit(root, role, message, result, ticket.id, ticket.attempts)
+            sha, put_back = self._commit(root, role, message, result, ticket.id, ticket.attempts)
         except TreeTooLarge as e:
             self.transcript.append("worktree.too_large", role=role, ticket=ticket.id, reason=e.message)
             self.sandboxes.release(ticket.id)
             with self.sandboxes.quiet(ticket.id):
                 self.workspace.remove_worktree(ticket.id)
             self.workspace.worktree(ticket.id)
-            return ticket, f"the {role}'s worktree was over its limits ({e.message}); this attempt's changes were discarded"
-        return ticket.model_copy(update={"put_back": [*ticket.put_back, *put_back]}), None
+            why = f"the {role}'s worktree was over its limits ({e.message}); this attempt's changes were discarded"
+            return ticket, why, None
+        return ticket.model_copy(update={"put_back": [*ticket.put_back, *put_back]}), None, sha
 
     def engineer(self, state: TicketState) -> TicketState:
-        ticket = state["ticket"].model_copy(update={"attempts": state["ticket"].attempts + 1, "put_back": []})
+        ticket = state["ticket"].model_copy(
+            update={"attempts": state["ticket"].attempts + 1, "put_back": [], "unfinished": []}
+        )
         root = self.workspace.worktree_path(ticket.id)
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
         if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
@@ -55,13 +64,20 @@ class TicketPipeline(CompanyParts):
         prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         ticket = ticket.model_copy(update={"disputes": [*ticket.disputes, *raised]})
-        ticket, lost = self._ticket_commit(
+        ticket, lost, sha = self._ticket_commit(
             ticket, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result
         )
+        if sha is None and not raised and not lost and not self.workspace.changed_files(ticket.id):
+            # Nothing for the tester to test (this attempt or an earlier one changed nothing
+            # on the branch), nor a dispute to rule on: the attempt ends here.
+            how = "it finished without a change" if result.finished else f"it stopped: {result.reason}"
+            return {"ticket": ticket, "nothing": f"the engineer changed nothing ({how})"}
         return {"ticket": ticket, "lost": lost or ""}
 
     def tester(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
+        if state.get("nothing"):
+            return {}  # handoff fails the attempt
         root = self.workspace.worktree_path(ticket.id)
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
         # The verdict's fresh sandboxes start while the tester works.
@@ -81,7 +97,7 @@ class TicketPipeline(CompanyParts):
         )
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         ticket = disputes.merged(ticket, ruled)
-        ticket, lost = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
+        ticket, lost, _ = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
         # Nothing runs in the roles' sandbox after this: the verdict has sandboxes of its own.
         self.sandboxes.release(ticket.id)
         return {"ticket": ticket, "lost": state.get("lost") or lost or ""}
@@ -119,6 +135,9 @@ class TicketPipeline(CompanyParts):
                 + disputes.describe(wrong)
             )
             why = "its tests were ruled to contradict it"
+        elif state.get("nothing"):
+            failure = f"This attempt produced nothing to test: {state['nothing']}. Implement the ticket, then call finish."
+            why = "its engineer produced nothing"
         elif state.get("lost"):
             failure, why = state["lost"], "its worktree was over its limits"
         if failure is None:

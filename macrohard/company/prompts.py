@@ -26,12 +26,17 @@ def _files_block(relevant: list[str], total: int) -> str:
     )
 
 
-def plan_prompt(spec: Spec, feedback: str | None = None) -> str:
+def plan_prompt(spec: Spec, feedback: str | None = None, unfinished: str | None = None) -> str:
     prompt = f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
     if feedback:
         prompt += (
             "\nYour previous plan was rejected with this comment:\n\n"
             f"{feedback}\n\nWrite the PRD and the tickets again, taking it into account.\n"
+        )
+    if unfinished:
+        prompt += (
+            f"\nYour previous session on this plan ended before you finished it: {unfinished}.\n"
+            "Start the plan again: write the PRD, add every ticket, then call finish.\n"
         )
     return prompt
 

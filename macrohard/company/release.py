@@ -85,21 +85,28 @@ class ReleaseStage(CompanyParts):
 
     def report(self, state: CompanyState) -> CompanyState:
         tickets = state.get("tickets", {}).values()
+        failure = state.get("failure")
         if state.get("status") == "failed":
             status = "failed"
         elif tickets and all(t.status == TicketStatus.MERGED for t in tickets):
             status = "done"
+        elif any(t.status == TicketStatus.MERGED for t in tickets):
+            status = "partial"
         else:
-            status = "partial" if any(t.status == TicketStatus.MERGED for t in tickets) else "failed"
+            status = "failed"
+            failure = "no ticket landed: " + "; ".join(
+                f"{t.id} {t.status.value}" + (f" ({t.failure_reason})" if t.failure_reason else "")
+                for t in sorted(tickets, key=_order)
+            )
         self.verdicts.close()
         self.sandboxes.close()
         release = state.get("release")
         self.transcript.append(
-            "run.finished", status=status, failure=state.get("failure"),
+            "run.finished", status=status, failure=failure,
             release=release.model_dump() if release else None,
             tickets={t.id: t.status.value for t in tickets},
         )
-        return {"status": status}
+        return {"status": status, **({"failure": failure} if failure else {})}
 
 
 def _order(t: Ticket) -> tuple[int, str]:

@@ -38,6 +38,8 @@ class TicketState(TypedDict, total=False):
     context_files: list[str]
     # Set when a role's worktree went over its limits and the attempt's work was dropped.
     lost: str
+    # Set when the engineer changed nothing (and raised no dispute): no tester, no verdict.
+    nothing: str
     tickets: Annotated[dict[str, Ticket], merge_tickets]
 
 
