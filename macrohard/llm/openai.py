@@ -27,7 +27,7 @@ from macrohard.errors import CallCut, ConfigError, ContextOverflowError, ModelEr
 from macrohard.llm import failures, wire
 from macrohard.llm.base import CallWatch, ModelRequest, ModelResponse
 from macrohard.llm.failures import Refusal
-from macrohard.llm.streaming import Deadline, StreamTimeout, read_stream
+from macrohard.llm.streaming import Deadline, EmptyStream, StreamTimeout, read_stream
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, vLLM, llama.cpp) ignore the key, but the SDK insists on one.
@@ -79,14 +79,18 @@ class OpenAIChatModel:
         """Send one chat-completions request, retrying only what is worth retrying."""
         started = time.monotonic()
         retries = 0
+        unstreamed = False  # asked again without streaming, to read why a stream came back empty
         while True:
-            stream = self.settings.stream and "stream" not in self._refused
+            stream = self.settings.stream and "stream" not in self._refused and not unstreamed
             body = wire.request_body(
                 self.model, self.settings, request, stream=stream,
                 dropped=set(self.settings.drop) | self._refused, max_tokens_as=self._max_tokens_as,
             )
             try:
                 return self._attempt(body, stream, self._deadline(watch, body), watch, started)
+            except EmptyStream:
+                unstreamed = True
+                continue
             except openai.APIStatusError as e:
                 refusal = failures.read_refusal(e.status_code, e.body, e.response.headers, e.message)
                 if not refusal.transient and self._learn(refusal, body):
@@ -122,7 +126,7 @@ class OpenAIChatModel:
             raw = self._client.chat.completions.with_raw_response.create(**body, timeout=deadline.seconds)
             http = raw.http_response
             if stream and "event-stream" in http.headers.get("content-type", ""):
-                answer = read_stream(raw.parse(), http, deadline, watch)
+                answer = read_stream(raw.parse(), http, deadline, watch, broken=(openai.APIConnectionError,))
             else:
                 # Not streamed, or a server that answered a stream request with plain JSON.
                 answer = wire.read_completion(json.loads(http.read()))

@@ -33,6 +33,13 @@ class Response(Protocol):
     def close(self) -> None: ...
 
 
+class EmptyStream(Exception):
+    """The stream ended, or its connection broke, before its first chunk: the server failed
+    and said nothing. llama-cpp-python's server does this for a request over its window
+    (the same request unstreamed gets a 400 context_length_exceeded).
+    """
+
+
 class StreamTimeout(TimeoutError):
     """The deadline came before the end of the answer; `chars` of it had arrived."""
 
@@ -79,24 +86,37 @@ class _Watchdog(threading.Thread):
 
     def _abort(self) -> None:
         self.fired = True
-        stream = self.response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if isinstance(sock, socket.socket):
-            try:
-                # The plain socket's shutdown, also for TLS: it wakes a read blocked in another thread.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut(self.response)
 
     def stop(self) -> None:
         self._done.set()
 
 
-def read_stream(chunks: Iterable[Any], response: Response, deadline: Deadline, watch: CallWatch | None) -> Answer:
+def shut(response: Response) -> None:
+    """Shut the response's connection down: a read blocked on it wakes, and it is never reused."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        try:
+            # The plain socket's shutdown, also for TLS: it wakes a read blocked in another thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def read_stream(
+    chunks: Iterable[Any],
+    response: Response,
+    deadline: Deadline,
+    watch: CallWatch | None,
+    broken: tuple[type[Exception], ...] = (OSError,),
+) -> Answer:
     """Assemble the answer from the chunks (SDK objects or dicts), or raise.
 
-    CallCut when the watch asked to stop; StreamTimeout at the deadline; whatever the
-    transport raised otherwise. The response is closed in every case.
+    CallCut when the watch asked to stop; StreamTimeout at the deadline; EmptyStream for
+    a stream without a chunk (ended, or `broken`: what the transport raises for a broken
+    connection); whatever the transport raised otherwise. The response is closed in
+    every case.
     """
     assembler = StreamAssembler()
     told = 0
@@ -115,12 +135,19 @@ def read_stream(chunks: Iterable[Any], response: Response, deadline: Deadline, w
                 raise CallCut(reason, **_spent(deadline, assembler))
     except (CallCut, StreamTimeout):
         raise
-    except Exception:
+    except Exception as e:
         if dog.reason:  # the watchdog cut a silent stream: say why, not how the read failed
             raise CallCut(dog.reason, **_spent(deadline, assembler)) from None
         if deadline.expired():
             raise StreamTimeout(assembler.chars) from None
+        if assembler.chunks == 0 and isinstance(e, broken):
+            raise EmptyStream from None
         raise
+    else:
+        if assembler.chunks == 0:
+            # The server that failed may close this connection any moment: take no chance
+            # that the next request goes out on it.
+            shut(response)
     finally:
         dog.stop()
         response.close()
@@ -130,6 +157,8 @@ def read_stream(chunks: Iterable[Any], response: Response, deadline: Deadline, w
         if dog.reason:
             raise CallCut(dog.reason, **_spent(deadline, assembler))
         raise StreamTimeout(assembler.chars)
+    if assembler.chunks == 0:
+        raise EmptyStream
     return assembler.answer()
 
 

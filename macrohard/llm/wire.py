@@ -204,8 +204,10 @@ class StreamAssembler:
         self.usage: Usage | None = None
         self.served_model: str | None = None
         self.chars = 0
+        self.chunks = 0
 
     def add(self, chunk: Mapping[str, Any]) -> None:
+        self.chunks += 1
         self.served_model = chunk.get("model") or self.served_model
         self.usage = read_usage(chunk.get("usage")) or self.usage  # the last chunk, with include_usage
         for choice in chunk.get("choices") or []:

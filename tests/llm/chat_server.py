@@ -22,7 +22,8 @@ class Reply:
     With `chunks`, a 200 text/event-stream: each chunk as one `data:` event,
     `chunk_delay_s` apart, then silence for `hold_s`, then `data: [DONE]` (if `done`);
     sent with chunked transfer encoding as uvicorn does, or (`chunked=False`) as a body
-    that ends when the connection closes.
+    that ends when the connection closes; `abort` closes the connection mid-body instead
+    of ending it.
     """
 
     status: int = 200
@@ -35,6 +36,7 @@ class Reply:
     hold_s: float = 0.0
     done: bool = True
     chunked: bool = True
+    abort: bool = False
 
 
 @dataclass
@@ -200,7 +202,9 @@ class ChatServer:
                     time.sleep(reply.hold_s)
                     if reply.done:
                         send(b"data: [DONE]\n\n")
-                    if reply.chunked:
+                    if reply.abort:
+                        self.close_connection = True
+                    elif reply.chunked:
                         self.wfile.write(b"0\r\n\r\n")
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

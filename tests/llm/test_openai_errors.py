@@ -57,9 +57,10 @@ def test_server_failures_are_retried(server: ChatServer, status: int) -> None:
 
 
 def test_a_server_error_that_says_the_request_is_invalid_is_not_retried(server: ChatServer) -> None:
-    # llama-cpp-python answers a pydantic validation error with HTTP 500.
-    detail = "1 validation error for ChatCompletionRequestAssistantMessage content Input should be a valid string"
-    server.push(Reply(500, {"error": {"message": detail, "type": "internal_server_error"}}))
+    # llama-cpp-python answers a request it cannot validate with HTTP 500, as it did to a null content.
+    detail = ("7 validation errors:\n  {'type': 'string_type', 'loc': ('body', 'messages', 1, "
+              "'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a valid string', 'input': None}")
+    server.push(Reply(500, {"error": {"message": detail, "type": "internal_server_error", "param": None, "code": None}}))
     with pytest.raises(ModelError) as e:
         ask(make_model(server.base_url, max_retries=3))
     assert len(server.received) == 1

@@ -10,7 +10,7 @@ from calls import READ_FILE, Watch, ask, make_model
 from chat_server import ChatServer, Reply, chunk, text_chunks
 
 from macrohard.control import RunControl
-from macrohard.errors import CallCut, ModelError
+from macrohard.errors import CallCut, ContextOverflowError, ModelError
 from macrohard.llm.base import ToolCall
 from macrohard.models import Budget, Usage
 
@@ -164,3 +164,16 @@ def test_a_run_controls_watch_cuts_a_stream_when_the_user_pauses(server: ChatSer
     control.record_usage("test-model", Usage(prompt_tokens=e.value.prompt_tokens,
                                              completion_tokens=e.value.completion_tokens, estimated=True))
     assert control.spent.tokens >= 25 and control.spent.estimated_tokens == control.spent.tokens
+
+
+@pytest.mark.parametrize("how", ["ends", "breaks"])
+def test_a_stream_without_a_chunk_is_asked_again_unstreamed(server: ChatServer, how: str) -> None:
+    # llama-cpp-python's server answers a streamed request over its window with 200 and no
+    # event, then closes; unstreamed, the same request gets a 400 context_length_exceeded.
+    empty = Reply(chunks=[], done=False, abort=how == "breaks")
+    overflow = Reply(400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                                     "code": "context_length_exceeded"}})
+    server.push(empty, overflow)
+    with pytest.raises(ContextOverflowError):
+        ask(make_model(server.base_url, max_retries=0))
+    assert [r.body.get("stream") for r in server.received] == [True, None]
