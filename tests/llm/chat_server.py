@@ -7,6 +7,7 @@ events (`chunks`), which can pause between events or go silent before the end.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -102,6 +103,13 @@ def error(status: int, message: str, **headers: str) -> Reply:
     return Reply(status, {"error": {"message": message, "type": "test_error", "code": None}}, headers)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that cut a stream reset their connection: that is what tests do.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class ChatServer:
     """Answers POST /v1/chat/completions from a queue of `Reply`s and records each request."""
 
@@ -111,7 +119,7 @@ class ChatServer:
         # Streams whose client went away before the end (a write to it failed).
         self.abandoned = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         # A short poll keeps shutdown(), and so each test's teardown, fast.
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
