@@ -84,8 +84,8 @@ class Refusal:
         return False
 
     def names(self, parameter: str) -> bool:
-        """The refusal is about this request parameter (as an invalid request)."""
-        return not self.transient and parameter in self.text.lower()
+        """The refusal is about this request parameter (an invalid request, not an overflow)."""
+        return not self.transient and not self.overflow and parameter in self.text.lower()
 
 
 def read_refusal(status: int | None, body: Any, headers: Mapping[str, str] | None, fallback: str) -> Refusal:

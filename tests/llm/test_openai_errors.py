@@ -120,6 +120,9 @@ OVERFLOWS = [
     pytest.param(400, {"object": "error", "message": "This model's maximum context length is 32768 tokens. However, you "
                        "requested 40000 tokens (32000 in the messages, 8000 in the completion). Please reduce the length "
                        "of the messages or completion.", "type": "BadRequestError", "code": 400}, id="vllm"),
+    pytest.param(400, {"object": "error", "message": "'max_tokens' or 'max_completion_tokens' is too large: 8192. This "
+                       "model's maximum context length is 32768 tokens and your request has 30000 input tokens "
+                       "(8192 > 32768 - 30000).", "type": "BadRequestError", "code": 400}, id="vllm-max-tokens"),
     pytest.param(400, {"object": "error", "message": "The decoder prompt (length 33000) is longer than the maximum model "
                        "length of 32768.", "type": "BadRequestError", "code": 400}, id="vllm-decoder-prompt"),
     pytest.param(400, {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it",
