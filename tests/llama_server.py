@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -59,6 +60,9 @@ class LlamaServer:
             "--model", str(self.model_path),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
+            # A new request waits for the one running, as on llama.cpp's single-slot server,
+            # instead of interrupting it: an abandoned request that kept running would show.
+            "--interrupt_requests", "False",
             "--verbose", "False",
         ]
         with self.log.open("wb") as out:
@@ -79,6 +83,12 @@ class LlamaServer:
                 return bool(json.load(answer).get("data"))
         except (OSError, ValueError):
             return False
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used: it grows while the model generates."""
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -58,15 +58,18 @@ def test_a_streamed_answer_arrives_with_progress(llama_server: LlamaServer) -> N
     assert llama_server.alive()
 
 
-def test_a_cut_stream_leaves_the_server_free(llama_server: LlamaServer) -> None:
-    ask = ModelRequest(messages=[Message(role="user", content="Write a long story about a ship.")],
-                       role="engineer", task="T-1")
+def test_a_cut_stream_stops_the_server_generating(llama_server: LlamaServer) -> None:
+    story = ModelRequest(messages=[Message(role="user", content="Write a very long story about a ship at sea, "
+                                           "with many chapters.")], role="engineer", task="T-1")
     with pytest.raises(CallCut):
-        model(llama_server, max_tokens=2000).complete(ask, Watch(cut_at_chars=40))
-    # Its connection closed, the server stopped generating: the next call does not wait behind it.
+        model(llama_server, max_tokens=2000).complete(story, Watch(cut_at_chars=40))
+    # Its connection closed, the server stopped generating (it goes on for seconds otherwise),
+    # so a retry would not wait behind it.
+    before = llama_server.cpu_s()
+    time.sleep(1.0)
+    assert llama_server.cpu_s() - before < 0.3
     start = time.monotonic()
-    response = model(llama_server, max_tokens=8).complete(ask)
-    assert response.message.content is not None
+    assert model(llama_server, max_tokens=8).complete(story).message.content is not None
     assert time.monotonic() - start < 30
 
 
