@@ -33,6 +33,8 @@ DEFAULT_TEST_COMMAND = (
 class ModelSettings(BaseModel):
     """Where one role's model lives. Any OpenAI-compatible endpoint works."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = None
     base_url: str | None = None  # None: https://api.openai.com/v1
     # The key itself never goes in the file: name the variable that holds it.
@@ -79,6 +81,8 @@ def size_bytes(size: str) -> int:
 
 class ModelPrice(BaseModel):
     """US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)

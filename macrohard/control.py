@@ -1,21 +1,26 @@
-"""What may stop a run between model calls: a budget reached, or the user asking it to pause.
+"""What may stop a run: a budget reached, or the user asking it to pause.
 
-Every model call asks first. Stopping raises RunPaused out of the node, so LangGraph
-keeps the last checkpoint and the node runs again from its start on resume.
+Every model call asks first, and its CallWatch (`RunControl.watch()`) asks again while
+the answer streams, so a pause or a spent budget also cuts a call short. Stopping raises
+RunPaused out of the node, so LangGraph keeps the last checkpoint and the node runs
+again from its start on resume.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from pydantic import BaseModel
 
 from macrohard.config import ModelPrice
 from macrohard.llm.base import ModelResponse
-from macrohard.models import Budget
+from macrohard.models import Budget, Usage
+
+# The rough rate at which a streamed answer's characters are counted as tokens.
+CHARS_PER_TOKEN = 4
 
 
 class RunPaused(Exception):
@@ -30,6 +35,8 @@ class Spent(BaseModel):
     tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    # Of `tokens`, those estimated (an endpoint that sent no usage, a call cut short).
+    estimated_tokens: int = 0
 
 
 class RunControl:
@@ -61,10 +68,30 @@ class RunControl:
             self._pause = reason
             self._cond.notify_all()
 
-    def _over(self) -> str | None:
+    def wall_left_s(self) -> float | None:
+        """Seconds left of the wall-time budget (None: no such budget)."""
+        if self.budget.max_wall_s is None:
+            return None
+        return self.budget.max_wall_s - self.active_s
+
+    def cut_reason(self, streaming_tokens: int = 0) -> str | None:
+        """Why a call in flight should stop now: a pause asked, or a budget spent.
+
+        `streaming_tokens` is what the asking call has received so far and not yet
+        recorded: an answer that runs past the token budget is cut as it streams.
+        """
+        with self._cond:
+            return self._pause or self._over(streaming_tokens)
+
+    def watch(self, on_stream: Callable[[int], None] | None = None) -> ControlWatch:
+        """A CallWatch for one model call; `on_stream` is told the answer's length as it grows."""
+        return ControlWatch(self, on_stream)
+
+    def _over(self, streaming_tokens: int = 0) -> str | None:
         b, s = self.budget, self.spent
-        if b.max_tokens is not None and s.tokens >= b.max_tokens:
-            return f"token budget reached: {s.tokens} of {b.max_tokens} tokens spent"
+        tokens = s.tokens + streaming_tokens
+        if b.max_tokens is not None and tokens >= b.max_tokens:
+            return f"token budget reached: {tokens} of {b.max_tokens} tokens spent"
         if b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
             return f"cost budget reached: ${s.cost_usd:.4f} of ${b.max_cost_usd:.4f} spent"
         if b.max_wall_s is not None and self.active_s >= b.max_wall_s:
@@ -100,13 +127,38 @@ class RunControl:
                 self._cond.notify_all()
 
     def record(self, response: ModelResponse) -> None:
-        tokens = response.usage.total_tokens
-        price = self.prices.get(response.model)
-        cost = price.cost(response.usage.prompt_tokens, response.usage.completion_tokens) if price else 0.0
+        self.record_usage(response.model, response.usage)
+
+    def record_usage(self, model: str, usage: Usage) -> None:
+        """Count one call's tokens and cost, estimated or not (a cut call's estimate too)."""
+        tokens = usage.total_tokens
+        price = self.prices.get(model)
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if price else 0.0
         with self._cond:
             self.spent.tokens += tokens
+            self.spent.estimated_tokens += tokens if usage.estimated else 0
             self.spent.cost_usd += cost
             self.spent.calls += 1
             self._largest_tokens = max(self._largest_tokens, tokens)
             self._largest_cost = max(self._largest_cost, cost)
             self._cond.notify_all()
+
+
+class ControlWatch:
+    """The CallWatch of one model call under a RunControl (see llm.base.CallWatch)."""
+
+    def __init__(self, control: RunControl, on_stream: Callable[[int], None] | None = None) -> None:
+        self.control = control
+        self.on_stream = on_stream
+        self.chars = 0  # the answer so far
+
+    def streamed(self, chars: int) -> None:
+        self.chars = chars
+        if self.on_stream is not None:
+            self.on_stream(chars)
+
+    def cut(self) -> str | None:
+        return self.control.cut_reason(-(-self.chars // CHARS_PER_TOKEN))
+
+    def timeout_s(self) -> float | None:
+        return self.control.wall_left_s()

@@ -32,6 +32,22 @@ class ContextOverflowError(ModelError):
     """
 
 
+class CallCut(MacrohardError):
+    """A model call stopped before its answer ended, because its CallWatch asked.
+
+    `reason` is the watch's (a pause asked by the user, a budget that ran out while the
+    answer streamed); the agent loop turns it into a pause of the run. The tokens are
+    estimates of what the abandoned call cost (what was sent, what had arrived), so
+    budgets can count a discarded generation too.
+    """
+
+    def __init__(self, reason: str, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
 class ScriptError(MacrohardError):
     """A scripted model's script ran out or does not match what was asked."""
 

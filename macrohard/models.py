@@ -8,7 +8,7 @@ import time
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Spec(BaseModel):
@@ -135,6 +135,8 @@ class Usage(BaseModel):
 class Budget(BaseModel):
     """Limits a run stops at (as paused, resumable with higher limits); None: no limit."""
 
+    model_config = ConfigDict(extra="forbid")
+
     max_tokens: int | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_wall_s: float | None = Field(default=None, gt=0)  # active time, summed over sessions
@@ -142,6 +144,8 @@ class Budget(BaseModel):
 
 class TreeLimits(BaseModel):
     """What one worktree may hold before host git is asked to read it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_files: int = Field(default=20_000, ge=1)
     max_bytes: int = Field(default=200 * 2**20, ge=1)

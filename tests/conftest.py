@@ -1,4 +1,5 @@
-"""Shared fixtures: a Docker client and the sandbox image, for tests marked `docker`.
+"""Shared fixtures: a Docker client and the sandbox image, for tests marked `docker`,
+and a real model server for tests marked `llama`.
 
 When the session ends, no sandbox container this test process started may remain:
 every test stops what it starts, and a leak fails the run (after removing it).
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 from pathlib import Path
+from llama_server import LlamaServer
 
 from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
@@ -59,3 +61,15 @@ def demo_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = CompanyRun.create(demo / "spec.md", settings, script=demo / "script.yaml")
     assert run.execute(LocalSandboxProvider()).status == "done"
     return run.paths.run_dir
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M (tests marked llama).
+
+    Skips only when llama_cpp is not installed (the `llama` extra, which .ci/run installs).
+    """
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (the `llama` extra)")
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
+    yield server
+    server.stop()

@@ -25,6 +25,9 @@ class Message(BaseModel):
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
+    # What a reasoning model thought before answering, where the endpoint shows it
+    # (`reasoning_content` or `reasoning`): kept for the transcript, never sent back.
+    reasoning: str | None = None
 
 
 class ToolSpec(BaseModel):

@@ -38,7 +38,9 @@ class Totals(BaseModel):
             if price is None:
                 self.unpriced_calls += 1
             else:
-                self.cost_usd += price.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                self.cost_usd += price.cost(
+                    usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), usage.get("cached_tokens", 0)
+                )
         elif event.kind == "tool.call":
             self.tool_calls += 1
             self.tool_errors += 0 if d.get("ok") else 1
