@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,8 +24,8 @@ from macrohard.agent.recovery import recover_calls
 from macrohard.agent.stuck import StuckWatch
 from macrohard.agent.tools import Finish, Tool, finish_tool, spec_of
 from macrohard.config import ModelSettings
-from macrohard.control import RunControl
-from macrohard.errors import ContextOverflowError
+from macrohard.control import RunControl, RunPaused
+from macrohard.errors import CallCut, ContextOverflowError
 from macrohard.llm.base import CallWatch, ChatModel, Message, ModelRequest, ModelResponse, ToolCall
 from macrohard.models import Usage
 from macrohard.roles import Role
@@ -38,6 +39,8 @@ MAX_CONSECUTIVE_ERRORS = 3
 MAX_NUDGES = 3
 # Requests the model refused as too large, per step, each answered by masking deeper.
 MAX_OVERFLOW_RETRIES = 3
+# A streamed answer's progress is told to listeners (the live view) at most this often.
+STREAM_NOTICE_S = 0.5
 _DEFAULTS = ModelSettings()
 
 NUDGE_NO_CALL = (
@@ -105,9 +108,9 @@ class AgentLoop:
         self.ticket = ticket
         self.context_window = context_window
         self.max_tokens = max_tokens
-        # A watch per model call (a pause or budget can cut a streamed answer); the run
-        # control makes them once it can, else none is passed.
-        self.watch_factory = watch_factory or getattr(control, "watch", None)
+        # A watch per model call (a pause or budget can cut a streamed answer, and its
+        # progress is shown live); the run control makes them, else none is passed.
+        self.watch_factory = watch_factory
         self.specs = [spec_of(t) for t in self.tools.values()]
 
     def _log(self, kind: str, **data: object) -> str:
@@ -152,7 +155,7 @@ class AgentLoop:
                 attempt=self.attempt,
             )
             try:
-                return self._complete(request, estimate)
+                return self._complete(request, estimate, step)
             except ContextOverflowError as e:
                 # What was sent stays in the transcript: this request, then how it was masked.
                 self._log("model.overflow", step=step, estimated_tokens=estimate, error=one_line(str(e)))
@@ -176,15 +179,41 @@ class AgentLoop:
         if compaction is not None:
             self._log("context.compacted", step=step, window=s.context.window, **compaction.model_dump())
 
-    def _complete(self, request: ModelRequest, estimate: int) -> ModelResponse:
-        watch = self.watch_factory() if self.watch_factory is not None else None
+    def _complete(self, request: ModelRequest, estimate: int, step: int) -> ModelResponse:
+        watch = self._watch(step)
         if self.control is None:
             return _with_usage(self._call_model(request, watch), estimate)
         with self.control.model_call():
-            response = _with_usage(self._call_model(request, watch), estimate)
+            try:
+                response = _with_usage(self._call_model(request, watch), estimate)
+            except CallCut as e:
+                # A pause or a budget cut the answer short: what it cost still counts, and
+                # the run stops resumable (this step asks again on resume).
+                usage = Usage(prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens, estimated=True)
+                model = str(getattr(self.model, "model", None) or getattr(self.model, "name", ""))
+                self.control.record_usage(model, usage)
+                self._log("model.cut", step=step, model=model, reason=e.reason, usage=usage.model_dump())
+                raise RunPaused(e.reason) from None
             # Inside the call: a ticket waiting for room must see this spend.
             self.control.record(response)
             return response
+
+    def _watch(self, step: int) -> CallWatch | None:
+        if self.watch_factory is not None:
+            return self.watch_factory()
+        if self.control is None:
+            return None
+        last = [0.0]
+
+        def streaming(chars: int) -> None:
+            # Not in the transcript (the answer is, once complete): only the live view hears it.
+            now = time.monotonic()
+            if now - last[0] >= STREAM_NOTICE_S:
+                last[0] = now
+                self.transcript.notify("model.streaming", role=self.role.name, ticket=self.ticket, task=self.task,
+                                       step=step, chars=chars)
+
+        return self.control.watch(on_stream=streaming)
 
     def _call_model(self, request: ModelRequest, watch: CallWatch | None) -> ModelResponse:
         # A model written before watches existed takes only the request.

@@ -74,6 +74,11 @@ class ProgressView:
                     calls = [c["name"] for c in d.get("message", {}).get("tool_calls", [])]
                     row["last"] = ", ".join(calls) or "answered"
                 return None
+            if event.kind == "model.streaming" and t:
+                row = self._row(t)
+                row["role"], row["step"] = event.role or "", str(d.get("step", ""))
+                row["last"] = f"answering ({d.get('chars', 0)} characters so far)"
+                return None
             if event.kind == "node":
                 node = str(d.get("node"))
                 if t is None:

@@ -28,7 +28,7 @@ class Totals(BaseModel):
 
     def add(self, event: Event, prices: Mapping[str, ModelPrice] | None = None) -> None:
         d = event.data
-        if event.kind == "model.response":
+        if event.kind in ("model.response", "model.cut"):  # a cut call's estimated cost counts too
             usage = d.get("usage", {})
             self.model_calls += 1
             self.prompt_tokens += usage.get("prompt_tokens", 0)

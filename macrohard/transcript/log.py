@@ -119,6 +119,16 @@ class TranscriptLog:
         return event
 
 
+    def notify(self, kind: str, *, role: str | None = None, ticket: str | None = None, **data: Any) -> None:
+        """Tell the listeners (a live view) something passing, without writing it to the log."""
+        if not self._listeners:
+            return
+        event = Event(seq=0, id="live", ts=time.time(), run_id=self.run_id, kind=kind, role=role, ticket=ticket,
+                      data=self.redactor.value(data), prev_hash="")
+        for listener in self._listeners:
+            listener(event)
+
+
 def read_events(path: Path) -> Iterator[Event]:
     with path.open(encoding="utf-8") as f:
         for line in f:

@@ -7,7 +7,8 @@ import yaml
 from macrohard.agent.loop import MAX_NUDGES, AgentLoop, Outcome
 from macrohard.agent.tools import MAX_WRITE_BYTES, Confined, ToolError, WriteFile
 from macrohard.config import ModelPrice
-from macrohard.control import RunControl
+from macrohard.errors import CallCut
+from macrohard.control import RunControl, RunPaused
 from macrohard.llm.base import CallWatch, ChatModel, ModelRequest, ModelResponse
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.models import Budget, Usage
@@ -243,8 +244,9 @@ def test_a_run_control_with_watches_supplies_them(tmp_path):
             super().__init__(Budget(), {})
             self.made = 0
 
-        def watch(self) -> CallWatch:
+        def watch(self, on_stream=None) -> CallWatch:  # type: ignore[override]
             self.made += 1
+            assert callable(on_stream)  # the live view hears a streamed answer grow
             return object()  # type: ignore[return-value]
 
     (tmp_path / "s.yaml").write_text("engineer:\n  T-1:\n    - say: done\n")
@@ -262,7 +264,7 @@ class NoUsage:
     def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
 
-    def complete(self, request: ModelRequest) -> ModelResponse:  # a model written before watches
+    def complete(self, request: ModelRequest, watch: object = None) -> ModelResponse:
         response = self.inner.complete(request)
         return response.model_copy(update={"usage": Usage(), "model": "m"})
 
@@ -313,3 +315,37 @@ def test_a_planner_is_offered_a_finish_that_hands_the_plan_on(tmp_path):
     finish = {s.name: s for s in planner.specs}["finish"]
     assert finish.description.startswith("Finish the plan") and finish.parameters["required"] == ["summary"]
     assert {s.name: s for s in coder.specs}["finish"].description.startswith("Finish your work")
+
+
+class Streams:
+    """An endpoint that streams its answer (telling the watch as it grows), or is cut by the watch."""
+
+    def __init__(self, inner: ChatModel, cut: bool = False) -> None:
+        self.inner, self.cut, self.model = inner, cut, "m"
+
+    def complete(self, request: ModelRequest, watch=None) -> ModelResponse:
+        assert watch is not None
+        for chars in (100, 200, 300):
+            watch.streamed(chars)
+        if self.cut:
+            raise CallCut("paused by the user (Ctrl-C)", prompt_tokens=500, completion_tokens=75)
+        return self.inner.complete(request)
+
+
+def test_a_streamed_answer_is_shown_live_and_a_cut_one_pauses_the_run_and_still_counts(tmp_path):
+    (tmp_path / "s.yaml").write_text("engineer:\n  T-1:\n    - say: done\n")
+    role = Role(name="engineer", tools=[], max_steps=3, prompt="p", path=tmp_path)
+    log = TranscriptLog(tmp_path / "t.jsonl", "r")
+    heard = []
+    log.subscribe(lambda e: heard.append(e) if e.kind == "model.streaming" else None)
+    control = RunControl(Budget(), {"m": ModelPrice(input=1.0, output=1.0)})
+    model = ScriptedModel.from_file(tmp_path / "s.yaml")
+    assert AgentLoop(role, Streams(model), [], log, task="T-1", control=control).run("go").finished
+    assert [e.data["chars"] for e in heard] == [100]  # told at most twice a second
+    assert not any(e.kind == "model.streaming" for e in read_events(tmp_path / "t.jsonl"))  # never written
+    spent = control.spent.tokens
+    with pytest.raises(RunPaused, match="Ctrl-C"):
+        AgentLoop(role, Streams(model, cut=True), [], log, task="T-1", control=control).run("go")
+    assert control.spent.tokens == spent + 575 and control.spent.estimated_tokens >= 575
+    cut = next(e for e in read_events(tmp_path / "t.jsonl") if e.kind == "model.cut")
+    assert cut.data["usage"]["completion_tokens"] == 75 and cut.data["reason"] == "paused by the user (Ctrl-C)"
