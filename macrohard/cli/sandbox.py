@@ -6,16 +6,22 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from macrohard.cli.common import ConfigOpt, console, settings_for, user_errors
+from macrohard.cli.common import HELP_OPTIONS, ConfigOpt, ExitCode, console, settings_for, user_errors
+from macrohard.cli.helptext import Command
+from macrohard.cli.show import label, plain
 
-sandbox_app = typer.Typer(help="Build and clean up the Docker sandbox.", no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="Build and clean up the Docker sandbox.", no_args_is_help=True, rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
+)
 
 
-@sandbox_app.command("build")
+@sandbox_app.command("build", cls=Command)
 @user_errors
 def sandbox_build(
-    tag: Annotated[str | None, typer.Option("--tag", help="Image tag (default: sandbox.image).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", metavar="TAG", help="Image tag (default: sandbox.image).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Build the sandbox image (offline from Debian's packages when no registry answers)."""
@@ -25,10 +31,10 @@ def sandbox_build(
     settings = settings_for(config)
     image = tag or settings.sandbox.image
     image_id = build_image(docker_client(), image, on_progress=lambda line: console.print(line, highlight=False, markup=False))
-    console.print(f"built {image} ({image_id[:19]})")
+    console.print(plain(f"built {image} ({image_id[:19]})"))
 
 
-@sandbox_app.command("prune")
+@sandbox_app.command("prune", cls=Command)
 @user_errors
 def sandbox_prune(
     config: ConfigOpt = None,
@@ -42,7 +48,7 @@ def sandbox_prune(
     console.print(f"removed {removed} container{'s' if removed != 1 else ''}")
 
 
-@sandbox_app.command("doctor")
+@sandbox_app.command("doctor", cls=Command)
 @user_errors
 def sandbox_doctor(config: ConfigOpt = None) -> None:
     """Check the engine, the image, and that every hardening option takes effect in a sandbox."""
@@ -54,9 +60,11 @@ def sandbox_doctor(config: ConfigOpt = None) -> None:
     for col in ("check", "expected", "found", ""):
         table.add_column(col)
     for c in report.checks:
-        table.add_row(c.name, c.expected, c.found, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]")
+        # What the engine or a container said may hold brackets ("[Errno 2]"): text, never markup.
+        table.add_row(plain(c.name), plain(c.expected), plain(c.found),
+                      Text("ok", style="green") if c.ok else Text("FAIL", style="bold red"))
     console.print(table)
     for weakness in report.weakened:
-        console.print(f"[yellow]weakened:[/] {weakness}", highlight=False)
+        console.print(label("weakened:", "yellow", weakness), highlight=False)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(int(ExitCode.FAILED))
