@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.padding import Padding
 from rich.text import Text
 
 from macrohard._resources import resource_dir
 from macrohard.cli.common import (
     AttemptsOpt,
+    UsageMistake,
+    at_least,
     ConfigOpt,
     ParallelOpt,
     RunArg,
@@ -28,13 +30,21 @@ from macrohard.config import Settings
 from macrohard.errors import ConfigError
 
 ApproveOpt = Annotated[
-    list[str] | None, typer.Option("--approve", help="Wait for a person at this gate: plan, deploy (repeatable).")
+    list[str] | None,
+    typer.Option("--approve", metavar="GATE", help="Wait for a person at this gate: plan or deploy (repeat for both)."),
 ]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Stop (paused) at this many tokens.")]
-MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", min=0, help="Stop (paused) at this many US dollars.")]
-MaxWallOpt = Annotated[float | None, typer.Option("--max-wall", min=0, help="Stop (paused) after this many seconds of running.")]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", metavar="N", callback=at_least(1), help="Pause at this many tokens.")
+]
+MaxCostOpt = Annotated[
+    float | None, typer.Option("--max-cost", metavar="USD", callback=at_least(0), help="Pause at this many US dollars.")
+]
+MaxWallOpt = Annotated[
+    float | None,
+    typer.Option("--max-wall", metavar="SECONDS", callback=at_least(0), help="Pause after this many seconds of running."),
+]
 WeakerOpt = Annotated[
-    bool, typer.Option("--allow-weaker-sandbox", help="Resume even if run.json's sandbox settings are weaker than the run started with.")
+    bool, typer.Option("--allow-weaker-sandbox", help="Go on even if run.json's sandbox settings are weaker than the run started with.")
 ]
 
 
@@ -55,17 +65,18 @@ def _gates(approve: list[str] | None) -> list[str] | None:
         return None
     unknown = sorted(set(approve) - {"plan", "deploy"})
     if unknown:
-        raise ConfigError(f"unknown gate {', '.join(unknown)}", "use --approve plan and/or --approve deploy")
+        raise UsageMistake(f"unknown gate {', '.join(unknown)}", "use --approve plan and/or --approve deploy")
     return sorted(set(approve))
 
 
 @user_errors
 def run(
-    spec: Annotated[Path, typer.Argument(help="Markdown file describing what to build.")],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Markdown file describing what to build.", show_default=False)],
     config: ConfigOpt = None,
-    roles: Annotated[Path | None, typer.Option("--roles", help="Folder of role files (default: ./roles).")] = None,
+    roles: Annotated[Path | None, typer.Option("--roles", metavar="DIR", help="Folder of role files (default: ./roles).")] = None,
     script: Annotated[
-        Path | None, typer.Option("--script", help="Replay this model script instead of calling a model endpoint.")
+        Path | None,
+        typer.Option("--script", metavar="FILE", help="Replay this model script (YAML) instead of calling a model endpoint."),
     ] = None,
     approve: ApproveOpt = None,
     max_parallel: ParallelOpt = None,
@@ -75,7 +86,8 @@ def run(
     max_wall: MaxWallOpt = None,
     acceptance: Annotated[
         Path | None,
-        typer.Option("--acceptance", help="Folder of hidden acceptance tests: run on main before the release, never shown to a role."),
+        typer.Option("--acceptance", metavar="DIR",
+                     help="Folder of hidden acceptance tests: run on main before the release, never shown to a role."),
     ] = None,
     tag_anyway: Annotated[
         bool, typer.Option("--tag-despite-acceptance", help="Tag the release even if hidden acceptance tests fail (and report it).")
@@ -101,7 +113,10 @@ def demo(
     max_tokens: MaxTokensOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
-    """Run the bundled example with its scripted model: no network or API key needed."""
+    """Run the bundled example on its scripted model.
+
+    No network or API key needed; everything but the model is real (git, Docker, pytest).
+    """
     settings = settings_for(
         config, max_parallel=max_parallel, workspaces=workspaces, approve=_gates(approve),
         budget=_budget(max_tokens, None, None),
@@ -133,7 +148,11 @@ def resume(
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
-    """Continue a stopped run (paused, crashed, killed) from its last checkpoint."""
+    """Continue a stopped run from its last checkpoint.
+
+    A run that paused, crashed or was killed goes on where it stopped; raise a limit
+    that paused it with --max-tokens, --max-cost or --max-wall.
+    """
     opened = _open(
         run, config, workspaces, allow_weaker_sandbox, max_parallel=max_parallel, max_attempts=max_attempts,
         max_tokens=max_tokens, max_cost_usd=max_cost, max_wall_s=max_wall,
@@ -157,7 +176,7 @@ def _answer(
 @user_errors
 def approve_run(
     run: RunArg,
-    comment: Annotated[str, typer.Option("--comment", help="A note recorded with the decision.")] = "",
+    comment: Annotated[str, typer.Option("--comment", metavar="TEXT", help="A note recorded with the decision.")] = "",
     allow_weaker_sandbox: WeakerOpt = False,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
@@ -169,14 +188,19 @@ def approve_run(
 @user_errors
 def reject_run(
     run: RunArg,
-    comment: Annotated[str, typer.Option("--comment", help="What to change: goes back to the role as feedback.")],
+    comment: Annotated[
+        str, typer.Option("--comment", metavar="TEXT", help="What to change: goes back to the role as feedback.", show_default=False)
+    ],
     allow_weaker_sandbox: WeakerOpt = False,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
-    """Reject the plan or release a run is waiting at; the role redoes it with your comment."""
+    """Reject the plan or release a run waits at.
+
+    The role that wrote it does it again, with your comment as feedback.
+    """
     if not comment.strip():
-        raise ConfigError("a rejection needs a comment", "say what to change with --comment")
+        raise UsageMistake("a rejection needs a comment", "say what to change with --comment")
     _answer(run, "reject", comment, config, workspaces, allow_weaker_sandbox)
 
 
@@ -195,16 +219,40 @@ def runs(config: ConfigOpt = None, workspaces: WorkspacesOpt = None) -> None:
     if not records:
         console.print(plain(f"no runs in {folder}"))
         return
-    table = Table(header_style="bold", box=None, pad_edge=False)
-    for col in ("run", "status", "spec", "tickets", "left to do"):
-        table.add_column(col, no_wrap=col != "left to do")
+    rows: list[tuple[str, str, str, str, str]] = []
     for r in records:
         status = r.status if r.status != "running" or r.is_live() else "stopped (crashed)"
         tickets = checkpoint_values(RunPaths(run_dir=folder / r.run_id)).get("tickets") or {}
         merged = sum(1 for t in tickets.values() if t.status.value == "merged")
-        open_ = [t.id for t in tickets.values() if t.status.value in ("todo", "in_progress", "passed")]
-        left = f"approve the {r.awaiting.get('gate')}" if r.awaiting else (r.paused_reason or "")
-        if open_:
-            left = (left + "; " if left else "") + f"{len(open_)} tickets: {', '.join(open_)}"
-        table.add_row(plain(r.run_id), status, plain(r.spec_title), f"{merged}/{len(tickets)} merged", plain(left or "-"))
-    console.print(table)
+        rows.append((clean(r.run_id), status, f"{merged}/{len(tickets)} merged", clean(r.spec_title),
+                     _why(r, list(tickets.values()))))
+    widths = [max(len(row[i]) for row in [("run", "status", "tickets", "spec", ""), *rows]) for i in range(3)]
+
+    def line(cells: tuple[str, ...], style: str = "") -> Text:
+        head = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False))
+        return Text(f"{head}  {cells[3]}", style=style, no_wrap=True, overflow="ellipsis")
+
+    console.print(line(("run", "status", "tickets", "spec"), "bold"))
+    for row in rows:
+        console.print(line(row[:4]))
+        if row[4]:
+            # Why it failed or paused, or what it waits for: on its own line, wrapped under itself.
+            console.print(Padding(plain(row[4], style="red" if row[1] == "failed" else "yellow"), (0, 0, 0, 2)))
+
+
+def _why(record: Any, tickets: list[Any]) -> str:
+    """One line on a run: why it failed or paused, what it waits for, which tickets are open or lost."""
+    lost = [f"{t.id} {t.status.value}: {t.failure_reason}" for t in tickets if t.status.value in ("failed", "blocked")]
+    open_ = [t.id for t in tickets if t.status.value in ("todo", "in_progress", "passed")]
+    parts: list[str] = []
+    if record.status == "failed":
+        parts.append(record.failure or "failed without a recorded reason")
+    elif record.awaiting:
+        parts.append(f"approve or reject the {record.awaiting.get('gate')}")
+    elif record.paused_reason:
+        parts.append(f"paused: {record.paused_reason}")
+    if record.status == "partial" and lost:
+        parts.append("; ".join(lost))
+    if open_ and record.status not in ("failed", "done", "partial"):
+        parts.append(f"{len(open_)} tickets open: {', '.join(open_)}")
+    return "; ".join(parts)
