@@ -10,14 +10,20 @@ Times come from the events, not from the export: spans describe when things
 happened. Attribute names follow the OpenTelemetry GenAI semantic conventions
 (development status; checked against semantic-conventions-genai in 2026):
 ``gen_ai.provider.name`` replaced ``gen_ai.system``, which is still set for
-backends that read only the older name.
+backends that read only the older name. Endpoints speak the OpenAI API, so their
+provider is ``openai``; the scripted and replayed models, which call no provider,
+are ``macrohard.scripted`` and ``macrohard.replay`` (the conventions allow names of
+one's own for systems they do not list).
 
 Needs the optional extra: ``pip install 'macrohard[otel]'``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +38,23 @@ if TYPE_CHECKING:
 INSTRUMENTATION_SCOPE = "macrohard.transcript.otel"
 # Every model endpoint macrohard talks to speaks the OpenAI API.
 PROVIDER = "openai"
+SCRIPTED_PROVIDER = "macrohard.scripted"
+REPLAY_PROVIDER = "macrohard.replay"
 WORKFLOW = "macrohard"
+BATCH = 512  # spans per request to a collector
+
+
+def provider_name(model: str) -> str:
+    """gen_ai.provider.name for a model as the transcript names it ("scripted", "scripted (file)", "gpt-4.1")."""
+    if model == "scripted" or model.startswith("scripted "):
+        return SCRIPTED_PROVIDER
+    if model == "replay" or model.startswith(("replay ", "replay:")):
+        return REPLAY_PROVIDER
+    return PROVIDER
+
+
+class ExportFailed(MacrohardError):
+    """The collector did not take the spans."""
 
 # GenAI semantic-convention attribute names.
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
@@ -135,6 +157,8 @@ def _plan(events: list[Event]) -> _Plan:
             "macrohard.event_id": first.id,
         },
     )
+    started = next((e for e in events if e.kind == "run.started"), None)
+    run_provider = provider_name(str(started.data.get("model") or "")) if started is not None else PROVIDER
     open_sessions: dict[tuple[str | None, str | None, str | None], _Session] = {}
     attempts: dict[tuple[str | None, str | None, str | None], int] = {}
 
@@ -151,7 +175,7 @@ def _plan(events: list[Event]) -> _Plan:
         attempts[key] = attempts.get(key, 0) + 1
         attrs = {
             GEN_AI_OPERATION_NAME: "invoke_agent",
-            GEN_AI_PROVIDER_NAME: PROVIDER,
+            GEN_AI_PROVIDER_NAME: run_provider,
             GEN_AI_AGENT_NAME: role or "agent",
             GEN_AI_CONVERSATION_ID: f"{event.run_id}/{role}/{task}/{attempts[key]}",
             **_common(event),
@@ -185,11 +209,13 @@ def _plan(events: list[Event]) -> _Plan:
             request = session.request
             began = request.ts if request is not None else event.ts - float(d.get("latency_s") or 0.0)
             model = str(d.get("model") or "unknown")
+            provider = provider_name(model)
+            session.span.attributes[GEN_AI_PROVIDER_NAME] = provider  # the agent's model, as it answered
             usage = d.get("usage") or {}
             attrs = {
                 GEN_AI_OPERATION_NAME: "chat",
-                GEN_AI_PROVIDER_NAME: PROVIDER,
-                GEN_AI_SYSTEM: PROVIDER,
+                GEN_AI_PROVIDER_NAME: provider,
+                GEN_AI_SYSTEM: provider,
                 # The request event does not record the model asked for; the answer's is the best known.
                 GEN_AI_REQUEST_MODEL: model,
                 GEN_AI_RESPONSE_MODEL: model,
@@ -312,3 +338,66 @@ def span_exporter(endpoint: str | None) -> SpanExporter:
             hint="pip install 'macrohard[otel]'",
         ) from exc
     return OTLPSpanExporter(endpoint=endpoint)
+
+
+@contextmanager
+def _exporter_log() -> Iterator[list[str]]:
+    """What the exporter logs (retries, the error it gave up on), kept instead of printed."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("opentelemetry.exporter")
+    handler, propagate = Keep(level=logging.DEBUG), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _cause(said: list[str]) -> str:
+    """The most telling thing the exporter said: an OS error ("Connection refused"), else its last words."""
+    for message in reversed(said):
+        if found := re.search(r"\[Errno -?\d+\] ([^\"'()]+)", message):
+            return found.group(1).strip()
+    last = " ".join(said[-1].split()) if said else "it gave no reason"
+    return last if len(last) <= 200 else last[:200] + " …"
+
+
+def send_run(events: Iterable[Event], exporter: SpanExporter, where: str = "the collector") -> int:
+    """Export a run's spans through `exporter`, in batches; raise ExportFailed unless every batch was taken.
+
+    The SDK's batching processor only logs a failed export: a run sent to a collector
+    that is not there would look sent. So the spans are built in memory first, then
+    handed to the exporter here, and its answer is checked.
+    """
+    _otel()
+    from opentelemetry.sdk.trace import TracerProvider as SdkProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    built = InMemorySpanExporter()
+    provider = SdkProvider()
+    provider.add_span_processor(SimpleSpanProcessor(built))
+    count = export_run(events, provider)
+    spans = list(built.get_finished_spans())
+    sent = 0
+    with _exporter_log() as said:
+        try:
+            for start in range(0, len(spans), BATCH):
+                batch = spans[start : start + BATCH]
+                if exporter.export(batch) != SpanExportResult.SUCCESS:
+                    raise ExportFailed(
+                        f"{where} did not take the spans ({sent} of {count} sent): {_cause(said)}",
+                        "check that an OpenTelemetry collector takes OTLP/HTTP at that URL; it is usually http://HOST:4318/v1/traces",
+                    )
+                sent += len(batch)
+        finally:
+            exporter.shutdown()
+    return count
+
