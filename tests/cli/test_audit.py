@@ -218,3 +218,36 @@ def test_on_an_80_column_terminal_a_long_line_wraps_under_its_description(tmp_pa
     indent = first.index("product_manager:")
     assert all(line[:indent].strip() == "" for line in rest)  # ...under the description, never back to column 0
     assert all(len(line.rstrip()) <= 80 for line in (first, *rest))
+
+
+def test_trace_to_a_collector_that_refuses_the_spans_fails_in_one_line(run_dir):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+    try:
+        result = runner.invoke(app, ["trace", "r1", "--endpoint", endpoint])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: the collector at {endpoint} did not take the spans (0 of ") and "exported" not in line
+
+
+def test_trace_to_the_console_says_how_many_spans(run_dir):
+    result = runner.invoke(app, ["trace", "r1"])
+    assert result.exit_code == 0 and '"name": "invoke_workflow macrohard"' in result.stdout
+    assert result.stderr.strip().startswith("exported ") and result.stderr.strip().endswith(" spans")
