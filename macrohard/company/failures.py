@@ -10,7 +10,11 @@ from macrohard.models import Ticket
 
 
 def describe_failure(error: BaseException) -> str:
-    """What stopped a run: never a bare exit status ("1") or an exception's bare name."""
+    """What stopped a run, on one line: never a bare exit status ("1") or an exception's bare name."""
+    return " ".join(_sentence(error).split())
+
+
+def _sentence(error: BaseException) -> str:
     if isinstance(error, MacrohardError):
         return str(error)
     if isinstance(error, SystemExit):
