@@ -119,7 +119,8 @@ def test_ctrl_c_pauses_after_the_current_step_and_twice_stops_at_once(tmp_path, 
     proc = macrohard(tmp_path, "run", str(DEMO / "spec.md"), "--script", str(script))
     wait_for(tmp_path, lambda e: e["kind"] == "node" and e["data"].get("node") == "engineer")
     os.killpg(proc.pid, signal.SIGINT)
-    out = finish(proc)
+    out = proc.communicate(timeout=180)[0].decode()
+    assert proc.returncode == 4, out  # paused: README, Exit codes
     run = run_folder(tmp_path)
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "paused" and "Ctrl-C" in record["paused_reason"], out

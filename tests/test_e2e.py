@@ -1,6 +1,7 @@
 """`macrohard demo` end to end: real LangGraph, git, Docker sandboxes and pytest; scripted model."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,7 +22,7 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["demo", "--workspaces", "ws"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "done" in result.output and "release v0.1.0" in result.output
+    assert "done" in result.output and "release:    v0.1.0" in result.output
     (run_dir,) = (tmp_path / "ws").iterdir()
     run_id = run_dir.name
 
@@ -47,7 +48,7 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     with provider.start(run_dir / "repo", labels={"macrohard.run": "e2e-check"}) as box:
         rerun = box.exec("python3 -m pytest -q -p no:cacheprovider")
     assert rerun.exit_code == 0, rerun.output
-    assert "7 passed" in rerun.output
+    assert "12 passed" in rerun.output
 
     # Nothing of the run is left running.
     assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run_id}"}) == []
@@ -60,15 +61,15 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
 
     # blame: a line of the product leads to the model answer that wrote it.
     blamed = CliRunner().invoke(
-        app, ["blame", run_id, "textstats/freq.py:11", "--workspaces", "ws", "--json"], catch_exceptions=False
+        app, ["blame", run_id, "textstats/freq.py:20", "--workspaces", "ws", "--json"], catch_exceptions=False
     )
     assert blamed.exit_code == 0, blamed.output
     found = json.loads(blamed.output)
-    assert "WORD.findall" in found["text"]
+    assert "Counter(words(text))" in found["text"]
     assert found["commit"]["trailers"]["Macrohard-Ticket"] == "T-2"
     answer = next(e for e in events if e.id == found["answer"]["event_id"])
     assert answer.kind == "model.response" and answer.role == "engineer"
-    assert any("WORD.findall" in c["arguments"] for c in answer.data["message"]["tool_calls"])
+    assert any("Counter(words(text))" in c["arguments"] for c in answer.data["message"]["tool_calls"])
 
     # trace: the run reaches an OpenTelemetry collector over OTLP/HTTP.
     received: list[bytes] = []
@@ -90,4 +91,6 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     finally:
         server.shutdown()
     assert traced.exit_code == 0, traced.output
+    exported = re.search(rf"exported (\d+) spans to {re.escape(endpoint)}", traced.output)
+    assert exported and int(exported.group(1)) > len(responses)
     assert received and b"chat scripted" in b"".join(received) and b"gen_ai.usage.input_tokens" in b"".join(received)

@@ -18,6 +18,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+# A budget's pause reason (macrohard.control) names the budget; resuming needs its flag raised.
+BUDGET_FLAGS = {"token budget": "--max-tokens", "cost budget": "--max-cost", "time budget": "--max-wall"}
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -52,12 +55,13 @@ def print_summary(console: Console, summary: Any) -> None:
     if summary.failure:
         console.print(label("failure:", "red", summary.failure))
     cost = f" · ${summary.cost_usd:.4f}" if summary.cost_usd else ""
+    # Lines that fit 80 columns: a terminal wraps a longer one back to column 0.
     console.print(
         f"commits {summary.commits} · model calls {summary.model_calls} · tokens {summary.usage.prompt_tokens} in, "
-        f"{summary.usage.completion_tokens} out{cost} · wall time {summary.wall_s:.1f}s"
-        + (f" · release {summary.release_tag}" if summary.release_tag else ""),
+        f"{summary.usage.completion_tokens} out{cost}",
         highlight=False, markup=False,
     )
+    console.print(f"wall time {summary.wall_s:.1f}s", highlight=False, markup=False)
     if summary.put_back:
         shown = ", ".join(summary.put_back[:6]) + (f" and {len(summary.put_back) - 6} more" if len(summary.put_back) > 6 else "")
         console.print(label("put back:", "yellow", f"{shown} (outside their territory or holding a secret; "
@@ -67,15 +71,17 @@ def print_summary(console: Console, summary: Any) -> None:
         accepted = (f" · hidden acceptance tests {release['acceptance_passed']}/{release['acceptance_total']} passed"
                     if release.get("acceptance_total") is not None else "")
         console.print(plain(f"release:    {release['tag']} on {str(release['sha'])[:12]} · final suite "
-                            f"{release.get('suite_tests', 0)} tests passed{accepted}"))
+                            f"{release.get('suite_tests', 0)} tests passed{accepted}"), soft_wrap=False)
     console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
     if summary.status == "paused":
         console.print(label("paused:", "yellow", summary.paused_reason))
-        console.print(f"resume it:  macrohard resume {summary.run_id}   (raise a limit with --max-tokens, --max-cost, --max-wall)",
-                      highlight=False, markup=False)
+        limit = next((flag for budget, flag in BUDGET_FLAGS.items() if budget in (summary.paused_reason or "")), None)
+        console.print(f"resume it:  macrohard resume {summary.run_id}", highlight=False, markup=False)
+        if limit:
+            console.print(f"            (raise the limit with {limit} on resume)", highlight=False, markup=False)
     elif summary.status == "awaiting_approval":
         gate = (summary.awaiting or {}).get("gate")
         console.print(approval_panel(summary.awaiting or {}, f"waiting for approval of the {gate}"))
-        console.print(f"answer it:  macrohard approve {summary.run_id}   or   macrohard reject {summary.run_id} --comment TEXT",
-                      highlight=False, markup=False)
+        console.print(f"answer it:  macrohard approve {summary.run_id}", highlight=False, markup=False)
+        console.print(f"        or  macrohard reject {summary.run_id} --comment TEXT", highlight=False, markup=False)
     console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False, markup=False)

@@ -13,6 +13,7 @@ retried, told why; when no session finishes, the run stops resumable with the re
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
@@ -63,11 +64,17 @@ def plan_problems(tickets: list[Ticket], max_tickets: int) -> list[str]:
     return problems
 
 
-def imply_dependencies(tickets: list[Ticket]) -> tuple[list[Ticket], list[ImpliedDependency]]:
-    """The tickets with a dependency added wherever two that could run at once name the same files."""
+def imply_dependencies(
+    tickets: list[Ticket], changeable: Callable[[str], bool] = lambda path: True
+) -> tuple[list[Ticket], list[ImpliedDependency]]:
+    """The tickets with a dependency added wherever two that could run at once name the same files.
+
+    Only files `changeable` says a ticket's roles may change count: two tickets that both
+    cite the PRD do not collide.
+    """
     ordered = list(tickets)
     implied: list[ImpliedDependency] = []
-    files = {t.id: named_files(t) for t in ordered}
+    files = {t.id: {f for f in named_files(t) if changeable(f)} for t in ordered}
     for i, later in enumerate(ordered):
         for earlier in ordered[:i]:
             shared = sorted(files[later.id] & files[earlier.id])
@@ -133,7 +140,9 @@ class PlanningStage(CompanyParts):
         return self._agent(PM, tools, "plan", prompt, attempt=attempt)
 
     def _accept(self, state: CompanyState, planned: list[Ticket], result: AgentResult, attempt: int) -> CompanyState:
-        tickets, implied = imply_dependencies(planned)
+        tickets, implied = imply_dependencies(
+            planned, lambda path: self.guard.allows("engineer", path) or self.guard.allows("tester", path)
+        )
         root = self.workspace.repo_dir
         title = f"Plan: PRD and {len(tickets)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
         sha, _ = self._commit(root, PM, title, result, None, attempt)

@@ -27,7 +27,11 @@ def _files_block(relevant: list[str], total: int) -> str:
 
 
 def plan_prompt(spec: Spec, feedback: str | None = None, unfinished: str | None = None) -> str:
-    prompt = f"Here is the spec from the customer.\n\n# {spec.title}\n\n{spec.text.strip()}\n"
+    text = spec.text.strip()
+    # The title comes from the spec's first heading when it has one: say it once.
+    headed = any(line.startswith("#") and line.lstrip("# ").strip() == spec.title for line in text.splitlines())
+    title = "" if headed else f"# {spec.title}\n\n"
+    prompt = f"Here is the spec from the customer.\n\n{title}{text}\n"
     if feedback:
         prompt += (
             "\nYour previous plan was rejected with this comment:\n\n"

@@ -28,6 +28,7 @@ from langgraph.types import Command
 from pydantic import BaseModel
 
 from macrohard.agent.tools import TOOL_NAMES
+from macrohard.company.failures import describe_failure, why_no_ticket_landed
 from macrohard.company.graph import Company, compile_graph
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.config import ModelSettings, SandboxSettings, Settings
@@ -50,8 +51,9 @@ CHECKPOINT_TYPES = [
     ("macrohard.models", "Dispute"),
 ]
 
-# Called at a gate with its payload ({"gate", "summary"}); returns the person's decision.
-Decide = Callable[[dict[str, Any]], ApprovalDecision]
+# Called at a gate with its payload ({"gate", "summary"}); returns the person's decision,
+# or None to leave the run waiting at the gate (the person went away without answering).
+Decide = Callable[[dict[str, Any]], ApprovalDecision | None]
 
 
 class RunPaths(BaseModel):
@@ -133,7 +135,14 @@ class RunSummary(BaseModel):
 def load_spec(path: Path) -> Spec:
     if not path.is_file():
         raise ConfigError(f"spec file {path} does not exist", "give the path of a Markdown file describing what to build")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    data = path.read_bytes()
+    try:
+        # A NUL byte is never in text: an image or an archive would otherwise go to the model as tokens of garbage.
+        text = "" if b"\x00" in data else data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if data.strip() and not text:
+        raise ConfigError(f"spec file {path} is not UTF-8 text", "give a Markdown (or plain text) file describing what to build")
     if not text.strip():
         raise ConfigError(f"spec file {path} is empty", "write what you want built in it, then run again")
     title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), path.stem)
@@ -308,7 +317,7 @@ class CompanyRun:
         record = self.record
         assert record is not None
         if resuming:
-            self._check_resumable(record, decision)
+            self.check_resumable(decision)
             weaker = self._weaker_sandbox()
         key_variables = {self.settings.model_for(role.name, role.model).api_key_env for role in self.roles.values()}
         key_variables |= set(self.settings.secrets.env)
@@ -371,13 +380,16 @@ class CompanyRun:
                 gates = state.get("__interrupt__") or []
                 if not gates:
                     record.status, record.failure = str(state.get("status", "failed")), state.get("failure")
+                    if record.status == "failed" and not record.failure:
+                        record.failure = why_no_ticket_landed(state.get("tickets") or {})
                     break
                 payload = dict(gates[0].value)
                 transcript.append("approval.requested", gate=payload["gate"])
-                if decide is None:
+                answer = decide(payload) if decide is not None else None
+                if answer is None:
                     record.status, record.awaiting = "awaiting_approval", payload
                     break
-                graph_input = Command(resume=decide(payload).model_dump())
+                graph_input = Command(resume=answer.model_dump())
         except RunPaused as e:
             record.status, record.paused_reason = "paused", e.reason
             transcript.append("run.paused", reason=e.reason, spent=control.spent.model_dump())
@@ -386,7 +398,7 @@ class CompanyRun:
             transcript.append("run.paused", reason=record.paused_reason, spent=control.spent.model_dump())
             raise
         except BaseException as e:
-            record.status, record.failure = "failed", str(e) or type(e).__name__
+            record.status, record.failure = "failed", describe_failure(e)
             transcript.append("run.failed", error=record.failure, error_type=type(e).__name__)
             raise
         finally:
@@ -400,16 +412,25 @@ class CompanyRun:
         tickets: dict[str, Ticket] = state.get("tickets") or self._checkpoint_tickets()
         return summarize(self.paths, record, tickets, time.monotonic() - started, state.get("release"), self.settings)
 
-    def _check_resumable(self, record: RunRecord, decision: ApprovalDecision | None) -> None:
+    def check_resumable(self, decision: ApprovalDecision | None = None) -> None:
+        """Raise ConfigError, saying why, unless this opened run can go on (answering `decision`, if given)."""
+        record = self.record
+        if record is None:
+            return  # a new run: nothing to check
         if record.is_live():
             raise ConfigError(f"run {self.run_id} is still running", "wait for it, or stop it with Ctrl-C first")
         ended = record.status in ("done", "partial") or (
             record.status == "failed" and any(e.kind == "run.finished" for e in read_events(self.paths.transcript))
         )
-        if ended:
-            raise ConfigError(f"run {self.run_id} is {record.status} and has ended; there is nothing to resume")
+        how = f"{record.status} and has ended" + (f" ({record.failure})" if record.failure and record.status == "failed" else "")
         if decision is not None and record.status != "awaiting_approval":
-            raise ConfigError(f"run {self.run_id} is not waiting for an approval (it is {record.status})")
+            raise ConfigError(
+                f"run {self.run_id} is not waiting for an approval: it is {how if ended else record.status}",
+                "`macrohard runs` shows which runs wait for one",
+            )
+        if ended:
+            raise ConfigError(f"run {self.run_id} is {how}; there is nothing to resume",
+                              f"`macrohard audit {self.run_id}` shows what it did; start a new run with `macrohard run`")
         if decision is None and record.status == "awaiting_approval":
             gate = (record.awaiting or {}).get("gate", "?")
             raise ConfigError(

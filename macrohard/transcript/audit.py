@@ -1,16 +1,32 @@
 """Audit views over a transcript: a timeline and totals by role and ticket.
 
 They read only the transcript, so an audit shows what was recorded, nothing else.
+Every event that counts towards the run's totals counts in exactly one row by role
+and one row by ticket, so each table adds up to the total: what no role did (the
+orchestrator starting and stopping sandboxes) is the orchestrator's, and what served
+no ticket (planning, main's suite, the release) is in the "(no ticket)" row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from macrohard.config import ModelPrice
+from macrohard.transcript.describe import describe
 from macrohard.transcript.log import Event
+
+ROLELESS = "orchestrator"  # the row of events no role wrote
+NO_TICKET = "(no ticket)"  # the row of events that served no ticket
+
+
+def role_of(event: Event) -> str:
+    return event.role or ROLELESS
+
+
+def ticket_of(event: Event) -> str:
+    return event.ticket or NO_TICKET
 
 
 class Totals(BaseModel):
@@ -25,6 +41,14 @@ class Totals(BaseModel):
     commits: int = 0
     cost_usd: float = 0.0
     unpriced_calls: int = 0  # model calls whose model has no price in the config
+
+    @field_serializer("model_latency_s", "sandbox_s")
+    def _seconds(self, value: float) -> float:
+        return round(value, 3)  # sums of floats: 20.880000000000003 is noise
+
+    @field_serializer("cost_usd")
+    def _dollars(self, value: float) -> float:
+        return round(value, 6)
 
     def add(self, event: Event, prices: Mapping[str, ModelPrice] | None = None) -> None:
         d = event.data
@@ -64,104 +88,82 @@ class TimelineEntry(BaseModel):
 
 class AuditReport(BaseModel):
     run_id: str | None
-    events: int
+    events: int  # the events selected
+    run_events: int = 0  # the events in the whole transcript
     started: float | None
     ended: float | None
-    status: str | None
+    status: str | None  # how the run stands, from the whole transcript, whatever was selected
     totals: Totals = Field(default_factory=Totals)
     by_role: dict[str, Totals] = Field(default_factory=dict)
     by_ticket: dict[str, Totals] = Field(default_factory=dict)
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 
-def describe(event: Event) -> str:
-    """One line saying what happened."""
-    d = event.data
-    match event.kind:
-        case "model.response":
-            calls = [c["name"] for c in d.get("message", {}).get("tool_calls", [])]
-            u = d.get("usage", {})
-            what = f"calls {', '.join(calls)}" if calls else "answers"
-            return f"step {d.get('step')}: {what} ({u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {d.get('latency_s', 0):.2f}s)"
-        case "tool.call":
-            return f"{d.get('tool')} {'ok' if d.get('ok') else 'error'}: {str(d.get('result', ''))[:80]!r}"
-        case "sandbox.exec":
-            status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
-            return f"$ {d.get('command')} -> {status} in {d.get('duration_s', 0):.2f}s"
-        case "git.commit" | "git.merge":
-            what = d.get("message") or ("" if d.get("sha") else d.get("detail", ""))
-            return f"{str(d.get('sha') or '')[:10]} {what}".strip()
-        case "verdict" | "main.suite" | "final.suite" | "acceptance":
-            counts = f"{d.get('tests', 0)} tests, {d.get('failures', 0)} failed, {d.get('errors', 0)} errors, {d.get('skipped', 0)} skipped"
-            why = f": {d['reason']}" if d.get("reason") else ""
-            return f"{'pass' if d.get('passed') else 'FAIL'} ({counts}){why}"
-        case "verdict.base":
-            hollow = d.get("pass_on_base") or []
-            return f"{len(d.get('new_tests') or [])} new tests on the base: " + (
-                f"{len(hollow)} pass without the change" if hollow else "all fail without the change, as they must")
-        case "territory.put_back":
-            return f"put back outside {event.role}'s territory: {', '.join(d.get('files') or [])}"
-        case "secret.refused":
-            return f"refused a secret in: {', '.join(d.get('files') or {})}"
-        case "worktree.scrubbed":
-            return f"removed before host git ran: {', '.join(d.get('removed') or [])}"
-        case "dispute" | "dispute.ruling":
-            ruled = f" -> {d.get('ruling')} by {d.get('ruled_by')}" if event.kind == "dispute.ruling" else ""
-            return f"{d.get('id')} on {d.get('test')}: {str(d.get('reason'))[:60]}{ruled}"
-        case "node":
-            return str(d.get("node"))
-        case "run.finished":
-            return f"status {d.get('status')}"
-        case _:
-            keys = ", ".join(f"{k}={str(v)[:40]}" for k, v in d.items() if k not in {"messages", "tickets"})
-            return keys[:120]
-
-
 class EventFilter(BaseModel):
-    role: str | None = None
-    ticket: str | None = None
+    role: str | None = None  # "orchestrator" also matches the events no role wrote
+    ticket: str | None = None  # "(no ticket)" matches the events that served none
     kind: str | None = None  # a kind or its prefix: "model" matches model.request and model.response
     since_s: float | None = None  # seconds after the run started
     until_s: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.model_dump(exclude_none=True))
+
+    def shows_requests(self) -> bool:
+        """Whether model.request events belong on the timeline: only when asked for by kind."""
+        return self.kind in ("model", "model.request")
+
+    def matches(self, event: Event, offset_s: float) -> bool:
+        return not (
+            (self.role is not None and role_of(event) != self.role)
+            or (self.ticket is not None and ticket_of(event) != self.ticket)
+            or (self.kind is not None and not (event.kind == self.kind or event.kind.startswith(self.kind + ".")))
+            or (self.since_s is not None and offset_s < self.since_s)
+            or (self.until_s is not None and offset_s > self.until_s)
+        )
 
     def select(self, events: Iterable[Event]) -> Iterator[Event]:
         start: float | None = None
         for e in events:
             start = e.ts if start is None else start
-            offset = e.ts - start
-            if self.role is not None and e.role != self.role:
-                continue
-            if self.ticket is not None and e.ticket != self.ticket:
-                continue
-            if self.kind is not None and not (e.kind == self.kind or e.kind.startswith(self.kind + ".")):
-                continue
-            if self.since_s is not None and offset < self.since_s:
-                continue
-            if self.until_s is not None and offset > self.until_s:
-                continue
-            yield e
+            if self.matches(e, e.ts - start):
+                yield e
 
 
-def build_report(events: Iterable[Event], prices: Mapping[str, ModelPrice] | None = None) -> AuditReport:
+# How each of these events leaves the run; a later one overrides an earlier one.
+_STANDING = {"run.started": "unfinished", "run.resumed": "unfinished", "approval": "unfinished",
+             "run.paused": "paused", "approval.requested": "awaiting_approval", "run.failed": "failed"}
+
+
+def build_report(
+    events: Iterable[Event], prices: Mapping[str, ModelPrice] | None = None, where: EventFilter | None = None
+) -> AuditReport:
+    """Totals and timeline of the events `where` selects (all by default); the run's facts from all of them."""
     prices = prices or {}
+    where = where or EventFilter()
     report = AuditReport(run_id=None, events=0, started=None, ended=None, status=None)
     for event in events:
-        if event.kind == "model.request":
-            # Counted via its response; the request adds nothing to a timeline line.
-            report.events += 1
-            continue
-        report.events += 1
+        report.run_events += 1
         report.run_id = report.run_id or event.run_id
-        report.started = report.started or event.ts
+        report.started = report.started if report.started is not None else event.ts
         report.ended = event.ts
         if event.kind == "run.finished":
-            report.status = event.data.get("status")
+            report.status = str(event.data.get("status"))
+        elif event.kind in _STANDING:
+            report.status = _STANDING[event.kind]
+        if not where.matches(event, event.ts - report.started):
+            continue
+        report.events += 1
         report.totals.add(event, prices)
-        if event.role:
-            report.by_role.setdefault(event.role, Totals()).add(event, prices)
-        if event.ticket:
-            report.by_ticket.setdefault(event.ticket, Totals()).add(event, prices)
+        report.by_role.setdefault(role_of(event), Totals()).add(event, prices)
+        report.by_ticket.setdefault(ticket_of(event), Totals()).add(event, prices)
+        if event.kind == "model.request" and not where.shows_requests():
+            continue  # counted through its response; listed only when asked for
         report.timeline.append(
             TimelineEntry(id=event.id, ts=event.ts, kind=event.kind, role=event.role, ticket=event.ticket, summary=describe(event))
         )
+    # The row of events that served no ticket comes last.
+    if NO_TICKET in report.by_ticket:
+        report.by_ticket[NO_TICKET] = report.by_ticket.pop(NO_TICKET)
     return report

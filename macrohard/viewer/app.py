@@ -36,11 +36,12 @@ from macrohard.viewer.overview import (
     TimelineFilter,
     price_table,
 )
-from macrohard.viewer.pages import RunIndex, charts, commit_page, event_page, run_page
+from macrohard.viewer.pages import RunIndex, charts, commit_page, event_page, failure_of, run_page
 from macrohard.viewer.runs import EVENT_ID, NotFound, RunFolder, open_run
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 FILTER_MAX = 200
+REFRESH_S = 5  # how often the run list reloads while there is no run yet, or one is going on
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -202,7 +203,10 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def runs(request: Request) -> HTMLResponse:
-        return page(request, "runs.html", lines=index.lines(), workspaces=str(workspaces))
+        lines = index.lines()
+        # With no run yet, or one going on, the list reloads itself: new runs and statuses appear.
+        refresh = not lines or any(line.head.live for line in lines)
+        return page(request, "runs.html", lines=lines, workspaces=str(workspaces), refresh_s=REFRESH_S if refresh else None)
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run(
@@ -273,9 +277,10 @@ def _state(env: Environment, tail: Tail, folder: RunFolder, root: str) -> dict[s
     overview: Overview = tail.overview
     status = overview.status or "running"
     ctx: dict[str, Any] = {"root": root, "run_id": folder.id, "overview": overview, **charts(overview, folder.id, root)}
+    failure = failure_of(overview, folder.record()) if status == "failed" else None
     return {
         "status": env.get_template("_status.html").render(status=status, live=not overview.finished),
-        "banner": env.get_template("_banner.html").render(chain_break=tail.chain_break, bad_lines=[], **ctx),
+        "banner": env.get_template("_banner.html").render(chain_break=tail.chain_break, bad_lines=[], failure=failure, **ctx),
         "events": f"{overview.events:,}",
         "board": env.get_template("_board.html").render(ctx),
         "totals": env.get_template("_totals.html").render(ctx),

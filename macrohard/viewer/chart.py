@@ -34,13 +34,16 @@ class BarChart(BaseModel):
     label_w: int = LABEL_W
     row_h: int = ROW_H
     bars: list[Bar]
+    empty: str = "No model calls yet."  # what to say when there is no bar
 
     @property
     def height(self) -> int:
         return max(1, len(self.bars)) * self.row_h + 6
 
 
-def token_chart(title: str, tallies: Mapping[str, Tally], href: Callable[[str], str] | None = None) -> BarChart:
+def token_chart(
+    title: str, tallies: Mapping[str, Tally], href: Callable[[str], str] | None = None, empty: str = "No model calls yet."
+) -> BarChart:
     """Stacked prompt/completion bars, one per group that used any tokens, in the mapping's order."""
     used = [(name, t) for name, t in tallies.items() if t.tokens > 0]
     longest = max((t.tokens for _, t in used), default=0)
@@ -52,4 +55,4 @@ def token_chart(title: str, tallies: Mapping[str, Tally], href: Callable[[str], 
         )
         for i, (name, t) in enumerate(used)
     ]
-    return BarChart(title=title, bars=bars)
+    return BarChart(title=title, bars=bars, empty=empty)

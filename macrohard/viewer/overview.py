@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from pydantic import BaseModel, Field
 
 from macrohard.config import ModelPrice
-from macrohard.transcript.audit import Totals, describe
+from macrohard.transcript.audit import NO_TICKET, Totals, role_of, ticket_of
+from macrohard.transcript.describe import describe
 from macrohard.transcript.log import Event
 
 PriceTable = Mapping[str, ModelPrice]
@@ -66,6 +67,8 @@ class TicketCard(BaseModel):
     reason: str | None = None
     merge_sha: str | None = None
     last_event: str | None = None
+    role: str = ""  # who works on it now, as the console's progress shows: engineer, tester, verdict
+    step: int | None = None  # the model step that role is at
 
 
 class Row(BaseModel):
@@ -89,9 +92,10 @@ class TimelineFilter(BaseModel):
     kind: str | None = None  # a kind or its prefix, as `macrohard audit` takes it: "model" matches both model kinds
 
     def matches(self, event: Event) -> bool:
+        # As the totals group them: "orchestrator" is also what no role did, "(no ticket)" what served none.
         return (
-            (not self.role or event.role == self.role)
-            and (not self.ticket or event.ticket == self.ticket)
+            (not self.role or role_of(event) == self.role)
+            and (not self.ticket or ticket_of(event) == self.ticket)
             and (not self.kind or event.kind == self.kind or event.kind.startswith(self.kind + "."))
         )
 
@@ -130,15 +134,13 @@ class Overview(BaseModel):
         self.started = self.started if self.started is not None else event.ts
         self.ended = event.ts
         self.kinds.add(event.kind)
-        if event.role:
-            self.roles.add(event.role)
+        self.roles.add(role_of(event))
         self.total.count(event, prices)
         if event.kind == "model.response" and str(event.data.get("model")) not in prices:
             self.unpriced_models.add(str(event.data.get("model")))
-        if event.role:
-            self.by_role.setdefault(event.role, Tally()).count(event, prices)
-        if event.ticket:
-            self.by_ticket.setdefault(event.ticket, Tally()).count(event, prices)
+        # Every event in one row by role and one by ticket, so each table adds up to the total.
+        self.by_role.setdefault(role_of(event), Tally()).count(event, prices)
+        self.by_ticket.setdefault(ticket_of(event), Tally()).count(event, prices)
         self._board(event)
         if event.kind == "run.finished":
             self.status = str(event.data.get("status") or "finished")
@@ -169,20 +171,37 @@ class Overview(BaseModel):
         match event.kind:
             case "node" if d.get("node") in WORK_NODES:
                 card.status = "in_progress"
+                card.role, card.step = (str(d["node"]), None) if d.get("node") != "dispatch" else ("", None)
                 if d.get("node") == "engineer" and isinstance(d.get("attempt"), int):
                     card.attempts = d["attempt"]
+            case "model.response" if event.role:
+                card.role, card.step = event.role, d["step"] if isinstance(d.get("step"), int) else None
             case "verdict":
                 card.status = "passed" if d.get("passed") else "in_progress"
+                card.role, card.step = ("verdict", None) if not d.get("passed") else ("", None)
             case "merge.conflict":
-                card.status = "todo"
+                card.status, card.role, card.step = "todo", "", None
             case "main.suite" if not d.get("passed"):
-                card.status = "todo"
+                card.status, card.role, card.step = "todo", "", None
             case "git.merge":
-                card.status, card.merge_sha = "merged", _text(d.get("sha"))
+                card.status, card.merge_sha, card.role, card.step = "merged", _text(d.get("sha")), "", None
             case "ticket.failed":
-                card.status, card.reason = "failed", _text(d.get("reason"))
+                card.status, card.reason, card.role, card.step = "failed", _text(d.get("reason")), "", None
             case "ticket.blocked":
-                card.status, card.reason = "blocked", _text(d.get("reason"))
+                card.status, card.reason, card.role, card.step = "blocked", _text(d.get("reason")), "", None
+
+    def role_rows(self) -> list[tuple[str, Tally]]:
+        return sorted(self.by_role.items())
+
+    def ticket_rows(self) -> list[tuple[str, Tally]]:
+        return sorted(self.by_ticket.items(), key=lambda kv: ticket_order(kv[0]))
+
+    def kind_options(self) -> list[tuple[str, str]]:
+        """(value, label) for the kind filter: every kind, and each prefix that several kinds share."""
+        prefixes = {k.split(".")[0] for k in self.kinds if "." in k}
+        shared = {p for p in prefixes if sum(k.startswith(p + ".") for k in self.kinds) > 1}
+        options = [(k, k) for k in self.kinds] + [(p, f"{p}.*") for p in shared - self.kinds]
+        return sorted(options)
 
     def columns(self) -> list[tuple[str, str, list[TicketCard]]]:
         """(status, heading, cards) for every board column, cards in ticket order."""
@@ -196,31 +215,8 @@ class Overview(BaseModel):
 
 
 def summarize(event: Event) -> str:
-    """One line saying what happened: the audit's wording, plus the kinds it leaves raw."""
-    d = event.data
-    if event.kind == "model.request":
-        roles = [str(m.get("role")) for m in d.get("messages") or [] if isinstance(m, dict)]
-        return f"step {d.get('step')}: {len(roles)} new message(s) ({', '.join(roles)}), {d.get('n_messages', '?')} in all"
-    if event.kind == "run.started":
-        return f"{d.get('spec_title')} on {d.get('model')}"
-    if event.kind == "plan":
-        tickets = [t for t in d.get("tickets") or [] if isinstance(t, dict)]
-        return f"{len(tickets)} ticket(s): " + "; ".join(f"{t.get('id')} {t.get('title')}" for t in tickets)
-    if event.kind == "git.tag":
-        return f"{d.get('tag')} at {str(d.get('sha', ''))[:10]}"
-    if event.kind == "agent.finished":
-        return f"{d.get('reason')} after {d.get('steps')} step(s): {str(d.get('summary') or '')[:100]}"
-    if event.kind in ("ticket.failed", "ticket.blocked"):
-        return str(d.get("reason") or "")
-    if event.kind == "merge.conflict":
-        return "conflicts in " + ", ".join(map(str, d.get("conflicts") or []))
-    if event.kind == "run.failed":
-        return f"{d.get('error_type')}: {d.get('error')}"
-    try:
-        return describe(event)
-    except (AttributeError, TypeError, ValueError, KeyError):
-        # A hand-edited event can hold types the audit's wording does not expect.
-        return ", ".join(f"{k}={str(v)[:40]}" for k, v in d.items())[:160]
+    """One line saying what happened: the audit's wording."""
+    return describe(event)
 
 
 def row(event: Event, started: float | None, unverified: bool = False) -> Row:
@@ -238,5 +234,7 @@ def _text(value: object) -> str | None:
 
 
 def ticket_order(ticket_id: str) -> tuple[int, str]:
+    if ticket_id == NO_TICKET:
+        return (2**63, ticket_id)  # the row of what served no ticket comes last
     number = ticket_id.rsplit("-", 1)[-1]
     return (int(number) if number.isdigit() else 0, ticket_id)

@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
 
+from macrohard.company.run import RunRecord
+from macrohard.transcript.audit import NO_TICKET
 from macrohard.transcript.log import ChainBreak, Event, call_arguments
 from macrohard.viewer.chart import BarChart, token_chart
 from macrohard.viewer.gitread import Commit, CommitDiff, RepoReader
@@ -51,6 +53,9 @@ class RunHead(BaseModel):
     chain_break: ChainBreak | None
     bad_lines: list[int] = Field(default_factory=list)
     record_missing: bool = False
+    failure: str | None = None  # why a failed run failed, in one line
+    paused: str | None = None  # why a paused run paused
+    awaiting: str | None = None  # the gate a run waits at
 
 
 class RunLine(BaseModel):
@@ -119,7 +124,16 @@ def head_of(folder: RunFolder, transcript: Transcript, overview: Overview) -> Ru
         created=record.created_at if record else overview.started, ended=overview.ended if overview.finished else None,
         live=status == "running", events=len(transcript.events), chain_break=transcript.chain_break,
         bad_lines=transcript.bad_lines, record_missing=record is None,
+        failure=failure_of(overview, record) if status == "failed" else None,
+        paused=record.paused_reason if record and status == "paused" else None,
+        awaiting=str((record.awaiting or {}).get("gate")) if record and record.awaiting and status == "awaiting_approval" else None,
     )
+
+
+def failure_of(overview: Overview, record: RunRecord | None) -> str:
+    """A failed run's reason on one line: the transcript's, else run.json's."""
+    reason = overview.failure or (record.failure if record else None)
+    return " ".join(str(reason).split()) if reason else "no reason was recorded"
 
 
 def overview_of(transcript: Transcript, prices: PriceTable) -> Overview:
@@ -176,7 +190,7 @@ def run_page(folder: RunFolder, transcript: Transcript, prices: PriceTable, filt
     rows = [row(e, started, transcript.unverified(i)) for i, e in enumerate(transcript.events) if filt.matches(e)]
     return RunPage(
         head=head_of(folder, transcript, overview), overview=overview, rows=rows, filter=filt,
-        tickets=sorted({e.ticket for e in transcript.events if e.ticket}, key=ticket_order),
+        tickets=sorted({e.ticket or NO_TICKET for e in transcript.events}, key=ticket_order),
         commits=RepoReader(folder.repo).commits(), last_seq=transcript.events[-1].seq if transcript.events else 0,
         **charts(overview, folder.id, root),
     )
@@ -184,10 +198,12 @@ def run_page(folder: RunFolder, transcript: Transcript, prices: PriceTable, filt
 
 def charts(overview: Overview, run_id: str, root: str) -> dict[str, BarChart]:
     roles = dict(sorted(overview.by_role.items(), key=lambda kv: -kv[1].tokens))
-    tickets = dict(sorted(overview.by_ticket.items(), key=lambda kv: ticket_order(kv[0])))
+    tickets = dict(overview.ticket_rows())
+    empty = "No model calls yet." if not overview.finished else "No model calls."
     return {
-        "role_chart": token_chart("Tokens by role", roles, lambda r: f"{root}/runs/{run_id}?{urlencode({'role': r})}"),
-        "ticket_chart": token_chart("Tokens by ticket", tickets, lambda t: f"{root}/runs/{run_id}?{urlencode({'ticket': t})}"),
+        "role_chart": token_chart("Tokens by role", roles, lambda r: f"{root}/runs/{run_id}?{urlencode({'role': r})}", empty),
+        "ticket_chart": token_chart("Tokens by ticket", tickets, lambda t: f"{root}/runs/{run_id}?{urlencode({'ticket': t})}",
+                                    empty),
     }
 
 

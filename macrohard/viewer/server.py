@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from macrohard.config import ModelPrice
@@ -34,6 +36,27 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or ConfigError saying why not (the port is taken, the address is not ours)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"cannot listen on {host}: {getattr(e, 'strerror', None) or e}",
+                          "give an address of this machine with --host") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT, never one in use
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use", "stop what listens there, or pick another with --port N") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", "pick another --host or --port") from None
+    return sock
+
+
 def serve(
     workspaces: Path,
     host: str = DEFAULT_HOST,
@@ -43,12 +66,15 @@ def serve(
     allow_remote: bool = False,
     allowed_hosts: Sequence[str] = (),
     token: str | None = None,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Serve the viewer until interrupted.
 
     A host that is not a loopback address raises ConfigError (whose message is
     exposure_warning(host)) unless allow_remote is set; callers show the warning
-    either way.
+    either way. The workspaces folder need not hold a run yet, or exist: runs show
+    as they appear. The port is bound before `on_listening` is called (to announce
+    the URL), so a port in use is an error before anything is announced.
     """
     try:
         import uvicorn
@@ -60,8 +86,6 @@ def serve(
     warning = exposure_warning(host)
     if warning and not allow_remote:
         raise ConfigError(warning, "serve on 127.0.0.1, or pass --allow-remote if you mean it")
-    if not Path(workspaces).is_dir():
-        raise ConfigError(f"workspaces folder {workspaces} does not exist", "run `macrohard demo` or pass --workspaces")
     # Bound to loopback, only loopback names are answered (a guard against DNS rebinding).
     # Bound wider, only the names the user gave (a rebinding page gets no other), and
     # every request needs the token printed at start.
@@ -70,4 +94,11 @@ def serve(
                           "pass --allowed-host NAME (repeatable); `macrohard serve` prints the token")
     hosts = list(LOOPBACK_HOSTS) if warning is None else [*allowed_hosts, *LOOPBACK_HOSTS]
     app = create_app(Path(workspaces), prices, allowed_hosts=hosts, token=token if warning else None)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    sock = bind(host, port)
+    if on_listening is not None:
+        on_listening()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -9,7 +9,7 @@ runner = CliRunner()
 
 
 def invoke(*args: str):
-    result = runner.invoke(app, list(args), catch_exceptions=False)
+    result = runner.invoke(app, list(args), catch_exceptions=False, prog_name="macrohard")
     assert "Traceback" not in result.output
     return result
 
@@ -30,11 +30,31 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
-def test_every_command_has_help():
-    for args in (["--help"], ["run", "--help"], ["demo", "--help"], ["audit", "--help"],
-                 ["sandbox", "--help"], ["sandbox", "build", "--help"], ["sandbox", "prune", "--help"]):
-        result = invoke(*args)
-        assert result.exit_code == 0 and "Usage" in result.output
+COMMANDS = [[], ["run"], ["demo"], ["resume"], ["approve"], ["reject"], ["runs"], ["audit"], ["blame"], ["trace"],
+            ["serve"], ["sandbox"], ["sandbox", "build"], ["sandbox", "prune"], ["sandbox", "doctor"]]
+
+
+def test_every_command_has_help_in_words_not_python_types():
+    for command in COMMANDS:
+        for flag in ("--help", "-h"):
+            result = invoke(*command, flag)
+            assert result.exit_code == 0 and "Usage: macrohard" in result.output, (command, result.output)
+            text = result.output
+            for python in ("<bool>", "<str>", "<int", "<float", "<path>", "<list", "range", "x>=", "{"):
+                assert python not in text, (command, python, text)
+            # Every option says what it does.
+            options = [line for line in text.splitlines() if line.startswith("  -")]
+            assert options and all(len([part for part in line.split("  ") if part.strip()]) >= 2 for line in options), text
+    assert "Usage: macrohard run [OPTIONS] SPEC" in invoke("run", "-h").output
+    assert "Usage: macrohard blame [OPTIONS] RUN PATH[:LINE]" in invoke("blame", "-h").output
+    assert "--port PORT" in invoke("serve", "-h").output and "Port to listen on" in invoke("serve", "-h").output
+
+
+def test_the_version_is_printed():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output == f"macrohard {version('macrohard')}\n"
 
 
 def test_missing_spec(tmp_path):
@@ -91,37 +111,61 @@ def test_audit_of_an_unknown_run():
 
 
 def test_serve_refuses_a_public_address_without_allow_remote():
-    line = one_error_line(invoke("serve", "--host", "0.0.0.0"))
-    assert "--allow-remote" in line
+    result = invoke("serve", "--host", "0.0.0.0")
+    assert result.exit_code == 2  # a usage mistake, like every other
+    assert result.output.startswith("error: ") and "--allow-remote" in result.output
 
 
-def test_serve_answers_on_loopback(tmp_path):
+def free_port() -> int:
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_before_the_first_run_and_shows_runs_as_they_appear(tmp_path):
     import subprocess
     import sys
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert "there are no runs" in one_error_line(invoke("serve"))
-    (tmp_path / "workspaces").mkdir()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "macrohard.cli", "serve", "--port", str(port)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+
+    def page() -> str:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
-                    assert page.status == 200 and b"macrohard" in page.read().lower()
-                    break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                    assert answer.status == 200
+                    return answer.read().decode()
             except OSError:
                 assert time.monotonic() < deadline, proc.stdout.read1().decode() if proc.poll() is not None else "no answer"
                 time.sleep(0.2)
+
+    try:
+        assert "No runs yet" in page()
+        (tmp_path / "workspaces" / "r-1").mkdir(parents=True)
+        (tmp_path / "workspaces" / "r-1" / "transcript.jsonl").write_text("")
+        assert 'href="/runs/r-1"' in page()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    announced = proc.stdout.read().decode()
+    assert f"at http://127.0.0.1:{port}/" in announced and "no runs yet" in announced
+
+
+def test_serve_on_a_port_in_use_fails_before_announcing_a_url(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_error_line(invoke("serve", "--port", str(port)))
+    assert f"port {port} on 127.0.0.1 is in use" in line and "--port" in line
 
 
 def test_an_acceptance_folder_that_is_missing_or_empty_is_refused(tmp_path):

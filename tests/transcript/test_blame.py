@@ -44,11 +44,11 @@ def copy_run(run_dir: Path, dest: Path, drop: set[str]) -> Path:
 
 
 def test_a_line_leads_to_the_edit_in_the_answer_that_wrote_it(run_dir: Path, events: list[Event]) -> None:
-    n = line_of(run_dir, "textstats/freq.py", "WORD.findall")
+    n = line_of(run_dir, "textstats/freq.py", "Counter(words(text))")
     result = blame(run_dir, "textstats/freq.py", n)
     by_id = {e.id: e for e in events}
 
-    assert result.text is not None and "WORD.findall" in result.text
+    assert result.text is not None and "Counter(words(text))" in result.text
     assert result.commit is not None
     assert result.commit.role == "engineer" and result.commit.author == "engineer"
     assert result.commit.subject == "T-2: Most frequent words (attempt 2)"
@@ -59,7 +59,7 @@ def test_a_line_leads_to_the_edit_in_the_answer_that_wrote_it(run_dir: Path, eve
     # The precise answer is the edit_file call, not the closing summary the commit names.
     assert result.answer_source == "tool_call"
     assert result.tool_call is not None and result.tool_call.tool == "edit_file"
-    assert "WORD.findall" in json.loads(result.tool_call.arguments)["new"]
+    assert "Counter(words(text))" in json.loads(result.tool_call.arguments)["new"]
     assert by_id[result.tool_call.event_id].kind == "tool.call"
     assert result.answer is not None and result.answer.event_id != result.event.id
     answer = by_id[result.answer.event_id]
@@ -122,7 +122,7 @@ def test_a_whole_file_lists_the_commits_that_wrote_it(run_dir: Path) -> None:
 
 
 def test_paths_are_accepted_as_the_repo_and_the_sandbox_name_them(run_dir: Path) -> None:
-    n = line_of(run_dir, "textstats/freq.py", "WORD.findall")
+    n = line_of(run_dir, "textstats/freq.py", "Counter(words(text))")
     expected = blame(run_dir, "textstats/freq.py", n).tool_call
     for path in ("./textstats/freq.py", "/workspace/textstats/freq.py", str(run_dir / "repo" / "textstats/freq.py")):
         assert blame(run_dir, path, n).tool_call == expected
@@ -131,7 +131,7 @@ def test_paths_are_accepted_as_the_repo_and_the_sandbox_name_them(run_dir: Path)
 def test_without_a_matching_tool_call_the_answer_is_the_commit_cause(
     run_dir: Path, events: list[Event], tmp_path: Path
 ) -> None:
-    n = line_of(run_dir, "textstats/freq.py", "WORD.findall")
+    n = line_of(run_dir, "textstats/freq.py", "Counter(words(text))")
     writer = blame(run_dir, "textstats/freq.py", n).tool_call
     assert writer is not None
     copy = copy_run(run_dir, tmp_path / "run", drop={writer.event_id})
@@ -162,7 +162,7 @@ def test_unanswerable_questions_say_why(run_dir: Path, path: str, line: int, mes
 
 
 def test_an_event_missing_from_the_transcript_is_reported(run_dir: Path, tmp_path: Path) -> None:
-    n = line_of(run_dir, "textstats/freq.py", "WORD.findall")
+    n = line_of(run_dir, "textstats/freq.py", "Counter(words(text))")
     cause = blame(run_dir, "textstats/freq.py", n).event
     assert cause is not None
     copy = copy_run(run_dir, tmp_path / "run", drop={cause.id})
@@ -178,7 +178,7 @@ def test_a_folder_without_a_run_is_reported(tmp_path: Path) -> None:
 
 
 def test_render_shows_the_whole_chain(run_dir: Path) -> None:
-    n = line_of(run_dir, "textstats/freq.py", "WORD.findall")
+    n = line_of(run_dir, "textstats/freq.py", "Counter(words(text))")
     result = blame(run_dir, "textstats/freq.py", n)
     assert result.commit and result.answer and result.tool_call and result.event
     text = render_blame(result)

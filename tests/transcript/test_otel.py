@@ -97,7 +97,8 @@ def test_model_calls_carry_genai_attributes_and_event_times(events: list[Event],
         assert response.kind == "model.response" and request.kind == "model.request"
         assert span.kind == SpanKind.CLIENT
         assert span.name == f"chat {response.data['model']}"
-        assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "openai"
+        # The scripted model is no provider's: not "openai", as an endpoint's would be.
+        assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "macrohard.scripted"
         assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == response.data["model"]
         assert a["gen_ai.usage.input_tokens"] == response.data["usage"]["prompt_tokens"]
         assert a["gen_ai.usage.output_tokens"] == response.data["usage"]["completion_tokens"]
@@ -106,6 +107,7 @@ def test_model_calls_carry_genai_attributes_and_event_times(events: list[Event],
         agent = parent_of(span, spans)
         assert agent is not None and op(agent) == "invoke_agent"
         assert agent.attributes["gen_ai.agent.name"] == response.role
+        assert agent.attributes["gen_ai.provider.name"] == "macrohard.scripted"
         assert agent.attributes["macrohard.task"] == response.data["task"]
         assert agent.start_time <= span.start_time <= span.end_time <= agent.end_time
     assert sum(s.attributes["gen_ai.usage.input_tokens"] for s in chats) == sum(
@@ -194,3 +196,75 @@ def test_a_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, event
     with pytest.raises(MacrohardError) as caught:
         otel.export_run(events, object())  # type: ignore[arg-type]
     assert caught.value.hint is not None and "macrohard[otel]" in caught.value.hint
+
+
+def test_each_model_gets_its_provider_name() -> None:
+    assert otel.provider_name("scripted") == otel.provider_name("scripted (/x/script.yaml)") == "macrohard.scripted"
+    assert otel.provider_name("replay") == otel.provider_name("replay of 20261122-121040-be37") == "macrohard.replay"
+    assert otel.provider_name("gpt-4.1") == otel.provider_name("scripted-like-name") == "openai"
+
+
+class _Collector:
+    """A real OTLP/HTTP endpoint on loopback that answers every export with `status`."""
+
+    def __init__(self, status: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[bytes] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_spans_sent_to_a_collector_are_counted_only_when_it_takes_them(events: list[Event]) -> None:
+    collector = _Collector(200)
+    try:
+        count = otel.send_run(events, otel.span_exporter(collector.url))
+    finally:
+        collector.close()
+    assert count > 0 and collector.received and b"chat scripted" in b"".join(collector.received)
+
+
+@pytest.mark.parametrize("answer", ["refused", 400])
+def test_a_collector_that_is_not_there_or_refuses_is_an_error(events: list[Event], answer: object) -> None:
+    if answer == "refused":
+        import socket
+
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}/v1/traces"
+        collector = None
+    else:
+        collector = _Collector(int(answer))  # type: ignore[call-overload]
+        url = collector.url
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        # A short deadline: the exporter retries a refused connection until it passes.
+        with pytest.raises(otel.ExportFailed) as caught:
+            otel.send_run(events, OTLPSpanExporter(endpoint=url, timeout=1.5), f"the collector at {url}")
+    finally:
+        if collector is not None:
+            collector.close()
+    message = str(caught.value)
+    assert f"the collector at {url} did not take the spans (0 of " in message
+    assert "\n" not in message and "Traceback" not in message
+    if answer == "refused":
+        assert "Connection refused" in message

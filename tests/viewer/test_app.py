@@ -68,7 +68,7 @@ def test_the_timeline_filters_by_role_ticket_and_kind(web, demo_run):
     verdicts = web.get(f"/runs/{demo_run.run_id}", params={"ticket": "T-2", "kind": "verdict"}).text
     # A prefix: the two verdicts and the check of the passing one's tests on T-2's base.
     assert len(rows(verdicts)) == 3 == sum(1 for e in demo_run.events if e.ticket == "T-2" and e.kind.startswith("verdict"))
-    assert "pass (2 tests, 0 failed, 0 errors, 0 skipped)" in verdicts and "FAIL (2 tests, 1 failed, 0 errors, 0 skipped)" in verdicts
+    assert "pass (4 tests, 0 failed, 0 errors, 0 skipped)" in verdicts and "FAIL (4 tests, 2 failed, 0 errors, 0 skipped)" in verdicts
 
 
 def test_costs_show_when_a_price_table_is_given(demo_run):
