@@ -91,7 +91,7 @@ class ReadFile(FileTool):
     )
 
     class Args(BaseModel):
-        path: str
+        path: str = Field(description="file path relative to the workspace root")
         start: int | None = Field(None, ge=1, description="first line to show, counting from 1 (default 1)")
         end: int | None = Field(None, ge=1, description="last line to show, inclusive (default: as many as fit)")
 
@@ -147,8 +147,8 @@ class WriteFile(FileTool):
     )
 
     class Args(BaseModel):
-        path: str
-        content: str
+        path: str = Field(description="file path relative to the workspace root")
+        content: str = Field(description="the file's text (or, with append, the text to add)")
         append: bool = Field(False, description="add content to the end of the file (created if missing) instead of replacing it")
 
     def run(self, args: Args) -> str:
@@ -172,9 +172,9 @@ class EditFile(FileTool):
     description = "Replace one exact occurrence of `old` with `new` in a file of the workspace."
 
     class Args(BaseModel):
-        path: str
+        path: str = Field(description="file path relative to the workspace root")
         old: str = Field(description="text to find; it must occur exactly once")
-        new: str
+        new: str = Field(description="the text to put in its place")
 
     def run(self, args: Args) -> str:
         data, size = _read(self.fs.open(args.path)[0], MAX_EDIT_BYTES + 1)

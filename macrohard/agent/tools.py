@@ -34,7 +34,7 @@ class RunShell:
     )
 
     class Args(BaseModel):
-        command: str
+        command: str = Field(description="a shell command, run with sh in the workspace")
         timeout_s: float | None = Field(None, gt=0, description="seconds before the command is killed")
 
     def __init__(self, execute: Callable[[str, float | None], ExecResult]) -> None:
@@ -54,10 +54,10 @@ class AddTicket:
     )
 
     class Args(BaseModel):
-        title: str = Field(min_length=1)
-        description: str = Field(min_length=1)
-        acceptance_criteria: list[str] = Field(min_length=1)
-        depends_on: list[str] = Field(default_factory=list)
+        title: str = Field(min_length=1, description="a short name for the work")
+        description: str = Field(min_length=1, description="what to build, naming the files and functions")
+        acceptance_criteria: list[str] = Field(min_length=1, description="checks a test can make, one per item")
+        depends_on: list[str] = Field(default_factory=list, description="ids of earlier tickets this one builds on")
 
     def __init__(self, tickets: list[Ticket], limit: int | None = None) -> None:
         self.tickets = tickets

@@ -14,19 +14,27 @@ import json
 from typing import Any
 
 from macrohard.agent.disputes import DisputeTest, RuleDispute
-from macrohard.agent.tools import TOOL_NAMES, AddTicket, EditFile, ListFiles, ReadFile, RunShell, WriteFile
+from macrohard.agent.tools import (
+    TOOL_NAMES, AddTicket, EditFile, Finish, FinishPlan, ListFiles, ReadFile, RunShell, WriteFile,
+)
 from macrohard.llm.scripted import ScriptStep
 from macrohard.roles import default_roles_dir, load_roles
 
-TOOLS: list[Any] = [ListFiles, ReadFile, WriteFile, EditFile, RunShell, AddTicket, DisputeTest, RuleDispute]
+TOOLS: list[Any] = [ListFiles, ReadFile, WriteFile, EditFile, RunShell, AddTicket, DisputeTest, RuleDispute, Finish]
 
 # What each key of a step does; the page refuses to be written while the loader knows a key this does not.
 STEP_KEYS = {
-    "say": "the assistant's text (optional); a step with `say` and no `calls` ends the session",
+    "say": "the assistant's text (optional); a step with `say` and no `calls` is sent as a `finish` call with "
+           "`say` as its summary, so it ends the session",
     "calls": "tool calls, each `- TOOL: {ARGUMENTS}`; or `- {tool: TOOL, raw: 'TEXT'}` to send malformed arguments on purpose",
     "expect": "a text, or a list of texts, that must appear in what the model was sent since its last answer "
               "(tool results, or the task's prompt); otherwise the run stops, naming the step",
-    "end": "`true` ends the session after this step's calls",
+    "end": "`true` ends the script's session after this step's calls (for a session the agent ends some other "
+           "way, such as its step limit or a streak of failed calls)",
+    "announce": "`true`: a reply without calls that does not end the session (a model announcing its plan, or a "
+                "tool call written as JSON in `say`): the agent answers it with a reminder, or recovers the call",
+    "cut": "`true`: the answer was cut at the model's output limit; its last call is not run and the model is told "
+           "to write large files in parts",
 }
 
 ROLE_ORDER = ["product_manager", "engineer", "tester", "deployer"]
@@ -36,9 +44,10 @@ ROLE_DUTIES = {
     "product_manager": (
         "`plan`",
         [
-            "Call `add_ticket` at least once: a plan without tickets fails the run (\"planning failed: the product "
-            "manager added no ticket\"). A call with bad arguments is an error given back to the model, and adds nothing; "
-            "`macrohard audit RUN --kind tool.call` shows it.",
+            "Call `add_ticket` at least once, then `finish`: a plan is accepted only from a session that finished, "
+            "and `finish` is refused while the plan has no ticket or an empty criterion. A call with bad arguments is "
+            "an error given back to the model, and adds nothing; `macrohard audit RUN --kind tool.call` shows it. "
+            "When no session finishes a plan (`max_attempts` of them), the run stops, resumable, with the reason.",
             "Write `docs/PRD.md`: it is committed with the plan and shown at the plan gate (`--approve plan`).",
             "`depends_on` names earlier tickets only (`T-1` for the first `add_ticket`, and so on).",
             "A rejected plan is written again in the next session: its prompt holds \"Your previous plan was rejected "
@@ -176,8 +185,11 @@ def render() -> str:
         "|---|---|",
         *[f"| `{key}` | {_cell(STEP_KEYS[key])} |" for key in ScriptStep.model_fields],
         "",
-        "A role's steps on a task fall into sessions: a session ends at a step without calls, or one marked",
-        "`end: true`, and the steps after it are the next session. Session N answers the role's N-th go at",
+        "A role's steps on a task fall into sessions: a session ends at a step that finishes (a `finish`",
+        "call, or a step without calls), or one marked `end: true`, and the steps after it are the next",
+        "session. A session ends in a run only through `finish`; a session the agent ends some other way",
+        "(its step limit, replies without a call after every reminder, a streak of failed calls) is an",
+        "unfinished attempt, told to the next one. Session N answers the role's N-th go at",
         "the task: the ticket's N-th attempt, or the plan or release notes written again after a rejection.",
         "Within a session, the number of answers already in the conversation picks the step, so a resumed",
         "run replays exactly what was interrupted. A script that runs out (no step, or no session, left for",

@@ -108,7 +108,7 @@ def load_script(path: Path) -> Script:
             for role, tasks in (raw or {}).items()
         }
     except (ValidationError, AttributeError, TypeError) as e:
-        raise ScriptError(f"script {path} is malformed: {e}", "see macrohard/llm/scripted.py for the format") from e
+        raise ScriptError(f"script {path} is malformed: {e}", "see docs/script-format.md for the format") from e
     return script
 
 

@@ -62,12 +62,17 @@ def test_a_partial_run_exits_3_and_runs_says_which_tickets_were_lost(cli, tmp_pa
 
 
 def test_a_failed_run_exits_1_and_its_reason_is_shown_in_the_summary_and_by_runs(cli, tmp_path):
-    (tmp_path / "script.yaml").write_text("product_manager:\n  plan:\n    - say: There is nothing to plan.\n")
+    # Every planning session tries to finish a plan with no ticket: each finish is refused, and
+    # three refusals in a row end the session unfinished.
+    refused = {"tool": "finish", "raw": '{"summary": "There is nothing to plan."}'}
+    session = [{"calls": [refused]}, {"calls": [refused]}, {"calls": [refused], "end": True}]
+    (tmp_path / "script.yaml").write_text(yaml.safe_dump({"product_manager": {"plan": session * 3}}))
     result = cli("run", str(DEMO / "spec.md"), "--script", "script.yaml")
     assert result.exit_code == ExitCode.FAILED, result.output
-    assert "failure: planning failed: the product manager added no ticket" in result.output
-    assert "planning failed: the product manager added no ticket" in cli("runs").output.replace("\n", " ").replace("  ", " ")
-    assert run_json(tmp_path)["failure"] == "planning failed: the product manager added no ticket"
+    reason = "planning failed: the product manager did not finish a plan in 3 sessions"
+    assert reason in result.output and "the plan has no ticket" in result.output
+    assert reason in cli("runs").output.replace("\n", " ").replace("  ", " ")
+    assert run_json(tmp_path)["failure"].startswith(reason)
 
 
 def test_a_paused_run_exits_4_and_says_which_limit_to_raise(cli, tmp_path):

@@ -26,7 +26,7 @@ def test_every_tool_and_each_of_its_arguments_is_documented():
         for name in tool.Args.model_fields:
             assert f"| `{name}` |" in section, (tool.name, name)
     add_ticket = page.split("### `add_ticket`")[1].split("\n### ")[0]
-    assert "| `acceptance_criteria` | list of text | yes | at least one item |" in add_ticket
+    assert "| `acceptance_criteria` | list of text | yes | checks a test can make, one per item; at least one item |" in add_ticket
     assert '| `depends_on` | list of text | no (default `[]`) |' in add_ticket
 
 

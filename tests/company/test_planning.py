@@ -121,3 +121,10 @@ def test_plan_problems_name_what_is_missing():
     blank = Ticket(id="T-1", title="x", description="y", acceptance_criteria=["  "])
     assert plan_problems([blank], 5) == ["T-1 has an empty acceptance criterion"]
     assert "more than the 1 allowed" in plan_problems([ticket(1, "a"), ticket(2, "b")], 1)[0]
+
+
+def test_tickets_that_only_cite_the_same_document_do_not_wait_for_each_other():
+    tickets = [ticket(1, "Words as docs/PRD.md defines them, in text/words.py."),
+               ticket(2, "Counts as docs/PRD.md says, in text/counts.py.")]
+    planned, implied = imply_dependencies(tickets, lambda path: not path.startswith("docs/"))
+    assert implied == [] and planned[1].depends_on == []

@@ -18,8 +18,8 @@ def test_a_failure_is_a_sentence_never_a_bare_status_or_name():
     assert describe_failure(raised(SystemExit(1))) != "1"
     assert "SystemExit 1" in describe_failure(raised(SystemExit(1))) and "closed" in describe_failure(raised(SystemExit(1)))
     bare = describe_failure(raised(AssertionError()))
-    assert bare != "AssertionError" and bare.startswith("AssertionError with no message in raised (test_failures.py:")
-    assert describe_failure(raised(KeyError("T-9"))).startswith("KeyError in raised (test_failures.py:")
+    assert bare != "AssertionError" and bare.startswith("AssertionError with no message in raised (test_run_failures.py:")
+    assert describe_failure(raised(KeyError("T-9"))).startswith("KeyError in raised (test_run_failures.py:")
     assert describe_failure(raised(KeyError("T-9"))).endswith(": 'T-9'")
     assert describe_failure(ScriptError("the script ran out", "add steps")) == "the script ran out (add steps)"
     assert "\n" not in describe_failure(raised(ValueError("two\nlines")))
