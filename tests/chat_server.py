@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -113,7 +114,9 @@ class _QuietServer(ThreadingHTTPServer):
 class ChatServer:
     """Answers POST /v1/chat/completions from a queue of `Reply`s and records each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, responder: Callable[[Received], Reply] | None = None) -> None:
+        # Answers from `responder` when given (a model that reads the request), else from the queue.
+        self.responder = responder
         self.replies: deque[Reply] = deque()
         self.received: list[Received] = []
         # Streams whose client went away before the end (a write to it failed).
@@ -148,6 +151,8 @@ class ChatServer:
             self.received.append(received)
             if received.path != "/v1/chat/completions":
                 return error(404, f"no route {received.path}")
+            if self.responder is not None:
+                return self.responder(received)
             # 418 is not retried, so a script that ran short fails the test at once.
             return self.replies.popleft() if self.replies else error(418, "script ran out")
 
