@@ -45,6 +45,10 @@ class LocalSandbox:
         # Only recorded: starting ahead saves time in a container, and exec runs the command either way.
         self.warmed.append(command)
 
+    def idle(self) -> bool:
+        # Never idle: commits freeze it, as a sandbox with a process left running is.
+        return False
+
     def pause(self) -> None:
         self.paused = True
         self.pauses += 1

@@ -69,7 +69,8 @@ class RunSandboxes:
     def quiet(self, key: str) -> Iterator[None]:
         """Nothing in `key`'s sandbox runs inside this block: host git may read its files.
 
-        A live sandbox is frozen for the block; one being stopped is waited for.
+        A sandbox with processes left running is frozen for the block; one being stopped
+        is waited for.
         """
         with self._lock:
             pending = self._boxes.get(key)
@@ -77,7 +78,10 @@ class RunSandboxes:
         for done in stopping:
             done.result()
         box = pending.result() if pending is not None and pending.exception() is None else None
-        if box is None:
+        # Idle (no process of its own left), a sandbox cannot change a file until the
+        # orchestrator starts a command, and none starts while its ticket commits: no
+        # need to freeze it. Otherwise a process left running could race host git.
+        if box is None or box.idle():
             yield
             return
         try:

@@ -39,6 +39,13 @@ class Sandbox(Protocol):
         """
         ...
 
+    def idle(self) -> bool:
+        """Whether no process of its own is left: nothing in it can change a file until exec().
+
+        When it is idle, host git may read its files without pausing it.
+        """
+        ...
+
     def pause(self) -> None:
         """Freeze every process in the sandbox: host git is about to read its files."""
         ...

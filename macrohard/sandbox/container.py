@@ -10,6 +10,7 @@ created by DockerSandboxProvider in docker.py.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +124,24 @@ class DockerSandbox:
         self._stopped = True
         if self._on_stop is not None:
             self._on_stop(self)
+
+    def idle(self) -> bool:
+        """Whether no process of the sandbox's own is left (besides the command runner).
+
+        Then nothing in it can change a file until exec() starts a command: host git may
+        read the workspace without freezing the container. Any doubt (no runner, no
+        answer) is a no.
+        """
+        with self._lock:
+            if self._stopped or self._paused or self._channel is None or not self._channel.alive():
+                return False
+            try:
+                self._channel.send(b'{"probe": "idle"}\n')
+                kind, payload = self._channel.frame(time.monotonic() + RUNNER_START_S, META_LIMIT)
+                return kind == runner.RESULT and json.loads(payload).get("idle") is True
+            except (RunnerLost, Backstop, OSError, ValueError):
+                self._drop_channel()
+                return False
 
     def pause(self) -> None:
         """Freeze every process in the container (the cgroup freezer), so nothing in it can

@@ -15,6 +15,10 @@ at the workspace may be warmed (the verdict's pytest imports pytest, then waits)
 its start-up happens while the orchestrator is still preparing the tree. Any other
 request ends a waiting warm command first.
 
+A request `{"probe": "idle"}` is answered with whether no process but the runner is
+left (a RESULT frame only): then nothing can change the workspace until the client
+starts a command, and the host may read it without freezing the container.
+
 Inside the container, BOOTSTRAP reads this file's source from stdin and runs it, so
 it uses the standard library only and runs on Python 3.8 or later. The host imports
 it too, for `OutputCap` and the frame format.
@@ -150,6 +154,48 @@ def kill_rest(keep: int) -> None:
         for name in os.listdir("/proc"):
             if name.isdigit() and int(name) not in (keep, 1):
                 _signal(int(name), signal.SIGKILL)
+
+
+def others_alive(keep: int) -> bool:
+    """Whether any live process is left besides `keep` (the runner) and the container's own.
+
+    The container's init and keep-alive run as a uid of their own (PID 1's); every other
+    process counts, whatever it did to itself (a non-dumpable process's /proc folder is
+    root's, so the uid is read from its status). With none left, nothing in the sandbox
+    can change a file until the client starts a command: the host may read the workspace
+    without freezing the container.
+    """
+    keeper = _status_uid("1")
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (keep, 1):
+            continue
+        uid, state = _status_uid(name), _status_state(name)
+        if uid is None or state is None:
+            continue  # gone meanwhile
+        if uid != keeper and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _status_field(pid: str, field: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _status_uid(pid: str) -> str | None:
+    value = _status_field(pid, "Uid")
+    return value.split()[1] if value else None  # the effective uid
+
+
+def _status_state(pid: str) -> str | None:
+    value = _status_field(pid, "State")
+    return value[:1] if value else None
 
 
 def _pipe_holders(inode: int) -> list[int]:
@@ -456,6 +502,10 @@ def main() -> None:
     for line in sys.stdin.buffer:
         try:
             request = json.loads(line)
+            if request.get("probe") == "idle":
+                busy = held is not None or others_alive(os.getpid())
+                _send(RESULT, json.dumps({"idle": not busy}).encode())
+                continue
             command = Command(request)
         except (ValueError, KeyError, TypeError) as e:
             _send(ERROR, json.dumps({"error": f"bad request: {e}"}).encode())

@@ -432,3 +432,20 @@ def test_a_warm_command_starts_ahead_and_is_released_by_its_exec(sandbox: Docker
     sandbox.warm("read go; sleep 3007")
     other = sandbox.exec("echo other")
     assert other.output == "other\n" and "3007" not in _processes(sandbox)
+
+
+@pytest.mark.docker
+def test_a_sandbox_is_idle_only_with_no_process_of_its_own_left(sandbox: DockerSandbox) -> None:
+    assert sandbox.idle()  # the runner and the container's keep-alive do not count
+    sandbox.exec("sleep 3008 >/dev/null 2>&1 &")
+    assert not sandbox.idle()
+    sandbox.exec("pkill -f 'sleep 3008'; sleep 0.2")
+    assert sandbox.idle()
+    # A process that hides its /proc folder from its uid (not dumpable) still counts.
+    hider = ("python3 -c 'import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(3009)'"
+             " >/dev/null 2>&1 &")
+    sandbox.exec(hider)
+    time.sleep(0.3)
+    assert not sandbox.idle()
+    sandbox.exec("pkill -f 'sleep(3009)'; pkill -f 3009; sleep 0.2")
+    assert sandbox.idle()
