@@ -195,6 +195,8 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         if ready:
             # Main's first verdict finds its sandbox started (a run stopped at its plan starts none).
             self.verdicts.prepare("verdict:main")
+            # The step's model calls leave the CPU room to stop what earlier steps released.
+            self.sandboxes.flush()
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})

@@ -23,13 +23,14 @@ class IntegrationStage(CompanyParts):
             return batch
         return {t.id: self._integrate_one(t) for t in passed}
 
-    def _main_verdict(self, base: str, ticket: str | None) -> TestReport:
+    def _main_verdict(self, base: str, ticket: str | None, *, prepare_next: bool = True) -> TestReport:
         """Main's whole suite, by the verdict; no test that passed at base may be lost."""
         report = self.verdicts.run("verdict:main", MAIN, ticket=ticket, expect=self.verdicts.main_passing(base))
         if report.passed and report.sha:
             self.verdicts.remember(report.sha, report.passed_ids)
-        # The next integration (or the final suite) finds its fresh sandbox started.
-        self.verdicts.prepare("verdict:main")
+        if prepare_next:
+            # The next integration (or the final suite) finds its fresh sandbox started.
+            self.verdicts.prepare("verdict:main")
         return report
 
     def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:

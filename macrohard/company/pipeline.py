@@ -99,7 +99,7 @@ class TicketPipeline(CompanyParts):
         ticket = disputes.merged(ticket, ruled)
         ticket, lost, _ = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)
         # Nothing runs in the roles' sandbox after this: the verdict has sandboxes of its own.
-        self.sandboxes.release(ticket.id)
+        self.sandboxes.release(ticket.id, later=True)
         return {"ticket": ticket, "lost": state.get("lost") or lost or ""}
 
     def arbitrate(self, state: TicketState) -> TicketState:
@@ -127,7 +127,7 @@ class TicketPipeline(CompanyParts):
         tests and integration never keep another ticket's engineer waiting.
         """
         ticket = state["ticket"]
-        self.sandboxes.release(ticket.id)
+        self.sandboxes.release(ticket.id, later=True)
         failure, why = None, ""
         if wrong := disputes.overturned(ticket):
             failure = (

@@ -20,6 +20,7 @@ class ReleaseStage(CompanyParts):
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1
         self._node("deployer", attempt=attempt)
+        self.sandboxes.flush()  # the deployer's model calls leave the CPU room to stop them
         # What was integrated: the final verdict may lose no test that passed here.
         integrated = state.get("integrated_sha") or self.workspace.head()
         if self._already_done("deployer", MAIN, None, attempt):
@@ -40,7 +41,7 @@ class ReleaseStage(CompanyParts):
         """Tag the exact commit whose final verdict (and hidden acceptance tests) passed; otherwise no tag."""
         event_id = self._node("release")
         sha = self.workspace.head()
-        final = self._main_verdict(state.get("integrated_sha") or sha, None)
+        final = self._main_verdict(state.get("integrated_sha") or sha, None, prepare_next=False)
         self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
         if not final.passed:
             return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}

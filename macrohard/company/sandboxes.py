@@ -2,7 +2,9 @@
 
 Starting and stopping containers happens off the critical path: a ticket's sandbox
 starts while its engineer's first model call is in flight, and stops in the
-background once the ticket is done.
+background once the ticket is done. A stop can also be parked until the CPU has room
+(`release(later=True)`, then `flush()` when the next model calls start): two cores
+busy with verdicts should not also be removing containers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class RunSandboxes:
         self._boxes: dict[str, Future[Sandbox]] = {}
         self._stopping: list[Future[None]] = []
         self._stopping_keys: dict[str, list[Future[None]]] = {}
+        self._parked: dict[str, list[Future[Sandbox]]] = {}  # released, to be stopped at the next flush()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
 
@@ -42,6 +45,8 @@ class RunSandboxes:
         (see Sandbox.warm): the exec of that command later finds its start-up done.
         """
         with self._lock:
+            # A parked sandbox of the same key (the ticket's last attempt) goes first.
+            self._stop_parked(key)
             if key not in self._boxes:
                 self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir, warm)
 
@@ -73,6 +78,7 @@ class RunSandboxes:
         is waited for.
         """
         with self._lock:
+            self._stop_parked(key)  # released: it stops now rather than be frozen
             pending = self._boxes.get(key)
             stopping = list(self._stopping_keys.get(key, []))
         for done in stopping:
@@ -124,19 +130,42 @@ class RunSandboxes:
         )
         return result, event.id
 
-    def release(self, key: str) -> None:
-        """Stop `key`'s sandbox in the background."""
+    def release(self, key: str, *, later: bool = False) -> None:
+        """Stop `key`'s sandbox in the background; `later`: at the next flush() instead.
+
+        Nothing runs a command in a released sandbox, parked or not: its key is free for a
+        new one (which stops the parked one first).
+        """
         with self._lock:
             pending = self._boxes.pop(key, None)
-            if pending is not None:
-                stopping = self._pool.submit(self._stop, key, pending)
-                self._stopping.append(stopping)
-                self._stopping_keys.setdefault(key, []).append(stopping)
+            if pending is None:
+                return
+            if later:
+                self._parked.setdefault(key, []).append(pending)
+            else:
+                self._submit_stop(key, pending)
+
+    def flush(self) -> None:
+        """Stop the parked sandboxes, in the background: the CPU has room now."""
+        with self._lock:
+            for key in list(self._parked):
+                self._stop_parked(key)
+
+    def _stop_parked(self, key: str) -> None:
+        for pending in self._parked.pop(key, []):
+            self._submit_stop(key, pending)
+
+    def _submit_stop(self, key: str, pending: Future[Sandbox]) -> None:
+        stopping = self._pool.submit(self._stop, key, pending)
+        self._stopping.append(stopping)
+        self._stopping_keys.setdefault(key, []).append(stopping)
 
     def close(self) -> None:
         """Stop every sandbox of the run and wait until they are gone."""
         with self._lock:
             remaining, self._boxes = dict(self._boxes), {}
+            for key in list(self._parked):
+                self._stop_parked(key)
             stopping = self._stopping + [self._pool.submit(self._stop, k, p) for k, p in remaining.items()]
             self._stopping, self._stopping_keys = [], {}
         for done in stopping:

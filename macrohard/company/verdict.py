@@ -188,7 +188,8 @@ class Verdicts:
             result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
             junit = parse_junit(output / REPORT)
         finally:
-            self.sandboxes.release(key)
+            # Stopped once the next model calls start, not beside the verdicts still running.
+            self.sandboxes.release(key, later=True)
             shutil.rmtree(folder, ignore_errors=True)
         passed, missing, reason = judge(result.exit_code, result.timed_out, junit, set(expect))
         return TestReport(

@@ -147,11 +147,11 @@ def test_a_crash_between_a_merge_and_mains_suite_resumes_with_the_real_merges(tm
     real_suite = Company._main_verdict
     crashed = []
 
-    def suite_then_die(self, base, ticket):
+    def suite_then_die(self, base, ticket, **kwargs):
         if not crashed:
             crashed.append(self.workspace.head())
             raise KeyboardInterrupt  # killed after merging, before main's suite answered
-        return real_suite(self, base, ticket)
+        return real_suite(self, base, ticket, **kwargs)
 
     monkeypatch.setattr(Company, "_main_verdict", suite_then_die)
     run = create(tmp_path)
