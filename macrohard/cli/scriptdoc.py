@@ -15,7 +15,7 @@ from typing import Any
 
 from macrohard.agent.disputes import DisputeTest, RuleDispute
 from macrohard.agent.tools import (
-    TOOL_NAMES, AddTicket, EditFile, Finish, FinishPlan, ListFiles, ReadFile, RunShell, WriteFile,
+    TOOL_NAMES, AddTicket, EditFile, Finish, ListFiles, ReadFile, RunShell, WriteFile,
 )
 from macrohard.llm.scripted import ScriptStep
 from macrohard.roles import default_roles_dir, load_roles

@@ -6,6 +6,9 @@ awaiting_approval (a gate waits for a person), or running. A run whose graph did
 reach its end (paused, awaiting_approval, crashed while running, failed on an error)
 resumes from its last checkpoint; done and partial runs, and runs that failed in
 planning, have ended.
+
+The run folder's layout and records are in company/records.py, its checkpoints in
+company/checkpoints.py.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,12 @@ from typing import Any
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from pydantic import BaseModel
 
 from macrohard.agent.tools import TOOL_NAMES
+from macrohard.company.checkpoints import CHECKPOINT_TYPES, checkpoint_connection, checkpoint_values
+from macrohard.company.records import (
+    RunPaths, RunRecord, RunSummary, TicketLine, load_record, load_spec, new_run_id, summarize,
+)
 from macrohard.company.failures import describe_failure, why_no_ticket_landed
 from macrohard.company.graph import Company, compile_graph
 from macrohard.company.sandboxes import RunSandboxes
@@ -36,128 +40,18 @@ from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
 from macrohard.llm.scripted import ScriptedModel
-from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, Usage, current_user
+from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, current_user
 from macrohard.redact import Redactor, strip_url, without_userinfo
 from macrohard.roles import Role, default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
-from macrohard.sandbox.lifecycle import owner_alive, owner_id
+from macrohard.sandbox.lifecycle import owner_id
 from macrohard.transcript.audit import build_report
-from macrohard.transcript.log import ChainHead, Listener, TranscriptLog, read_events
+from macrohard.transcript.log import Listener, TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace
-
-# Types the checkpointer may rebuild from msgpack; anything else is refused.
-CHECKPOINT_TYPES = [
-    ("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release"),
-    ("macrohard.models", "Dispute"),
-]
 
 # Called at a gate with its payload ({"gate", "summary"}); returns the person's decision,
 # or None to leave the run waiting at the gate (the person went away without answering).
 Decide = Callable[[dict[str, Any]], ApprovalDecision | None]
-
-
-class RunPaths(BaseModel):
-    run_dir: Path
-
-    @property
-    def repo(self) -> Path:
-        return self.run_dir / "repo"
-
-    @property
-    def transcript(self) -> Path:
-        return self.run_dir / "transcript.jsonl"
-
-    @property
-    def state_db(self) -> Path:
-        return self.run_dir / "state.sqlite"
-
-    @property
-    def run_json(self) -> Path:
-        return self.run_dir / "run.json"
-
-    @property
-    def spec(self) -> Path:
-        return self.run_dir / "spec.md"
-
-
-class RunRecord(BaseModel):
-    """run.json: what a run is, and how far it got."""
-
-    run_id: str
-    spec_title: str
-    spec_sha256: str
-    model: str
-    script: str | None = None
-    status: str = "running"
-    failure: str | None = None
-    paused_reason: str | None = None
-    awaiting: dict[str, Any] | None = None  # the gate waiting for a person
-    owner: str | None = None  # the process driving the run (host:pid:start)
-    created_at: float
-    finished_at: float | None = None
-    active_s: float = 0.0  # time spent running, over all sessions: the wall-time budget
-    # The transcript's last event when the run stopped: `audit --verify` checks the
-    # chain still ends there, which a chain alone cannot show for a cut-off tail.
-    transcript_head: ChainHead | None = None
-    settings: dict[str, object]
-
-    def is_live(self) -> bool:
-        return self.status == "running" and owner_alive(self.owner) is not False
-
-
-class TicketLine(BaseModel):
-    id: str
-    title: str
-    status: str
-    attempts: int
-    reason: str | None = None
-
-
-class RunSummary(BaseModel):
-    run_id: str
-    status: str
-    failure: str | None
-    paused_reason: str | None = None
-    awaiting: dict[str, Any] | None = None
-    tickets: list[TicketLine]
-    commits: int
-    usage: Usage
-    cost_usd: float
-    model_calls: int
-    wall_s: float
-    release_tag: str | None
-    release: dict[str, Any] | None = None  # the release record: sha, final suite, acceptance
-    put_back: list[str] = []  # "role: path" changes a role made outside its territory (or holding a secret)
-    repo: Path
-    transcript: Path
-
-
-def load_spec(path: Path) -> Spec:
-    if not path.is_file():
-        raise ConfigError(f"spec file {path} does not exist", "give the path of a Markdown file describing what to build")
-    data = path.read_bytes()
-    try:
-        # A NUL byte is never in text: an image or an archive would otherwise go to the model as tokens of garbage.
-        text = "" if b"\x00" in data else data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if data.strip() and not text:
-        raise ConfigError(f"spec file {path} is not UTF-8 text", "give a Markdown (or plain text) file describing what to build")
-    if not text.strip():
-        raise ConfigError(f"spec file {path} is empty", "write what you want built in it, then run again")
-    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), path.stem)
-    return Spec(title=title or path.stem, text=text)
-
-
-def load_record(run_dir: Path) -> RunRecord:
-    path = RunPaths(run_dir=run_dir).run_json
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} has no run.json", "give a run folder made by `macrohard run`")
-    return RunRecord.model_validate_json(path.read_text())
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 def role_models(
@@ -363,7 +257,7 @@ class CompanyRun:
             transcript=transcript, workspace=workspace, sandboxes=sandboxes, control=control,
             resumed=resuming,
         )
-        conn = _checkpoint_connection(self.paths.state_db)
+        conn = checkpoint_connection(self.paths.state_db)
         state: dict[str, Any] = {}
         try:
             saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
@@ -492,56 +386,7 @@ def _strip_userinfo(value: Any) -> Any:
     return value
 
 
-def _checkpoint_connection(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False)
-    # synchronous=NORMAL: a checkpoint is not fsynced on every step, yet it survives a
-    # killed process (what resume is for). In WAL mode (which SqliteSaver would pick
-    # too, but only later) the database stays consistent through a power cut, which
-    # can cost at most the last few checkpoints; the steps they covered find their
-    # commits, merges and tag by trailer when they run again.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def checkpoint_values(paths: RunPaths) -> dict[str, Any]:
-    """The graph state at a run's last checkpoint, read without building the graph."""
-    if not paths.state_db.is_file():
-        return {}
-    conn = sqlite3.connect(paths.state_db, check_same_thread=False)
-    try:
-        saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
-        found = saver.get_tuple({"configurable": {"thread_id": paths.run_dir.name, "checkpoint_ns": ""}})
-        return dict(found.checkpoint.get("channel_values", {})) if found else {}
-    finally:
-        conn.close()
-
-
-def summarize(
-    paths: RunPaths, record: RunRecord, tickets: dict[str, Ticket], wall_s: float, release: object, settings: Settings
-) -> RunSummary:
-    events = list(read_events(paths.transcript))
-    report = build_report(events, settings.prices)
-    put_back = sorted({f"{e.role}: {f}" for e in events if e.kind in ("territory.put_back", "secret.refused")
-                       for f in e.data.get("files") or []})
-    return RunSummary(
-        put_back=put_back,
-        run_id=record.run_id,
-        status=record.status,
-        failure=record.failure,
-        paused_reason=record.paused_reason,
-        awaiting=record.awaiting,
-        tickets=[
-            TicketLine(id=t.id, title=t.title, status=t.status.value, attempts=t.attempts, reason=t.failure_reason)
-            for t in tickets.values()
-        ],
-        commits=report.totals.commits,
-        usage=Usage(prompt_tokens=report.totals.prompt_tokens, completion_tokens=report.totals.completion_tokens),
-        cost_usd=report.totals.cost_usd,
-        model_calls=report.totals.model_calls,
-        wall_s=wall_s,
-        release_tag=getattr(release, "tag", None),
-        release=release.model_dump() if hasattr(release, "model_dump") else None,
-        repo=paths.repo,
-        transcript=paths.transcript,
-    )
+__all__ = [
+    "CHECKPOINT_TYPES", "CompanyRun", "RunPaths", "RunRecord", "RunSummary", "TicketLine", "checkpoint_values",
+    "load_record", "load_spec", "new_run_id", "summarize",
+]

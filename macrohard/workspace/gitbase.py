@@ -115,6 +115,45 @@ def _split_z(output: str) -> list[str]:
     return [item for item in output.split("\0") if item]
 
 
+def run_git(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    hint: str | None = None,
+    config: Mapping[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """Run ``git <args>`` in cwd; (status, stdout, stderr). Raises WorkspaceError when check fails."""
+    _refuse_redirecting_env()
+    full_env = {**_BASE_ENV, **(env or {})}
+    runner = gitpython.Git(str(cwd))
+    # Settings that make git run a program, pinned on the command line (which wins
+    # over any config file): a repository's config is not trusted to be ours alone.
+    pinned = {**_NO_PROGRAMS, **(config or {})}
+    overrides = [arg for key, value in pinned.items() for arg in ("-c", f"{key}={value}")]
+    try:
+        status, out, err = runner.execute(
+            [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *overrides, *args],
+            with_extended_output=True,
+            with_exceptions=False,
+            stdout_as_string=False,
+            env=full_env,
+            # Out of the terminal's process group: a Ctrl-C that pauses the run
+            # must not kill a commit or merge half way.
+            start_new_session=True,
+        )
+    except gitpython.GitCommandNotFound as exc:
+        raise WorkspaceError("git could not be run", hint="install git 2.39 or newer and put it on PATH") from exc
+    except gitpython.GitError as exc:
+        raise WorkspaceError(f"git {args[0]} failed: {_first_line(str(exc))}", hint=hint) from exc
+    stdout = out.decode("utf-8", errors="replace") if isinstance(out, bytes) else str(out or "")
+    stderr = err if isinstance(err, str) else (err or b"").decode("utf-8", errors="replace")
+    if check and status != 0:
+        detail = _summary(stderr) or _summary(stdout) or f"exit status {status}"
+        raise WorkspaceError(f"git {args[0]} failed in {cwd}: {detail}", hint=hint)
+    return status, stdout, stderr
+
+
 class GitBase:
     """The run's repository paths and the git process runner the workspace's parts share."""
 
@@ -155,34 +194,7 @@ class GitBase:
         config: Mapping[str, str] | None = None,
     ) -> tuple[int, str, str]:
         """Run ``git <args>`` in cwd; (status, stdout, stderr). Raises WorkspaceError when check fails."""
-        _refuse_redirecting_env()
-        full_env = {**_BASE_ENV, **(env or {})}
-        runner = gitpython.Git(str(cwd))
-        # Settings that make git run a program, pinned on the command line (which wins
-        # over any config file): a repository's config is not trusted to be ours alone.
-        pinned = {**_NO_PROGRAMS, **(config or {})}
-        overrides = [arg for key, value in pinned.items() for arg in ("-c", f"{key}={value}")]
-        try:
-            status, out, err = runner.execute(
-                [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *overrides, *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                stdout_as_string=False,
-                env=full_env,
-                # Out of the terminal's process group: a Ctrl-C that pauses the run
-                # must not kill a commit or merge half way.
-                start_new_session=True,
-            )
-        except gitpython.GitCommandNotFound as exc:
-            raise WorkspaceError("git could not be run", hint="install git 2.39 or newer and put it on PATH") from exc
-        except gitpython.GitError as exc:
-            raise WorkspaceError(f"git {args[0]} failed: {_first_line(str(exc))}", hint=hint) from exc
-        stdout = out.decode("utf-8", errors="replace") if isinstance(out, bytes) else str(out or "")
-        stderr = err if isinstance(err, str) else (err or b"").decode("utf-8", errors="replace")
-        if check and status != 0:
-            detail = _summary(stderr) or _summary(stdout) or f"exit status {status}"
-            raise WorkspaceError(f"git {args[0]} failed in {cwd}: {detail}", hint=hint)
-        return status, stdout, stderr
+        return run_git(cwd, *args, env=env, check=check, hint=hint, config=config)
 
     def _ok(self, cwd: Path, *args: str) -> bool:
         return self._run(cwd, *args, check=False)[0] == 0
