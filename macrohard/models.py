@@ -92,6 +92,7 @@ class TestReport(BaseModel):
     errors: int = 0
     skipped: int = 0
     passed_ids: list[str] = Field(default_factory=list)
+    failed_ids: list[str] = Field(default_factory=list)  # tests that failed or errored, by name
     # Tests that passed in an earlier verdict and did not pass in this one.
     missing: list[str] = Field(default_factory=list)
     reason: str = ""  # why it did not pass, in one sentence

@@ -48,11 +48,18 @@ WeakerOpt = Annotated[
 ]
 
 
-def _run_company(spec: Path, settings: Settings, script: Path | None) -> None:
+def _run_company(spec: Path, settings: Settings, script: Path | None, source: Any = None) -> None:
     from macrohard.company.run import CompanyRun
 
-    run = CompanyRun.create(spec, settings, script=script, model_factory=model_factory(script))
-    drive(run, banner=Text.assemble("Run ", (run.run_id, "bold"), ": ", plain(f"{run.spec.title} (model: {run.model_name})")))
+    run = CompanyRun.create(spec, settings, script=script, model_factory=model_factory(script), source=source)
+    if run.source is not None:
+        for warning in run.source.warnings:
+            errors.print(plain(f"warning: {warning}", style="yellow"), highlight=False, soft_wrap=True)
+    on = (f" on {run.source.source.location} at {run.source.base_name} ({run.source.base_sha[:12]})"
+          if run.source is not None else "")
+    drive(run, banner=Text.assemble(
+        "Run ", (run.run_id, "bold"), ": ", plain(f"{run.spec.title}{on} (model: {run.model_name})")
+    ))
 
 
 def _budget(max_tokens: int | None, max_cost: float | None, max_wall: float | None) -> dict[str, Any] | None:
@@ -92,6 +99,18 @@ def run(
     tag_anyway: Annotated[
         bool, typer.Option("--tag-despite-acceptance", help="Tag the release even if hidden acceptance tests fail (and report it).")
     ] = False,
+    repo: Annotated[
+        str | None,
+        typer.Option("--repo", metavar="PATH", help="Change this git repository (a folder or URL): the run works on a clone, "
+                     "on top of its history, and never writes to it."),
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", metavar="BRANCH", help="With --repo: the branch to build on (default: its current one).")
+    ] = None,
+    from_run: Annotated[
+        str | None,
+        typer.Option("--from", metavar="RUN", help="Go on with an earlier run's product (run id, `latest` or folder): its next version."),
+    ] = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the company on SPEC with the configured model endpoint."""
@@ -102,7 +121,21 @@ def run(
     )
     if script is not None and not script.is_file():
         raise ConfigError(f"script file {script} does not exist", "give the path of a model script (YAML)")
-    _run_company(spec, settings, script)
+    _run_company(spec, settings, script, _source(repo, base, from_run, settings))
+
+
+def _source(repo: str | None, base: str | None, from_run: str | None, settings: Settings) -> Any:
+    """What the run starts from: nothing, the user's repository, or an earlier run's product."""
+    from macrohard.company.run import source_of_run
+    from macrohard.workspace.source import RepoSource
+
+    if repo and from_run:
+        raise UsageMistake("--repo and --from name two different starting points; give one")
+    if base and not repo:
+        raise UsageMistake("--base goes with --repo (the branch of that repository to build on)")
+    if from_run:
+        return source_of_run(resolve_run_dir(from_run, settings.workspaces))
+    return RepoSource(location=repo, base=base) if repo else None
 
 
 @user_errors

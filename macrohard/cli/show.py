@@ -73,6 +73,8 @@ def print_summary(console: Console, summary: Any) -> None:
         console.print(plain(f"release:    {release['tag']} on {str(release['sha'])[:12]} · final suite "
                             f"{release.get('suite_tests', 0)} tests passed{accepted}"), soft_wrap=False)
     console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
+    if summary.branch:
+        console.print(f"result:     branch {summary.branch}, changes in {summary.changes}", highlight=False, markup=False)
     if summary.status == "paused":
         console.print(label("paused:", "yellow", summary.paused_reason))
         limit = next((flag for budget, flag in BUDGET_FLAGS.items() if budget in (summary.paused_reason or "")), None)

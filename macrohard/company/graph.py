@@ -24,6 +24,7 @@ from macrohard.agent.tools import (
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
+from macrohard.company.handback import HandbackStage
 from macrohard.company.integration import IntegrationStage
 from macrohard.company.judge import JudgeStage
 from macrohard.company.pipeline import TicketPipeline
@@ -43,7 +44,7 @@ MAIN = "main"
 
 
 @dataclass
-class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage):
+class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, ReleaseStage, HandbackStage):
     """Everything the nodes need; the graph's state holds only ids and statuses."""
 
     run_id: str
@@ -58,6 +59,9 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
     # Whether an earlier process drove this run: only then can a node find its own
     # work already committed (nothing re-runs a node within one process).
     resumed: bool = False
+    # The run started from a repository with history (the user's, or an earlier run's):
+    # its suite runs first, and the product manager gets a map of the code.
+    from_source: bool = False
 
     def __post_init__(self) -> None:
         self.guard = TerritoryGuard(self.roles, self.workspace, self.transcript)
@@ -139,6 +143,10 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
     def intake(self, state: CompanyState) -> CompanyState:
         sha = self.workspace.init()
         self._node("intake", spec_title=self.spec.title, spec_sha256=self.spec.sha256, main=sha)
+        if self.from_source and any(self.guard.is_test_file(p) for p in self.workspace.tree_files(sha)):
+            # Baseline first: what already fails at the base is known, not any ticket's doing.
+            report = self.verdicts.baseline(sha)
+            self.transcript.append("baseline", **report.model_dump(exclude={"output_tail", "ticket"}))
         return {}
 
     # -- approval gates: their own nodes, since a node re-runs from its start on resume

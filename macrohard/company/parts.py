@@ -15,6 +15,7 @@ class CompanyParts:
 
     run_id: str
     resumed: bool
+    from_source: bool
     settings: Settings
     transcript: TranscriptLog
     workspace: GitWorkspace

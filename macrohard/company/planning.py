@@ -20,10 +20,11 @@ from pydantic import BaseModel
 from macrohard.agent.outcome import AgentResult
 from macrohard.agent.tools import AddTicket, FinishPlan
 from macrohard.company import prompts
+from macrohard.company.codebase import codebase_map
 from macrohard.company.parts import CompanyParts
 from macrohard.company.state import CompanyState
 from macrohard.errors import MacrohardError
-from macrohard.models import PRD, Ticket
+from macrohard.models import PRD, TestReport, Ticket
 from macrohard.transcript.log import read_events
 from macrohard.workspace.provenance import MAIN
 
@@ -135,7 +136,7 @@ class PlanningStage(CompanyParts):
             return "; ".join(problems) if problems else None
 
         root = self.workspace.repo_dir
-        prompt = prompts.plan_prompt(self.spec, feedback, unfinished)
+        prompt = prompts.plan_prompt(self.spec, feedback, unfinished, self._codebase())
         tools = [*self._file_tools(root, PM), AddTicket(planned, limit), FinishPlan(check)]
         return self._agent(PM, tools, "plan", prompt, attempt=attempt)
 
@@ -150,6 +151,15 @@ class PlanningStage(CompanyParts):
         self.transcript.append("plan", role=PM, attempt=attempt, sha=sha, implied=[d.model_dump() for d in implied],
                                **prd.model_dump(mode="json"))
         return self._planned(state, tickets, attempt)
+
+    def _codebase(self) -> str | None:
+        """A map of the code the plan changes, when the run started from one (else None)."""
+        if not self.from_source:
+            return None
+        baselines = [e for e in read_events(self.transcript.path) if e.kind == "baseline"]
+        baseline = TestReport.model_validate({"ticket": None, "output_tail": "", **baselines[-1].data}) if baselines else None
+        sha = self.workspace.head()
+        return codebase_map(self.workspace, sha, baseline, self.settings.test_command, self.guard.is_test_file)
 
     def _plan_sessions(self) -> int:
         """Planning sessions that ended so far, also those of a process that failed or was killed."""

@@ -26,12 +26,19 @@ def _files_block(relevant: list[str], total: int) -> str:
     )
 
 
-def plan_prompt(spec: Spec, feedback: str | None = None, unfinished: str | None = None) -> str:
+def plan_prompt(
+    spec: Spec, feedback: str | None = None, unfinished: str | None = None, codebase: str | None = None
+) -> str:
     text = spec.text.strip()
     # The title comes from the spec's first heading when it has one: say it once.
     headed = any(line.startswith("#") and line.lstrip("# ").strip() == spec.title for line in text.splitlines())
     title = "" if headed else f"# {spec.title}\n\n"
     prompt = f"Here is the spec from the customer.\n\n{title}{text}\n"
+    if codebase:
+        prompt += (
+            "\nThe spec asks for a change to an existing codebase. Plan the change: tickets that name the "
+            f"existing files they touch, and keep what works working.\n\n{codebase}\n"
+        )
     if feedback:
         prompt += (
             "\nYour previous plan was rejected with this comment:\n\n"

@@ -61,6 +61,9 @@ class RunRecord(BaseModel):
     # chain still ends there, which a chain alone cannot show for a cut-off tail.
     transcript_head: ChainHead | None = None
     settings: dict[str, object]
+    # What the product started from, when not from nothing: the repository (or earlier
+    # run), its base branch and commit, and what the checks warned about.
+    source: dict[str, Any] | None = None
 
     def is_live(self) -> bool:
         return self.status == "running" and owner_alive(self.owner) is not False
@@ -91,6 +94,8 @@ class RunSummary(BaseModel):
     put_back: list[str] = []  # "role: path" changes a role made outside its territory (or holding a secret)
     repo: Path
     transcript: Path
+    branch: str | None = None  # the result handed back: macrohard/<run-id>
+    changes: Path | None = None  # its change summary, fit for a pull request
 
 
 def load_spec(path: Path) -> Spec:
@@ -148,4 +153,6 @@ def summarize(
         release=release.model_dump() if hasattr(release, "model_dump") else None,
         repo=paths.repo,
         transcript=paths.transcript,
+        branch=next((str(e.data["branch"]) for e in reversed(events) if e.kind == "handback"), None),
+        changes=next((paths.run_dir / str(e.data["changes"]) for e in reversed(events) if e.kind == "handback"), None),
     )

@@ -102,6 +102,7 @@ class ReleaseStage(CompanyParts):
         self.verdicts.close()
         self.sandboxes.close()
         release = state.get("release")
+        self._hand_back(sorted(tickets, key=_order), status, release.tag if release else None)
         self.transcript.append(
             "run.finished", status=status, failure=failure,
             release=release.model_dump() if release else None,

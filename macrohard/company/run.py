@@ -48,6 +48,9 @@ from macrohard.sandbox.lifecycle import owner_id
 from macrohard.transcript.audit import build_report
 from macrohard.transcript.log import Listener, TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace
+from macrohard.workspace.source import CheckedSource, RepoSource, check_source, clone_source, drop_mirror
+
+SCRATCH = ".sources"  # in the workspaces folder: local mirrors of repositories given by URL
 
 # Called at a gate with its payload ({"gate", "summary"}); returns the person's decision,
 # or None to leave the run waiting at the gate (the person went away without answering).
@@ -85,8 +88,11 @@ class CompanyRun:
         model_factory: Callable[[ModelSettings], ChatModel] | None,
         record: RunRecord | None = None,
         allow_weaker_sandbox: bool = False,
+        source: CheckedSource | None = None,
     ) -> None:
         self.allow_weaker_sandbox = allow_weaker_sandbox
+        # Where the product starts when not from nothing: checked already, cloned at execute().
+        self.source = source
         self._redactor: Redactor | None = None
         self.paths = paths
         self.run_id = paths.run_dir.name
@@ -136,9 +142,13 @@ class CompanyRun:
         script: Path | None = None,
         model_factory: Callable[[ModelSettings], ChatModel] | None = None,
         run_id: str | None = None,
+        source: RepoSource | None = None,
     ) -> CompanyRun:
+        """A new run; with `source`, on top of a repository's history (checked here, before anything is made)."""
         paths = RunPaths(run_dir=(settings.workspaces / (run_id or new_run_id())).resolve())
-        return cls(paths, load_spec(spec_path), settings, script=script, model_factory=model_factory)
+        spec = load_spec(spec_path)
+        checked = check_source(source, settings.workspace, settings.workspaces / SCRATCH) if source else None
+        return cls(paths, spec, settings, script=script, model_factory=model_factory, source=checked)
 
     @classmethod
     def open(
@@ -190,10 +200,14 @@ class CompanyRun:
         if self.record is None:
             self.paths.run_dir.mkdir(parents=True, exist_ok=False)
             self.paths.spec.write_text(self.spec.text)
+            if self.source is not None:
+                clone_source(self.source, self.paths.repo)
+                drop_mirror(self.source, self.settings.workspaces / SCRATCH)
             self.record = RunRecord(
                 run_id=self.run_id, spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
                 script=str(self.script) if self.script else None, created_at=time.time(),
                 settings=json.loads(self.settings.model_dump_json()),
+                source=self.source.model_dump(exclude={"path"}) if self.source else None,
             )
         with _locked(self.paths):  # one process drives a run at a time
             return self._drive(provider, on_event, started, resuming, decide, decision, control_hook)
@@ -237,7 +251,7 @@ class CompanyRun:
         else:
             transcript.append(
                 "run.started", spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
-                removed_orphan_sandboxes=orphans, sandbox=self.settings.sandbox.model_dump(),
+                removed_orphan_sandboxes=orphans, sandbox=self.settings.sandbox.model_dump(), source=record.source,
             )
         record.status, record.owner, record.paused_reason, record.awaiting = "running", owner_id(), None, None
         record.settings = json.loads(self.settings.model_dump_json())
@@ -255,7 +269,7 @@ class CompanyRun:
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
             transcript=transcript, workspace=workspace, sandboxes=sandboxes, control=control,
-            resumed=resuming,
+            resumed=resuming, from_source=record.source is not None,
         )
         conn = checkpoint_connection(self.paths.state_db)
         state: dict[str, Any] = {}
@@ -364,6 +378,17 @@ class CompanyRun:
         self.paths.run_json.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def source_of_run(run_dir: Path) -> RepoSource:
+    """An earlier run's product as the start of a new run (`--from`): its main, with its tags."""
+    record = load_record(run_dir)
+    if record.is_live():
+        raise ConfigError(f"run {record.run_id} is still running", "wait for it to stop before going on from it")
+    repo = RunPaths(run_dir=run_dir).repo
+    if not (repo / ".git").is_dir():
+        raise ConfigError(f"run {record.run_id} has no product repository", "give a run that got past its start")
+    return RepoSource(location=str(repo), base="main", kind="run")
+
+
 @contextmanager
 def _locked(paths: RunPaths) -> Iterator[None]:
     with (paths.run_dir / ".lock").open("ab") as handle:
@@ -387,6 +412,6 @@ def _strip_userinfo(value: Any) -> Any:
 
 
 __all__ = [
-    "CHECKPOINT_TYPES", "CompanyRun", "RunPaths", "RunRecord", "RunSummary", "TicketLine", "checkpoint_values",
+    "CHECKPOINT_TYPES", "CompanyRun", "source_of_run", "RunPaths", "RunRecord", "RunSummary", "TicketLine", "checkpoint_values",
     "load_record", "load_spec", "new_run_id", "summarize",
 ]

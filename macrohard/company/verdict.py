@@ -33,6 +33,7 @@ from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace
 
 REPORT = "junit.xml"
+BASELINE = "baseline.json"  # the suite at the run's base, in the verdicts folder
 EXTRA_DIR = "macrohard_acceptance"  # where hidden acceptance tests go in the tested tree
 MAX_REPORT_BYTES = 32 * 2**20
 FAILURE_TAIL_CHARS = 3000
@@ -45,6 +46,8 @@ class JUnit(BaseModel):
     errors: int = 0
     skipped: int = 0
     passed_ids: list[str] = []
+    failed_ids: list[str] = []  # failures and errors with a name
+    unnamed_errors: int = 0  # cases without a name: a run cut short
 
 
 def parse_junit(path: Path) -> JUnit | None:
@@ -69,20 +72,32 @@ def parse_junit(path: Path) -> JUnit | None:
         report.tests += 1
         outcome = {child.tag for child in case}
         case_id = f"{case.get('classname', '')}::{case.get('name', '')}"
-        if "error" in outcome or not case.get("name"):  # a nameless case: a run cut short
+        if not case.get("name"):  # a nameless case: a run cut short
             report.errors += 1
+            report.unnamed_errors += 1
+        elif "error" in outcome:
+            report.errors += 1
+            report.failed_ids.append(case_id)
         elif "failure" in outcome:
             report.failures += 1
+            report.failed_ids.append(case_id)
         elif "skipped" in outcome:
             report.skipped += 1
         else:
             report.passed_ids.append(case_id)
     report.passed_ids.sort()
+    report.failed_ids.sort()
     return report
 
 
-def judge(exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str]) -> tuple[bool, list[str], str]:
-    """(passed, tests missing from expect, why not) for one run."""
+def judge(
+    exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str], tolerated: frozenset[str] = frozenset()
+) -> tuple[bool, list[str], str]:
+    """(passed, tests missing from expect, why not) for one run.
+
+    `tolerated` are tests that already failed at the run's base (a user's repository may
+    have some): they may go on failing, and nothing else may.
+    """
     if timed_out:
         return False, [], "the test run timed out"
     if junit is None:
@@ -90,12 +105,15 @@ def judge(exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str]
     missing = sorted(expect - set(junit.passed_ids))
     if junit.tests == 0:
         return False, missing, "no test ran"
-    if junit.failures or junit.errors:
-        return False, missing, f"{junit.failures} failed and {junit.errors} errors of {junit.tests} tests"
+    known = [i for i in junit.failed_ids if i in tolerated]
+    if junit.failures + junit.errors > len(known):
+        also = f" ({len(known)} of them already failing at the run's base)" if known else ""
+        return False, missing, f"{junit.failures} failed and {junit.errors} errors of {junit.tests} tests{also}"
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         return False, missing, f"tests that passed before did not pass now (skipped, deselected or missing): {shown}"
-    if exit_code != 0:
+    # With known failures only, the runner's exit code says tests failed: that is expected.
+    if exit_code != 0 and not known:
         return False, missing, f"the test command exited {exit_code} although its report shows no failure"
     return True, missing, ""
 
@@ -139,6 +157,8 @@ class Verdicts:
         self._prepared: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._main_lock = threading.Lock()
+        # Tests that already failed at the run's base: not blamed on any ticket (see baseline()).
+        self.tolerated: frozenset[str] = self._recorded_baseline()
 
     def prepare(self, key: str) -> None:
         """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run()),
@@ -191,12 +211,12 @@ class Verdicts:
             # Stopped once the next model calls start, not beside the verdicts still running.
             self.sandboxes.release(key, later=True)
             shutil.rmtree(folder, ignore_errors=True)
-        passed, missing, reason = judge(result.exit_code, result.timed_out, junit, set(expect))
+        passed, missing, reason = judge(result.exit_code, result.timed_out, junit, set(expect), self.tolerated)
         return TestReport(
             ticket=ticket, command=command, exit_code=result.exit_code, passed=passed, duration_s=result.duration_s,
             output_tail=result.tail(FAILURE_TAIL_CHARS), timed_out=result.timed_out, event_id=event_id, sha=sha,
             report_found=junit is not None, missing=missing, reason=reason,
-            **(junit.model_dump() if junit else {}),
+            **(junit.model_dump(exclude={"unnamed_errors"}) if junit else {}),
         )
 
     def discard(self, key: str) -> None:
@@ -229,6 +249,26 @@ class Verdicts:
                 ids = self.run("verdict:main", sha, ticket=None).passed_ids
             self.remember(sha, ids)
             return set(ids)
+
+    def baseline(self, sha: str) -> TestReport:
+        """The suite at the run's base (a user's repository): which tests pass, which already fail.
+
+        Those that fail here are not blamed on a ticket: later verdicts tolerate them failing
+        (and a ticket that fixes one has a test that fails without it).
+        """
+        report = self.run("verdict:main", sha, ticket=None)
+        self.remember(sha, report.passed_ids)
+        failed = sorted(set(report.failed_ids))
+        self.tolerated = frozenset(failed)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / BASELINE).write_text(json.dumps({"sha": sha, "passed": report.passed_ids, "failed": failed}))
+        return report
+
+    def _recorded_baseline(self) -> frozenset[str]:
+        try:
+            return frozenset(json.loads((self.folder / BASELINE).read_text())["failed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return frozenset()
 
     def remember(self, sha: str, passed_ids: list[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

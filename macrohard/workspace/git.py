@@ -194,6 +194,14 @@ class GitWorkspace(Merges, Reading, GitBase):
             # checkout replaces a link planted on the way with a folder; it never writes through one.
             self._run(cwd, "checkout", "--quiet", "--force", "HEAD", "--", *sorted(tracked))
 
+    def branch(self, name: str, ref: str) -> None:
+        """Point branch `name` at ref (made or moved): a result handed back, not a ticket's."""
+        with self._lock:
+            self._require_repo()
+            if not self._ok(self.repo_dir, "check-ref-format", "--branch", name):
+                raise WorkspaceError(f"invalid branch name {name!r}", hint="use letters, digits, / and -")
+            self._run(self.repo_dir, "branch", "--force", "--no-track", name, self.head(ref))
+
     def tag(self, name: str, message: str, prov: Provenance, ref: str = MAIN) -> str:
         """Create annotated tag name at ref; returns the tagged commit's sha."""
         with self._lock:

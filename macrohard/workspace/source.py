@@ -22,6 +22,9 @@ from macrohard.workspace.provenance import MAIN
 
 # Reading the user's repository must not write to it (git status would refresh the index).
 READ_ONLY = {"GIT_OPTIONAL_LOCKS": "0"}
+# Cloning from a folder uses git's file transport, which the workspace keeps off otherwise
+# (it is how a planted submodule would reach a host repository); here the source is the user's.
+LOCAL_CLONE = {"protocol.file.allow": "always"}
 GITLINK = "160000"
 
 
@@ -75,7 +78,7 @@ def clone_source(checked: CheckedSource, repo_dir: Path) -> str:
     # No hard links into the source's objects, ref files whatever the user's default, and
     # no checkout yet: the branch the run works on is created at the base's commit.
     run_git(repo_dir.parent, "clone", "--quiet", "--no-hardlinks", "--no-checkout", "--", checked.path, str(repo_dir),
-            env={"GIT_DEFAULT_REF_FORMAT": "files"})
+            env={"GIT_DEFAULT_REF_FORMAT": "files"}, config=LOCAL_CLONE)
     run_git(repo_dir, "checkout", "--quiet", "-B", MAIN, checked.base_sha)
     # The run never talks back to the source: `macrohard export` fetches from the run instead.
     run_git(repo_dir, "remote", "remove", "origin", check=False)
@@ -104,7 +107,8 @@ def _local(source: RepoSource, scratch: Path) -> Path:
     scratch.mkdir(parents=True, exist_ok=True)
     mirror = scratch / f"mirror-{os.getpid()}-{abs(hash(source.location)) % 10**8}.git"
     shutil.rmtree(mirror, ignore_errors=True)
-    status, _, err = run_git(scratch, "clone", "--quiet", "--bare", "--", source.location, str(mirror), check=False)
+    status, _, err = run_git(scratch, "clone", "--quiet", "--bare", "--", source.location, str(mirror), check=False,
+                             config=LOCAL_CLONE)
     if status != 0:
         raise WorkspaceError(f"cannot clone {source.location}: {' '.join(err.split())[:300]}",
                              "check the URL and that it can be reached from here")
