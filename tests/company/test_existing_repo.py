@@ -17,7 +17,6 @@ from macrohard.transcript.log import read_events
 from macrohard.workspace.export import export_branch, write_bundle
 from macrohard.workspace.source import RepoSource
 
-from fakes import LocalSandboxProvider
 
 def start(tmp_path: Path, source: RepoSource, script: dict = SCRIPT, name: str = "spec.md") -> CompanyRun:
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -27,13 +26,13 @@ def start(tmp_path: Path, source: RepoSource, script: dict = SCRIPT, name: str =
     return CompanyRun.create(tmp_path / name, settings, script=tmp_path / "script.yaml", source=source)
 
 
-def test_a_change_to_the_users_repository_lands_on_its_history_and_leaves_it_untouched(tmp_path):
+def test_a_change_to_the_users_repository_lands_on_its_history_and_leaves_it_untouched(tmp_path, sandbox_provider):
     user = user_repo(tmp_path / "user")
     before = snapshot(user)
     base = git(user, "rev-parse", "trunk").strip()
     run = start(tmp_path, RepoSource(location=str(user)))
     assert any("uncommitted changes" in w for w in run.source.warnings)
-    summary = run.execute(LocalSandboxProvider())
+    summary = run.execute(sandbox_provider)
     assert summary.status == "done", summary.failure
     assert snapshot(user) == before  # refs, HEAD, index and files as they were
 
