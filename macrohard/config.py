@@ -184,6 +184,37 @@ class SandboxSettings(BaseModel):
         return out
 
 
+class DependencySettings(BaseModel):
+    """Third-party packages a product may use, fetched by the orchestrator, never the sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The index to resolve from; None: whatever the user's pip configuration names (PyPI by default).
+    index_url: str | None = None
+    # Project names (globs) a product may depend on; empty allows any that is not denied.
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    # Wheels, resolutions and installed sets, kept across runs.
+    cache: Path = Field(default_factory=lambda: Path(os.path.expanduser("~/.cache/macrohard/dependencies")))
+    # The sandbox's Python and platform: wheels are chosen for it, not for the host.
+    python_version: str = "3.11"
+    platforms: list[str] = Field(default_factory=lambda: ["manylinux2014_x86_64", "manylinux_2_17_x86_64",
+                                                          "manylinux_2_28_x86_64", "linux_x86_64"])
+    timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("index_url")
+    @classmethod
+    def _no_password(cls, v: str | None) -> str | None:
+        if v and urlsplit(v).password is not None:
+            raise ValueError("must not hold a user and password; configure them in pip's own configuration")
+        return v
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return Path(os.path.expanduser(v)) if isinstance(v, str) else v
+
+
 class SecretsSettings(BaseModel):
     """Variables whose values are secrets whatever their names (beside the secret-named ones)."""
 
@@ -230,6 +261,7 @@ class Settings(BaseSettings):
     acceptance_tags_anyway: bool = False
     workspace: TreeLimits = Field(default_factory=TreeLimits)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    dependencies: DependencySettings = Field(default_factory=DependencySettings)
     # Simulated seconds per scripted model call, for benchmarks of the orchestration.
     scripted_latency_s: float = Field(default=0.0, ge=0)
     recursion_limit: int = Field(default=400, ge=10)
