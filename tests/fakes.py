@@ -45,6 +45,9 @@ class LocalSandbox:
         # Only recorded: starting ahead saves time in a container, and exec runs the command either way.
         self.warmed.append(command)
 
+    def end_processes(self) -> None:
+        self.ended = True  # a local command leaves nothing running to end
+
     def idle(self) -> bool:
         # Never idle: commits freeze it, as a sandbox with a process left running is.
         return False

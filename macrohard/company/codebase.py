@@ -28,14 +28,22 @@ def codebase_map(
 ) -> str:
     files = workspace.tree_files(sha)
     parts = [f"The repository you change already has {len(files)} files (at commit {sha[:12]})."]
-    parts.append(_suite(baseline, test_command, sum(1 for f in files if is_test_file(f))))
-    parts.append("Files:\n" + _files(files))
+    parts.append(_clip(_suite(baseline, test_command, sum(1 for f in files if is_test_file(f))), limit // 8))
+    parts.append("Files:\n" + _clip(_files(files), limit // 2))
     head = "\n\n".join(parts)
     symbols = _symbols(workspace, sha, [f for f in files if f.endswith(".py") and not is_test_file(f)],
                        max(0, limit - len(head) - 200))
     if symbols:
         head += "\n\nTop-level classes and functions of its Python modules:\n" + symbols
     return head
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a line, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    kept = text[:limit].rsplit("\n", 1)[0]
+    return f"{kept}\n... ({text.count(chr(10)) - kept.count(chr(10))} more lines not shown: use list_files)"
 
 
 def _suite(baseline: TestReport | None, command: str, test_files: int) -> str:
@@ -79,7 +87,7 @@ def _symbols(workspace: GitWorkspace, sha: str, modules: list[str], budget: int)
                  if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not n.name.startswith("_")]
         if not names:
             continue
-        line = f"- {path}: {', '.join(names)}"
+        line = _clip(f"- {path}: {', '.join(names)}", 400)
         if used + len(line) > budget:
             lines.append(f"- ... {len(modules) - i} more modules not shown (read them with read_file)")
             break

@@ -32,6 +32,9 @@ class TicketPipeline(CompanyParts):
         not finish still has what it did committed; the ticket notes why it stopped.
         """
         root = self.workspace.worktree_path(ticket.id)
+        # The role's session is over: what its commands left running ends now, so it can
+        # neither race the commit nor touch the worktree while the next role works.
+        self.sandboxes.end_processes(ticket.id)
         if not result.finished:
             ticket = ticket.model_copy(update={"unfinished": [*ticket.unfinished, f"the {role} did not finish: {result.reason}"]})
         try:

@@ -130,6 +130,13 @@ class RunSandboxes:
         )
         return result, event.id
 
+    def end_processes(self, key: str) -> None:
+        """End whatever commands left running in `key`'s sandbox (one role hands it to the next)."""
+        with self._lock:
+            pending = self._boxes.get(key)
+        if pending is not None:
+            _end_processes(pending)
+
     def release(self, key: str, *, later: bool = False) -> None:
         """Stop `key`'s sandbox in the background; `later`: at the next flush() instead.
 
@@ -141,6 +148,8 @@ class RunSandboxes:
             if pending is None:
                 return
             if later:
+                # Set aside whole, but with nothing of its own left running meanwhile.
+                self._pool.submit(_end_processes, pending)
                 self._parked.setdefault(key, []).append(pending)
             else:
                 self._submit_stop(key, pending)
@@ -178,6 +187,11 @@ class RunSandboxes:
         started = time.perf_counter()
         pending.result().stop()
         self.transcript.append("sandbox.stop", ticket=_ticket(key), sandbox=key, duration_s=round(time.perf_counter() - started, 4))
+
+
+def _end_processes(pending: Future[Sandbox]) -> None:
+    if pending.exception() is None:
+        pending.result().end_processes()
 
 
 def _pause(box: Sandbox) -> None:

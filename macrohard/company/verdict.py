@@ -21,7 +21,8 @@ import stat
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -91,12 +92,13 @@ def parse_junit(path: Path) -> JUnit | None:
 
 
 def judge(
-    exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str], tolerated: frozenset[str] = frozenset()
+    exit_code: int, timed_out: bool, junit: JUnit | None, expect: set[str], tolerated: Mapping[str, int] | None = None
 ) -> tuple[bool, list[str], str]:
     """(passed, tests missing from expect, why not) for one run.
 
     `tolerated` are tests that already failed at the run's base (a user's repository may
-    have some): they may go on failing, and nothing else may.
+    have some), with how many times each id failed there: they may go on failing as often,
+    and nothing else may (a new test given a tolerated test's id is one failure too many).
     """
     if timed_out:
         return False, [], "the test run timed out"
@@ -105,9 +107,10 @@ def judge(
     missing = sorted(expect - set(junit.passed_ids))
     if junit.tests == 0:
         return False, missing, "no test ran"
-    known = [i for i in junit.failed_ids if i in tolerated]
-    if junit.failures + junit.errors > len(known):
-        also = f" ({len(known)} of them already failing at the run's base)" if known else ""
+    failing = Counter(junit.failed_ids)
+    known = sum(min(n, (tolerated or {}).get(i, 0)) for i, n in failing.items())
+    if junit.failures + junit.errors > known:
+        also = f" ({known} of them already failing at the run's base)" if known else ""
         return False, missing, f"{junit.failures} failed and {junit.errors} errors of {junit.tests} tests{also}"
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -157,8 +160,8 @@ class Verdicts:
         self._prepared: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._main_lock = threading.Lock()
-        # Tests that already failed at the run's base: not blamed on any ticket (see baseline()).
-        self.tolerated: frozenset[str] = self._recorded_baseline()
+        # Tests that already failed at the run's base, and how often: not blamed on any ticket (see baseline()).
+        self.tolerated: dict[str, int] = self._recorded_baseline()
 
     def prepare(self, key: str) -> None:
         """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run()),
@@ -258,17 +261,17 @@ class Verdicts:
         """
         report = self.run("verdict:main", sha, ticket=None)
         self.remember(sha, report.passed_ids)
-        failed = sorted(set(report.failed_ids))
-        self.tolerated = frozenset(failed)
+        failed = sorted(report.failed_ids)
+        self.tolerated = dict(Counter(failed))
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / BASELINE).write_text(json.dumps({"sha": sha, "passed": report.passed_ids, "failed": failed}))
         return report
 
-    def _recorded_baseline(self) -> frozenset[str]:
+    def _recorded_baseline(self) -> dict[str, int]:
         try:
-            return frozenset(json.loads((self.folder / BASELINE).read_text())["failed"])
+            return dict(Counter(json.loads((self.folder / BASELINE).read_text())["failed"]))
         except (OSError, ValueError, KeyError, TypeError):
-            return frozenset()
+            return {}
 
     def remember(self, sha: str, passed_ids: list[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,10 @@ class Sandbox(Protocol):
         """
         ...
 
+    def end_processes(self) -> None:
+        """End whatever its commands left running: it is set aside, to be removed later."""
+        ...
+
     def pause(self) -> None:
         """Freeze every process in the sandbox: host git is about to read its files."""
         ...

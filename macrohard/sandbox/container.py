@@ -143,6 +143,17 @@ class DockerSandbox:
                 self._drop_channel()
                 return False
 
+    def end_processes(self) -> None:
+        """End every process the sandbox's commands left running (it is set aside, to be removed later)."""
+        with self._lock:
+            if self._stopped or self._paused or self._channel is None or not self._channel.alive():
+                return
+            try:
+                self._channel.send(b'{"probe": "end"}\n')
+                self._channel.frame(time.monotonic() + RUNNER_START_S, META_LIMIT)
+            except (RunnerLost, Backstop, OSError):
+                self._drop_channel()
+
     def pause(self) -> None:
         """Freeze every process in the container (the cgroup freezer), so nothing in it can
         change its files while host git reads them."""

@@ -18,6 +18,7 @@ request ends a waiting warm command first.
 A request `{"probe": "idle"}` is answered with whether no process but the runner is
 left (a RESULT frame only): then nothing can change the workspace until the client
 starts a command, and the host may read it without freezing the container.
+`{"probe": "end"}` ends every process but the runner (a sandbox set aside for removal).
 
 Inside the container, BOOTSTRAP reads this file's source from stdin and runs it, so
 it uses the standard library only and runs on Python 3.8 or later. The host imports
@@ -157,24 +158,36 @@ def kill_rest(keep: int) -> None:
 
 
 def others_alive(keep: int) -> bool:
-    """Whether any live process is left besides `keep` (the runner) and the container's own.
+    """Whether any task is left besides `keep` (the runner) and the container's own.
 
-    The container's init and keep-alive run as a uid of their own (PID 1's); every other
-    process counts, whatever it did to itself (a non-dumpable process's /proc folder is
-    root's, so the uid is read from its status). With none left, nothing in the sandbox
-    can change a file until the client starts a command: the host may read the workspace
-    without freezing the container.
+    Counted by the kernel, not by walking /proc: the container cgroup's pids.current
+    holds every task in it (each thread, a zombie's still-running threads, processes in
+    any namespace, a chain that forks its successor and exits). It must equal the tasks
+    of the container's init and keep-alive (PID 1's uid) and of the runner; anything
+    more, or a count that cannot be read, is a process of the sandbox's own.
     """
+    current = _pids_current()
+    if current is None:
+        return True
     keeper = _status_uid("1")
+    known = 0
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (keep, 1):
+        if not name.isdigit():
             continue
-        uid, state = _status_uid(name), _status_state(name)
-        if uid is None or state is None:
-            continue  # gone meanwhile
-        if uid != keeper and state not in ("Z", "X"):
-            return True
-    return False
+        if int(name) == keep or name == "1" or (keeper is not None and _status_uid(name) == keeper):
+            threads = _status_field(name, "Threads")
+            known += int(threads) if threads and threads.isdigit() else 1
+    return current > known
+
+
+def _pids_current() -> int | None:
+    for current_file, _ in PIDS_FILES:
+        try:
+            with open(current_file) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _status_field(pid: str, field: str) -> str | None:
@@ -191,11 +204,6 @@ def _status_field(pid: str, field: str) -> str | None:
 def _status_uid(pid: str) -> str | None:
     value = _status_field(pid, "Uid")
     return value.split()[1] if value else None  # the effective uid
-
-
-def _status_state(pid: str) -> str | None:
-    value = _status_field(pid, "State")
-    return value[:1] if value else None
 
 
 def _pipe_holders(inode: int) -> list[int]:
@@ -505,6 +513,14 @@ def main() -> None:
             if request.get("probe") == "idle":
                 busy = held is not None or others_alive(os.getpid())
                 _send(RESULT, json.dumps({"idle": not busy}).encode())
+                continue
+            if request.get("probe") == "end":
+                # Nothing more will run here: end whatever earlier commands left running.
+                if held is not None:
+                    held.abandon()
+                    held = None
+                kill_rest(os.getpid())
+                _send(RESULT, json.dumps({"ended": True}).encode())
                 continue
             command = Command(request)
         except (ValueError, KeyError, TypeError) as e:

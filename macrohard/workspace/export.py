@@ -26,7 +26,8 @@ def export_branch(run_repo: Path, branch: str, user_repo: Path) -> tuple[str, bo
         raise WorkspaceError(f"{user_repo} already has a branch {branch} at {out.strip()[:12]}",
                              f"delete or rename it there, or export with --bundle (the run's branch is at {sha[:12]})")
     # From a folder: git's file transport, kept off elsewhere, is what this fetch is.
-    run_git(user_repo, "fetch", "--quiet", "--no-tags", "--", str(run_repo), f"refs/heads/{branch}:refs/heads/{branch}",
+    run_git(user_repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance", "--",
+            str(run_repo), f"refs/heads/{branch}:refs/heads/{branch}",
             env={"GIT_OPTIONAL_LOCKS": "0"}, config={"protocol.file.allow": "always"},
             hint="check that the repository can be written")
     return sha, True

@@ -439,7 +439,7 @@ def test_a_sandbox_is_idle_only_with_no_process_of_its_own_left(sandbox: DockerS
     assert sandbox.idle()  # the runner and the container's keep-alive do not count
     sandbox.exec("sleep 3008 >/dev/null 2>&1 &")
     assert not sandbox.idle()
-    sandbox.exec("pkill -f 'sleep 3008'; sleep 0.2")
+    sandbox.exec("pkill -f '[s]leep 3008'; sleep 0.3")
     assert sandbox.idle()
     # A process that hides its /proc folder from its uid (not dumpable) still counts.
     hider = ("python3 -c 'import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(3009)'"
@@ -447,5 +447,20 @@ def test_a_sandbox_is_idle_only_with_no_process_of_its_own_left(sandbox: DockerS
     sandbox.exec(hider)
     time.sleep(0.3)
     assert not sandbox.idle()
-    sandbox.exec("pkill -f 'sleep(3009)'; pkill -f 3009; sleep 0.2")
+    sandbox.exec("pkill -f '[3]009'; sleep 0.3")  # [3]: the pattern does not match this command's own line
+    assert sandbox.idle()
+    # A process whose main thread exited (a zombie leader) while another thread runs on still counts,
+    # as does a chain of processes that each fork the next and exit.
+    leader = ("python3 -c 'import ctypes, threading, time; threading.Thread(target=time.sleep, args=(3010,)).start(); "
+              "time.sleep(0.1); ctypes.CDLL(None).syscall(60, 0)' >/dev/null 2>&1 &")
+    pid = sandbox.exec(leader + " echo $!").output.strip()
+    time.sleep(0.5)
+    assert not sandbox.idle()
+    sandbox.exec(f"kill -9 {pid}; sleep 0.3")  # by pid: a zombie leader has no command line to match
+    chain = ("python3 -c 'import os, time\nwhile not os.path.exists(\"/tmp/stop-chain\"):\n    if os.fork(): os._exit(0)\n"
+             "    time.sleep(0.001)' >/dev/null 2>&1 &")
+    sandbox.exec(chain)
+    busy = [not sandbox.idle() for _ in range(50)]
+    assert all(busy)
+    sandbox.exec("touch /tmp/stop-chain; sleep 0.3")
     assert sandbox.idle()
