@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from macrohard.cli import audit, runs, serve
+from macrohard.cli import audit, replay, runs, serve
 from macrohard.cli.common import HELP_OPTIONS
 from macrohard.cli.helptext import Command
 from macrohard.cli.sandbox import sandbox_app
@@ -54,6 +54,7 @@ _command(runs.resume)
 _command(runs.approve_run, "approve")
 _command(runs.reject_run, "reject")
 _command(runs.runs)
+_command(replay.replay)
 _command(audit.audit)
 _command(audit.blame)
 _command(audit.trace)
