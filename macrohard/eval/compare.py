@@ -7,11 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from macrohard.errors import ConfigError
-from macrohard.eval.results import CaseResult, EvalReport, EvalTotals
-
-# What is compared, per case and in the totals; each is a number on both sides.
-MEASURES = ("acceptance_passed", "acceptance_total", "model_calls", "tokens", "cost_usd", "wall_s", "tamper_events")
-
+from macrohard.eval.results import CaseResult, EvalReport, EvalTotals, totals_of
 
 class CaseComparison(BaseModel):
     name: str
@@ -35,7 +31,8 @@ class Comparison(BaseModel):
 
     @property
     def totals(self) -> tuple[EvalTotals, EvalTotals]:
-        return self.a.totals, self.b.totals
+        """From the cases themselves, not the totals a file says it has."""
+        return totals_of(self.a.cases), totals_of(self.b.cases)
 
 
 def load_report(path: Path) -> EvalReport:

@@ -94,9 +94,9 @@ class EvalRun:
 
     @classmethod
     def start(cls, options: EvalOptions, workspaces: Path, parallel: int) -> EvalRun:
-        options = options.model_copy(update={"suite": options.suite.resolve(),
+        suite = load_suite(options.suite)  # errors name the suite as given
+        options = options.model_copy(update={"suite": suite.path,
                                              "config": options.config.resolve() if options.config else None})
-        suite = load_suite(options.suite)
         eval_id = new_run_id()
         folder = eval_dir(workspaces, eval_id)
         report = EvalReport(eval_id=eval_id, suite=suite.path, model=describe_model(suite, options), parallel=parallel,
