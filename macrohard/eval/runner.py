@@ -64,9 +64,15 @@ def case_settings(options: EvalOptions, case: Case, workspaces: Path) -> Setting
     if options.model is not None:
         flags["model"] = {"model": options.model}
     try:
-        return load_settings(options.config, overrides=_merged(case.settings, flags))
+        settings = load_settings(options.config, overrides=_merged(case.settings, flags))
     except ConfigError as e:
         raise ConfigError(f"case {case.name}'s settings: {e.message}") from None
+    # A suite may come from anywhere: its case.toml may tighten the sandbox, never loosen it.
+    weaker = settings.sandbox.weakened(than=load_settings(options.config).sandbox)
+    if weaker:
+        raise ConfigError(f"case {case.name}'s case.toml weakens the sandbox: {'; '.join(weaker)}",
+                          "set it in macrohard.toml if you mean it")
+    return settings
 
 
 def describe_model(suite: Suite, options: EvalOptions) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from macrohard.company.run import RunPaths, checkpoint_values
@@ -95,3 +96,23 @@ def test_a_live_model_without_a_fork_is_a_usage_mistake(cli, tmp_path):
     assert result.exit_code == 2 and "add --from EVENT" in result.output
     result = cli("replay", "latest")
     assert result.exit_code == 1 and "there are no runs" in result.output
+
+
+@pytest.mark.docker
+@pytest.mark.e2e
+def test_the_demo_replayed_on_docker_rebuilds_the_same_main_tree(tmp_path, monkeypatch, sandbox_image):
+    from typer.testing import CliRunner
+
+    from macrohard.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo"], catch_exceptions=False).exit_code == 0
+    (demo,) = run_dirs(tmp_path)
+    result = runner.invoke(app, ["replay", "latest"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (replayed,) = set(run_dirs(tmp_path)) - {demo}
+    assert main_tree(replayed) == main_tree(demo)
+    assert tickets(replayed) == tickets(demo)
+    assert [e.data["exit_code"] == 0 for e in read_events(replayed / "transcript.jsonl")
+            if e.kind == "sandbox.exec" and e.data.get("sandbox") == "verdict:T-2"] == [False, True]

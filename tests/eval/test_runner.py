@@ -7,13 +7,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ACCEPTANCE, BUNDLED, honest_script
 from fakes import LocalSandboxProvider
 from macrohard.eval.executor import CaseJob, LocalExecutor
 from macrohard.eval.results import EvalReport
-from macrohard.eval.runner import EvalOptions, EvalRun
+from macrohard.errors import ConfigError
+from macrohard.eval.runner import EvalOptions, EvalRun, case_settings
+from macrohard.eval.suite import load_case
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.transcript.log import read_events
 
@@ -148,9 +151,6 @@ def test_live_cases_ask_the_configured_model_instead_of_a_script(tmp_path, make_
 
 
 def test_case_settings_come_from_the_config_then_case_toml_then_the_eval(tmp_path, make_case):
-    from macrohard.eval.runner import case_settings
-    from macrohard.eval.suite import load_case
-
     (tmp_path / "macrohard.toml").write_text('max_attempts = 5\nmax_parallel = 3\n[model]\nmodel = "base"\n')
     case = load_case(make_case("c", acceptance={"test_a.py": ACCEPTANCE}, settings='max_attempts = 2\napprove = []\n'))
     assert case.problem and "approve" in case.problem
@@ -160,3 +160,12 @@ def test_case_settings_come_from_the_config_then_case_toml_then_the_eval(tmp_pat
     assert (s.max_attempts, s.max_parallel, s.model.model, s.model.temperature) == (2, 1, "other", 0.5)
     assert s.acceptance == case.acceptance and s.approve == [] and s.workspaces == (tmp_path / "ws").resolve()
     assert isinstance(s.workspaces, Path)
+
+
+def test_a_case_may_tighten_the_sandbox_but_not_loosen_it(tmp_path, make_case):
+    options = EvalOptions(suite=tmp_path / "suite")
+    tight = load_case(make_case("tight", acceptance={"test_a.py": ACCEPTANCE}, settings='[sandbox]\nmemory = "512m"\n'))
+    assert case_settings(options, tight, tmp_path / "ws").sandbox.memory == "512m"
+    loose = load_case(make_case("loose", acceptance={"test_a.py": ACCEPTANCE}, settings="[sandbox]\nnetwork = true\n"))
+    with pytest.raises(ConfigError, match="case loose's case.toml weakens the sandbox: network = true"):
+        case_settings(options, loose, tmp_path / "ws")
