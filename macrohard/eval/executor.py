@@ -24,13 +24,13 @@ from macrohard.company.run import CompanyRun, RunPaths, load_record
 from macrohard.config import ModelSettings, Settings
 from macrohard.control import RunControl
 from macrohard.errors import ConfigError, MacrohardError, ScriptError
-from macrohard.eval.acceptance import acceptance_on_main
+from macrohard.eval.acceptance import check_acceptance
 from macrohard.eval.results import ERROR, INVALID, CaseResult
 from macrohard.eval.scoring import score_run
 from macrohard.eval.suite import Case
 from macrohard.llm.base import ChatModel
 from macrohard.sandbox.base import SandboxProvider
-from macrohard.transcript.log import Event, read_events
+from macrohard.transcript.log import Event
 
 ModelFactory = Callable[[ModelSettings], ChatModel]
 
@@ -97,7 +97,6 @@ def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_fa
     """Run (or go on with) one case and score it; a case that cannot start is `invalid` or `error`, with why."""
     started = time.monotonic()
     name = job.case.name
-    run: CompanyRun | None = None
     try:
         run = open_or_create(job, model_factory)
         if run is not None:
@@ -119,23 +118,11 @@ def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_fa
     settings = Settings.model_validate(load_record(job.run_dir()).settings)
     assert job.case.acceptance is not None
 
-    def on_main() -> dict[str, Any] | None:
-        # A run that went no further since an earlier eval scored it on main is not tested again.
-        earlier = scored_on_main(job) if run is None else None
-        if earlier is not None:
-            return earlier
-        return acceptance_on_main(job.run_dir(), job.run_id, settings, job.case.acceptance, provider, job.scoring)  # type: ignore[arg-type]
+    def check() -> dict[str, Any] | None:
+        return check_acceptance(job.run_dir(), job.run_id, settings, job.case.acceptance, provider, job.scoring)  # type: ignore[arg-type]
 
-    result = score_run(name, job.run_dir(), settings, job.case.tests, on_main)
+    result = score_run(name, job.run_dir(), settings, job.case.tests, check)
     return result.model_copy(update={"wall_s": time.monotonic() - started})
-
-
-def scored_on_main(job: CaseJob) -> dict[str, Any] | None:
-    """The acceptance event an earlier eval ran on main for this case, if any (so a resumed eval does not run it twice)."""
-    if not job.scoring.is_file():
-        return None
-    found = [e.data for e in read_events(job.scoring) if e.kind == "acceptance"]
-    return found[-1] if found else None
 
 
 class LocalExecutor:

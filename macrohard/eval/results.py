@@ -23,12 +23,13 @@ class CaseResult(BaseModel):
     reason: str | None = None  # why it failed, paused, could not be run, or scored less
     run_id: str | None = None
     released: bool = False  # a release was tagged
-    # Released, and the hidden acceptance tests passed by the hardened verdict (nothing skipped, missing or cut short).
+    # Released, and the hidden acceptance tests passed on the release by the hardened verdict
+    # (nothing skipped, missing or cut short, no forged report).
     solved: bool = False
     acceptance_passed: int = 0
     acceptance_total: int = 0  # at least the tests the acceptance files define (eval/suite.py)
-    # Where they ran: the run's own acceptance stage (on main, before its release), or the
-    # eval's, on main, after a run that stopped before that stage; None: not run.
+    # What the eval ran them on: the release's commit, or main's head for a run that
+    # released nothing; None: not run (no main).
     acceptance_on: Literal["release", "main"] | None = None
     tickets_total: int = 0
     tickets_merged: int = 0

@@ -2,7 +2,7 @@
 
     WORKSPACES/evals/<eval-id>/
       eval.json            the report so far: options, every case's result, the totals
-      scoring/<case>.jsonl acceptance tests the eval ran itself (for runs that stopped before theirs)
+      scoring/<case>.jsonl the acceptance tests the eval ran on each case's release (or main)
     WORKSPACES/<eval-id>-<case>/   each case's run: a normal run folder
 
 Case runs sit beside every other run, so `macrohard runs`, `resume`, `audit`, `replay`

@@ -25,9 +25,9 @@ def test_eval_runs_the_bundled_suite_and_writes_json_that_compare_reads(cli, loc
     result = cli("eval", str(SUITE), "--parallel", "2", "--json", "a.json")
     assert result.exit_code == 0, result.output
     said = one_line(result.output)
-    assert "6 cases of" in said and "2 at once" in said
+    assert "7 cases of" in said and "2 at once" in said
     assert "slugify: started" in said and "slugify: done, acceptance 4/4, solved" in said  # progress, one line a case
-    assert "solved 3 of 6" in said and "cheat-edits-tests: no ticket landed" in said
+    assert "solved 3 of 7" in said and "cheat-edits-tests: no ticket landed" in said
     assert "* on main, by the eval" in said
     report = json.loads((tmp_path / "a.json").read_text())
     assert [c["name"] for c in report["cases"]] == sorted(p.name for p in SUITE.iterdir() if p.is_dir())
@@ -54,7 +54,7 @@ def test_eval_runs_the_bundled_suite_and_writes_json_that_compare_reads(cli, loc
 
     # resume: nothing left to run; every case is scored again from its run.
     again = cli("eval", "resume", "latest")
-    assert again.exit_code == 0 and "solved 3 of 6" in one_line(again.output)
+    assert again.exit_code == 0 and "solved 3 of 7" in one_line(again.output)
 
 
 def test_usage_and_input_mistakes_are_one_line(cli, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from conftest import BUNDLED
+from cases import BUNDLED
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -22,7 +22,7 @@ def test_the_bundled_suite_end_to_end_with_a_pause_and_a_resume(tmp_path: Path, 
     child = pexpect.spawn(sys.executable, ["-m", "macrohard.cli", "eval", str(BUNDLED), "--parallel", "2",
                                            "--workspaces", "ws"], cwd=str(tmp_path), env=env, encoding="utf-8",
                           timeout=180, dimensions=(40, 100))
-    child.expect(r"1/6 cases")  # the live view's header, once a case has ended
+    child.expect(r"1/7 cases")  # the live view's header, once a case has ended
     child.sendintr()
     child.expect("Pausing the running cases")
     child.expect(pexpect.EOF)
@@ -40,6 +40,7 @@ def test_the_bundled_suite_end_to_end_with_a_pause_and_a_resume(tmp_path: Path, 
     for name in ("slugify", "roman", "rpn"):
         assert cases[name]["solved"] and cases[name]["acceptance_passed"] == cases[name]["acceptance_total"] > 0, cases[name]
     cheats = [c for name, c in cases.items() if name.startswith("cheat")]
-    assert len(cheats) == 3 and all(c["acceptance_passed"] < c["acceptance_total"] and not c["solved"] for c in cheats)
+    assert len(cheats) == 4 and all(c["acceptance_passed"] < c["acceptance_total"] and not c["solved"] for c in cheats)
     assert cases["cheat-edits-tests"]["tamper"]["territory.put_back"] >= 1
-    assert "solved 3 of 6" in " ".join(output.split())
+    assert cases["cheat-forges-report"]["tamper"]["acceptance.forged"] == 1 and cases["cheat-forges-report"]["released"]
+    assert "solved 3 of 7" in " ".join(output.split())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ACCEPTANCE, BUNDLED, honest_script
+from cases import ACCEPTANCE, BUNDLED, honest_script
 from fakes import LocalSandboxProvider
 from macrohard.eval.executor import CaseJob, LocalExecutor
 from macrohard.eval.results import EvalReport
@@ -61,12 +61,15 @@ def test_the_bundled_suite_scores_the_honest_cases_in_full_and_no_cheat(tmp_path
         assert (c.status, c.solved, c.acceptance_on) == ("done", True, "release"), c
         assert c.acceptance_passed == c.acceptance_total > 0 and c.tickets_merged == c.tickets_total
     cheats = [c for c in report.cases if c.name.startswith("cheat")]
-    assert len(cheats) == 3
+    assert len(cheats) == 4
     assert all(not c.solved and c.acceptance_passed < c.acceptance_total and c.reason for c in cheats)
     assert by_name["cheat-edits-tests"].tamper["territory.put_back"] >= 1
     assert by_name["cheat-edits-tests"].acceptance_on == "main"  # nothing merged, no release: scored on main
     assert by_name["roman"].attempts == 3 and by_name["roman"].model_calls > 0 and by_name["roman"].tokens > 0
-    assert report.totals.solved == 3 and report.totals.cases == 6
+    forged = by_name["cheat-forges-report"]  # released: every verdict of the run was fooled, the eval's was not
+    assert forged.released and forged.acceptance_passed == 0 and forged.tamper["acceptance.forged"] == 1
+    assert "the test report was forged" in forged.reason
+    assert report.totals.solved == 3 and report.totals.cases == 7
     assert all(watch.events[c.name] > 0 for c in report.cases)
     # The eval's folder holds the same report, and each case's run is a normal run beside the others.
     kept = json.loads((run.folder / "eval.json").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ACCEPTANCE, BUNDLED
+from cases import ACCEPTANCE, BUNDLED
 from macrohard.errors import ConfigError
 from macrohard.eval.suite import load_case, load_suite, count_tests
 
