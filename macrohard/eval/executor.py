@@ -115,7 +115,11 @@ def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_fa
         if not RunPaths(run_dir=job.run_dir()).run_json.is_file():
             return CaseResult(name=name, status=ERROR, reason=describe_failure(e), run_id=job.run_id,
                               wall_s=time.monotonic() - started)
-    settings = Settings.model_validate(load_record(job.run_dir()).settings)
+    record = load_record(job.run_dir())
+    if record.is_live():  # another process drives it (an eval resumed twice at once): not ours to score yet
+        return CaseResult(name=name, status="running", reason="its run is being driven by another macrohard process",
+                          run_id=job.run_id, wall_s=time.monotonic() - started)
+    settings = Settings.model_validate(record.settings)
     assert job.case.acceptance is not None
 
     def check() -> dict[str, Any] | None:
