@@ -6,9 +6,9 @@ sandbox, pytest, the hidden acceptance tests). Each `--parallel` runs the whole 
 from scratch, one after another, in one process. It reports per level the eval's wall
 time, cases per minute, the speed-up over the first level, and per case the overhead
 outside its run: the case's wall time (from its start to its score) less the run's own
-active time (creating the run folder, checking the case's settings, scoring it from the
-transcript and checkpoint, and, for a run that stopped before its acceptance stage,
-the acceptance tests the eval runs on main). It checks that every level gave the same
+active time (creating the run folder, checking the case's settings, the eval's own run
+of the hidden acceptance tests on the release or main, reading the score from the
+transcript and checkpoint). It checks that every level gave the same
 scores. Exits 1 if they differ, or if an honest case is not solved or a cheating one is.
 
     python3 bench/eval.py [--latency 0.5] [--parallel 1 4] [--out bench/results/eval.json]
