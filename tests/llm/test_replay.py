@@ -89,9 +89,21 @@ SESSIONS = ["demo: a second attempt, a rejected plan and release", "disputes arb
             "an unfinished plan, then another session"]
 
 
+@pytest.fixture(scope="module")
+def recorded_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[CompanyRun, Spy]]:
+    """Each kind of run, made once for the tests that read it (a cache filled as they ask)."""
+
+    class Runs(dict):  # type: ignore[type-arg]
+        def __missing__(self, which: str) -> tuple[CompanyRun, Spy]:
+            self[which] = runs_with_sessions(tmp_path_factory.mktemp("recorded"), which)
+            return self[which]
+
+    return Runs()
+
+
 @pytest.mark.parametrize("which", SESSIONS)
-def test_every_recorded_answer_is_found_where_the_company_asked_for_it(tmp_path, which):
-    run, spy = runs_with_sessions(tmp_path, which)
+def test_every_recorded_answer_is_found_where_the_company_asked_for_it(recorded_runs, which):
+    run, spy = recorded_runs[which]
     recorded = read_answers(run.paths.transcript)
     assert set(recorded) == set(spy.calls)
     for key, message in spy.calls.items():
@@ -101,10 +113,10 @@ def test_every_recorded_answer_is_found_where_the_company_asked_for_it(tmp_path,
 
 
 @pytest.mark.parametrize("which", SESSIONS)
-def test_a_replay_asks_the_same_calls_and_ends_with_the_same_tickets_and_tree(tmp_path, which):
+def test_a_replay_asks_the_same_calls_and_ends_with_the_same_tickets_and_tree(tmp_path, recorded_runs, which):
     from macrohard.cli.replay import RecordedDecisions
 
-    run, spy = runs_with_sessions(tmp_path, which)
+    run, spy = recorded_runs[which]
     source = ReplaySource.of(run.run_id, run.paths.transcript)
     settings = Settings.model_validate({**run.record.settings, "workspaces": tmp_path / "replays"})
     again = CompanyRun.create(run.paths.spec, settings, replay=source)
