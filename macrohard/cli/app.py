@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from macrohard.cli import audit, export, runs, serve
+from macrohard.cli import audit, export, replay, runs, serve
+from macrohard.cli.eval import eval_app
 from macrohard.cli.common import HELP_OPTIONS
 from macrohard.cli.helptext import Command
 from macrohard.cli.sandbox import sandbox_app
@@ -23,6 +24,7 @@ app = typer.Typer(
     context_settings=HELP_OPTIONS,
 )
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(eval_app, name="eval")
 
 
 def _show_version(asked: bool) -> None:
@@ -54,6 +56,7 @@ _command(runs.resume)
 _command(runs.approve_run, "approve")
 _command(runs.reject_run, "reject")
 _command(runs.runs)
+_command(replay.replay)
 _command(audit.audit)
 _command(audit.blame)
 _command(audit.trace)

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,17 +147,25 @@ class _Output:
                 self.ctrl_c.control.request_pause("nothing reads the output any more (its terminal or pipe closed)")
 
 
-def drive(run: Any, *, banner: Text, decision: Any = None) -> None:
-    """Run (or go on with) a company run in this terminal; exit with the code for how it stopped."""
+def drive(run: Any, *, banner: Text, decision: Any = None, recorded: Callable[[dict[str, Any]], Any] | None = None) -> None:
+    """Run (or go on with) a company run in this terminal; exit with the code for how it stopped.
+
+    `recorded` answers a gate first, when it can (a replay's recorded decisions); a person then.
+    """
     run.check_resumable(decision)  # before anything is printed or started
     provider = sandbox_provider(run.settings)
     console.print(banner, highlight=False)
     interactive = console.is_terminal and sys.stdin.isatty()
     with ProgressView(console) as view, CtrlC() as ctrl_c:
+
+        def decide(payload: dict[str, Any]) -> Any:
+            answer = recorded(payload) if recorded is not None else None
+            return answer if answer is not None or not interactive else ask(view, payload)
+
         try:
             summary = run.execute(
                 provider, on_event=_Output(view, ctrl_c), decision=decision,
-                decide=(lambda payload: ask(view, payload)) if interactive else None,
+                decide=decide if interactive or recorded is not None else None,
                 control_hook=lambda control: setattr(ctrl_c, "control", control),
             )
         except KeyboardInterrupt:

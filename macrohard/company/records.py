@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from macrohard.config import Settings
 from macrohard.errors import ConfigError
+from macrohard.llm.replay import ReplaySource
 from macrohard.models import Spec, Ticket, Usage
 from macrohard.sandbox.lifecycle import owner_alive
 from macrohard.transcript.audit import build_report
@@ -64,6 +65,7 @@ class RunRecord(BaseModel):
     # What the product started from, when not from nothing: the repository (or earlier
     # run), its base branch and commit, and what the checks warned about.
     source: dict[str, Any] | None = None
+    replay: ReplaySource | None = None  # a `macrohard replay` run: the recording its answers come from
 
     def is_live(self) -> bool:
         return self.status == "running" and owner_alive(self.owner) is not False

@@ -39,6 +39,7 @@ from macrohard.config import ModelSettings, SandboxSettings, Settings
 from macrohard.control import RunControl, RunPaused, Spent
 from macrohard.errors import ConfigError
 from macrohard.llm.base import ChatModel
+from macrohard.llm.replay import ReplaySource
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.models import ApprovalDecision, Budget, Spec, Ticket, current_user
 from macrohard.redact import Redactor, strip_url, without_userinfo
@@ -89,6 +90,7 @@ class CompanyRun:
         record: RunRecord | None = None,
         allow_weaker_sandbox: bool = False,
         source: CheckedSource | None = None,
+        replay: ReplaySource | None = None,
     ) -> None:
         self.allow_weaker_sandbox = allow_weaker_sandbox
         # Where the product starts when not from nothing: checked already, cloned at execute().
@@ -112,7 +114,12 @@ class CompanyRun:
         self.roles = load_roles(self.settings.roles_dir, known_tools=set(TOOL_NAMES))
         self.script = script.resolve() if script else None
         self.record = record
-        if script is not None:
+        self.replay = replay
+        if replay is not None and not replay.forks:
+            # Every answer comes from the recording: no script or endpoint is asked.
+            self.script = None
+            self.model_for, self.model_name = replay.models(None), replay.describe()
+        elif script is not None:
             scripted = ScriptedModel.from_file(script, latency_s=self.settings.scripted_latency_s)
             self.model_for: Callable[[str], ChatModel] = lambda role: scripted
             self.model_name = f"scripted ({script})"
@@ -121,6 +128,9 @@ class CompanyRun:
             self.model_name = describe_models(self.settings, self.roles)
         else:
             raise ConfigError("no model configured", "pass a script, or set [model] in macrohard.toml")
+        if replay is not None and replay.forks:
+            self.replay = replay.model_copy(update={"live_model": replay.live_model or self.model_name})
+            self.model_for, self.model_name = self.replay.models(self.model_for), self.replay.describe()
         unpriced = [m for m in self._model_names() if m not in self.settings.prices]
         if self.settings.budget.max_cost_usd is not None and unpriced:
             raise ConfigError(
@@ -143,12 +153,13 @@ class CompanyRun:
         model_factory: Callable[[ModelSettings], ChatModel] | None = None,
         run_id: str | None = None,
         source: RepoSource | None = None,
+        replay: ReplaySource | None = None,
     ) -> CompanyRun:
         """A new run; with `source`, on top of a repository's history (checked here, before anything is made)."""
         paths = RunPaths(run_dir=(settings.workspaces / (run_id or new_run_id())).resolve())
         spec = load_spec(spec_path)
         checked = check_source(source, settings.workspace, settings.workspaces / SCRATCH) if source else None
-        return cls(paths, spec, settings, script=script, model_factory=model_factory, source=checked)
+        return cls(paths, spec, settings, script=script, model_factory=model_factory, source=checked, replay=replay)
 
     @classmethod
     def open(
@@ -176,7 +187,7 @@ class CompanyRun:
             raise ConfigError(f"the run's model script {script} is gone", "restore it to resume the run")
         paths = RunPaths(run_dir=run_dir.resolve())
         return cls(paths, load_spec(paths.spec), settings, script=script, model_factory=model_factory, record=record,
-                   allow_weaker_sandbox=allow_weaker_sandbox)
+                   allow_weaker_sandbox=allow_weaker_sandbox, replay=record.replay)
 
     # -- driving -------------------------------------------------------------
 
@@ -206,7 +217,7 @@ class CompanyRun:
             self.record = RunRecord(
                 run_id=self.run_id, spec_title=self.spec.title, spec_sha256=self.spec.sha256, model=self.model_name,
                 script=str(self.script) if self.script else None, created_at=time.time(),
-                settings=json.loads(self.settings.model_dump_json()),
+                settings=json.loads(self.settings.model_dump_json()), replay=self.replay,
                 source=self.source.model_dump(exclude={"path"}) if self.source else None,
             )
         with _locked(self.paths):  # one process drives a run at a time

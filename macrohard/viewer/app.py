@@ -27,6 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from macrohard.config import ModelPrice
+from macrohard.viewer.evals import add_eval_pages
 from macrohard.viewer.gitread import RepoReader
 from macrohard.viewer.live import Tail, stream
 from macrohard.viewer.overview import (
@@ -207,6 +208,8 @@ def create_app(
         # With no run yet, or one going on, the list reloads itself: new runs and statuses appear.
         refresh = not lines or any(line.head.live for line in lines)
         return page(request, "runs.html", lines=lines, workspaces=str(workspaces), refresh_s=REFRESH_S if refresh else None)
+
+    add_eval_pages(app, workspaces, page)
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run(

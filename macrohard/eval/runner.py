@@ -1,0 +1,201 @@
+"""An eval: a suite's cases run by an executor, with the report kept in the eval's folder.
+
+    WORKSPACES/evals/<eval-id>/
+      eval.json            the report so far: options, every case's result, the totals
+      scoring/<case>.jsonl the acceptance tests the eval ran on each case's release (or main)
+    WORKSPACES/<eval-id>-<case>/   each case's run: a normal run folder
+
+Case runs sit beside every other run, so `macrohard runs`, `resume`, `audit`, `replay`
+and the viewer treat them as any run. eval.json is rewritten (atomically) as each case
+ends, so a reader (the viewer) sees the eval as it goes, and an eval that was stopped
+goes on with `macrohard eval resume EVAL`: ended runs are scored as they are, paused or
+crashed ones resumed, the rest started.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from macrohard.company.run import new_run_id
+from macrohard.config import Settings, load_settings
+from macrohard.control import RunControl
+from macrohard.errors import ConfigError, MacrohardError
+from macrohard.eval.executor import CaseExecutor, CaseJob, CaseWatch
+from macrohard.eval.results import INVALID, QUEUED, CaseResult, EvalReport, totals_of
+from macrohard.eval.suite import Case, Suite, load_suite
+from macrohard.transcript.log import Event
+
+EVALS = "evals"
+EVAL_JSON = "eval.json"
+
+
+class EvalOptions(BaseModel):
+    """How the eval was asked for: kept in eval.json, so a resumed eval runs its remaining cases alike."""
+
+    suite: Path
+    config: Path | None = None
+    live: bool = False  # the configured endpoint for every case, scripts or not
+    model: str | None = None  # [model] model for every case
+    max_parallel: int | None = None  # tickets at once in each case's run
+
+
+def eval_dir(workspaces: Path, eval_id: str) -> Path:
+    return workspaces / EVALS / eval_id
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def case_settings(options: EvalOptions, case: Case, workspaces: Path) -> Settings:
+    """The case's settings: macrohard.toml (and the environment), its case.toml, then the eval's own."""
+    flags: dict[str, Any] = {"workspaces": workspaces.resolve(), "acceptance": case.acceptance, "approve": []}
+    if options.max_parallel is not None:
+        flags["max_parallel"] = options.max_parallel
+    if options.model is not None:
+        flags["model"] = {"model": options.model}
+    try:
+        settings = load_settings(options.config, overrides=_merged(case.settings, flags))
+    except ConfigError as e:
+        raise ConfigError(f"case {case.name}'s settings: {e.message}") from None
+    # A suite may come from anywhere: its case.toml may tighten the sandbox, never loosen it.
+    weaker = settings.sandbox.weakened(than=load_settings(options.config).sandbox)
+    if weaker:
+        raise ConfigError(f"case {case.name}'s case.toml weakens the sandbox: {'; '.join(weaker)}",
+                          "set it in macrohard.toml if you mean it")
+    return settings
+
+
+def describe_model(suite: Suite, options: EvalOptions) -> str:
+    """What answers the cases: their scripts, the configured model, or both."""
+    configured = options.model or load_settings(options.config).model.model or "the configured model"
+    if options.live or options.model:
+        return configured
+    runnable = [c for c in suite.cases if c.problem is None]
+    scripted = sum(1 for c in runnable if c.script is not None)
+    if scripted == len(runnable):
+        return "the cases' scripts"
+    return configured if scripted == 0 else f"the cases' scripts; {configured} for cases without one"
+
+
+class EvalRun:
+    """One eval of a suite; `start` a new one or `resume` one, then `execute`."""
+
+    def __init__(self, folder: Path, workspaces: Path, options: EvalOptions, report: EvalReport) -> None:
+        self.folder = folder
+        self.workspaces = workspaces
+        self.options = options
+        self.report = report
+        self.suite = load_suite(options.suite)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, options: EvalOptions, workspaces: Path, parallel: int) -> EvalRun:
+        suite = load_suite(options.suite)  # errors name the suite as given
+        options = options.model_copy(update={"suite": suite.path,
+                                             "config": options.config.resolve() if options.config else None})
+        eval_id = new_run_id()
+        folder = eval_dir(workspaces, eval_id)
+        report = EvalReport(eval_id=eval_id, suite=suite.path, model=describe_model(suite, options), parallel=parallel,
+                            max_parallel=options.max_parallel, started_at=time.time(),
+                            cases=[CaseResult(name=c.name, status=QUEUED) for c in suite.cases])
+        folder.mkdir(parents=True)
+        (folder / "options.json").write_text(options.model_dump_json(indent=2) + "\n")
+        run = cls(folder, workspaces, options, report)
+        run._write()
+        return run
+
+    @classmethod
+    def resume(cls, eval_id: str, workspaces: Path, parallel: int) -> EvalRun:
+        if eval_id == "latest":
+            found = sorted(p.parent.name for p in (workspaces / EVALS).glob(f"*/{EVAL_JSON}"))
+            eval_id = found[-1] if found else eval_id
+        folder = eval_dir(workspaces, eval_id)
+        if not (folder / EVAL_JSON).is_file():
+            raise ConfigError(f"no eval {eval_id!r} in {workspaces / EVALS}", "give an eval id that `macrohard eval` printed")
+        options = EvalOptions.model_validate_json((folder / "options.json").read_text())
+        report = EvalReport.model_validate_json((folder / EVAL_JSON).read_text())
+        return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "finished_at": None}))
+
+    @property
+    def eval_id(self) -> str:
+        return self.report.eval_id
+
+    def run_id(self, case: Case) -> str:
+        return f"{self.eval_id}-{case.name}"
+
+    def jobs(self) -> list[CaseJob]:
+        """The cases to run; those that cannot be run are scored `invalid` at once, with why."""
+        jobs: list[CaseJob] = []
+        for case in self.suite.cases:
+            problem = case.problem
+            settings: Settings | None = None
+            if problem is None:
+                try:
+                    settings = case_settings(self.options, case, self.workspaces)
+                except MacrohardError as e:
+                    problem = e.message
+            if problem is not None or settings is None:
+                self._record(CaseResult(name=case.name, status=INVALID, reason=problem))
+                continue
+            jobs.append(CaseJob(case=case, run_id=self.run_id(case), settings=settings.model_dump(mode="json"),
+                                live=self.options.live or self.options.model is not None,
+                                scoring=self.folder / "scoring" / f"{case.name}.jsonl"))
+        return jobs
+
+    def execute(self, executor: CaseExecutor, watch: CaseWatch | None = None) -> EvalReport:
+        started = time.monotonic()
+        jobs = self.jobs()
+        executor.run(jobs, _Recording(self, watch))
+        wall = self.report.wall_s + time.monotonic() - started
+        with self._lock:
+            self.report = self.report.model_copy(update={"finished_at": time.time(), "wall_s": wall})
+            self._write()
+        return self.report
+
+    def _record(self, result: CaseResult) -> None:
+        with self._lock:
+            if all(c.name != result.name for c in self.report.cases):
+                self.report = self.report.model_copy(update={"cases": [*self.report.cases, result]})
+            self.report = self.report.with_result(result)
+            self._write()
+
+    def _write(self) -> None:
+        self.report = self.report.model_copy(update={"totals": totals_of(self.report.cases)})
+        path = self.folder / EVAL_JSON
+        partial = path.with_suffix(".json.tmp")
+        partial.write_text(self.report.model_dump_json(indent=2) + "\n")
+        os.replace(partial, path)
+
+
+class _Recording:
+    """Passes the executor's news on, keeping each result in the eval's report as it comes."""
+
+    def __init__(self, run: EvalRun, watch: CaseWatch | None) -> None:
+        self.run = run
+        self.watch = watch
+
+    def starting(self, job: CaseJob) -> bool:
+        return self.watch.starting(job) if self.watch is not None else True
+
+    def event(self, name: str, event: Event) -> None:
+        if self.watch is not None:
+            self.watch.event(name, event)
+
+    def control(self, name: str, control: RunControl) -> None:
+        if self.watch is not None:
+            self.watch.control(name, control)
+
+    def finished(self, result: CaseResult) -> None:
+        self.run._record(result)
+        if self.watch is not None:
+            self.watch.finished(result)
