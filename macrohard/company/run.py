@@ -48,7 +48,7 @@ from macrohard.workspace.git import GitWorkspace
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
 CHECKPOINT_TYPES = [
     ("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release"),
-    ("macrohard.models", "Dispute"),
+    ("macrohard.models", "Dispute"), ("macrohard.models", "RunSpec"), ("macrohard.models", "SmokeCheck"),
 ]
 
 # Called at a gate with its payload ({"gate", "summary"}); returns the person's decision,
@@ -99,6 +99,7 @@ class RunRecord(BaseModel):
     # The transcript's last event when the run stopped: `audit --verify` checks the
     # chain still ends there, which a chain alone cannot show for a cut-off tail.
     transcript_head: ChainHead | None = None
+    release: dict[str, Any] | None = None  # the release record: tag, sha, image, image_id, smoke (models.Release)
     settings: dict[str, object]
 
     def is_live(self) -> bool:
@@ -360,8 +361,8 @@ class CompanyRun:
         workspace = GitWorkspace(self.paths.run_dir, self.settings.workspace, on_scrub=scrubbed)
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
-            transcript=transcript, workspace=workspace, sandboxes=sandboxes, control=control,
-            resumed=resuming,
+            transcript=transcript, workspace=workspace, sandboxes=sandboxes, images=provider.product_images(),
+            control=control, resumed=resuming,
         )
         conn = _checkpoint_connection(self.paths.state_db)
         state: dict[str, Any] = {}
@@ -380,6 +381,8 @@ class CompanyRun:
                 gates = state.get("__interrupt__") or []
                 if not gates:
                     record.status, record.failure = str(state.get("status", "failed")), state.get("failure")
+                    if (release := state.get("release")) is not None:
+                        record.release = release.model_dump(mode="json")
                     if record.status == "failed" and not record.failure:
                         record.failure = why_no_ticket_landed(state.get("tickets") or {})
                     break
