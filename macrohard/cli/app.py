@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from macrohard.cli import audit, runs, serve
+from macrohard.cli import audit, images, runs, serve
 from macrohard.cli.common import HELP_OPTIONS
 from macrohard.cli.helptext import Command
 from macrohard.cli.sandbox import sandbox_app
@@ -57,4 +57,5 @@ _command(runs.runs)
 _command(audit.audit)
 _command(audit.blame)
 _command(audit.trace)
+_command(images.images)
 _command(serve.serve)
