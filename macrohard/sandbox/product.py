@@ -12,6 +12,7 @@ its health endpoint until it answers or time runs out.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -96,12 +97,14 @@ class DockerProductImages:
         log = _Tail(self.settings.output_limit_bytes)
         image_id: str | None = None
         error: str | None = None
+        # One LABEL instruction: the engine's `labels` option makes a build step (a container) per label.
+        every = {**labels, lifecycle.OWNER_LABEL: lifecycle.owner_id()}
+        labelled = dockerfile.rstrip("\n") + "\nLABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(every.items()))
         with tempfile.TemporaryFile() as tar:
-            _context_tar(context, name, dockerfile, tar)
+            _context_tar(context, name, labelled + "\n", tar)
             try:
                 chunks: Iterable[dict[str, Any]] = self.client.api.build(
                     fileobj=tar, custom_context=True, dockerfile=name, tag=tag,
-                    labels={**labels, lifecycle.OWNER_LABEL: lifecycle.owner_id()},
                     network_mode="none", pull=False, rm=True, forcerm=True, decode=True,
                 )
                 for chunk in chunks:
