@@ -2,7 +2,8 @@
 and a real model server for tests marked `llama`.
 
 When the session ends, no sandbox container this test process started may remain:
-every test stops what it starts, and a leak fails the run (after removing it).
+every test stops what it starts, and a leak fails the run (after removing it). The
+product images its releases built are removed then too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def docker_client() -> Iterator[docker.DockerClient]:
     leaked = client.api.containers(all=True, filters=mine)
     for container in leaked:
         client.api.remove_container(container["Id"], force=True)
+    # Product images the releases of this session built (labelled with their builder): gone too.
+    built = client.api.images(filters={"label": [f"{OWNER_LABEL}={owner_id()}", "macrohard.product-image=1"]})
+    for image in built:
+        client.api.remove_image(image["Id"], force=True)
     client.close()
     assert not leaked, f"tests left {len(leaked)} sandbox containers behind: {[c['Labels'] for c in leaked]}"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from macrohard.cli.common import ConfigOpt, UsageMistake, console, settings_for, user_errors
-from macrohard.cli.show import plain
+from macrohard.cli.show import clean, plain
 from macrohard.deploy.product import COMMIT_LABEL, RUN_LABEL, VERSION_LABEL
 
 
@@ -20,7 +20,11 @@ def images(
     all_: Annotated[bool, typer.Option("--all", help="Remove every product image a release built.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """List the product images releases built (image, run, version, commit, created); remove them by run."""
+    """List the product images releases built (image, run, version, commit, created); remove them by run.
+
+    A run's release builds `PRODUCT:VERSION` (run it with `docker run --rm PRODUCT:VERSION`); building it again
+    moves the tag, and the image it leaves behind shows as untagged until it is removed.
+    """
     from macrohard.sandbox.docker import docker_client
     from macrohard.sandbox.product import DockerProductImages
 
@@ -40,12 +44,14 @@ def images(
         console.print("no product images; a run's release builds one (`macrohard demo` builds textstats)",
                       highlight=False, markup=False)
         return
-    table = Table(title="Product images", title_justify="left", header_style="bold")
-    for col in ("image", "run", "version", "commit", "created", "id"):
-        table.add_column(col)
+    rows = [("image", "run", "version", "commit", "created")]
     for image in found:
         labels = image.labels
-        table.add_row(plain(", ".join(image.tags) or "(untagged)"), plain(labels.get(RUN_LABEL, "")),
-                      plain(labels.get(VERSION_LABEL, "")), plain(labels.get(COMMIT_LABEL, "")[:12]),
-                      plain(image.created), plain(image.id[7:19] if image.id.startswith("sha256:") else image.id[:12]))
-    console.print(table)
+        rows.append((clean(", ".join(image.tags) or f"(untagged) {image.id[7:19]}"), clean(labels.get(RUN_LABEL, "")),
+                     clean(labels.get(VERSION_LABEL, "")), clean(labels.get(COMMIT_LABEL, "")[:12]),
+                     clean(image.created[:16].replace("T", " "))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        # Whole values on one line each (a terminal wraps a long one), so they can be copied or piped.
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        console.print(Text(line, style="bold" if n == 0 else ""), soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 from collections.abc import Callable, Iterable
 
 from macrohard.models import RunSpec
@@ -21,7 +22,8 @@ NOT_PRODUCT = {"setup", "conftest", "noxfile", "__main__", "__init__"}
 
 def product_name(title: str) -> str:
     """The image repository for a spec's title: lower case letters, digits and single dashes."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:64].strip("-")
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()  # "Über" -> "Uber"
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:64].strip("-")
     return slug or "product"
 
 

@@ -61,6 +61,8 @@ class ReleaseCard(BaseModel):
                 self.image_id = _text(d.get("image_id")) or self.image_id
 
     def _no_smoke(self) -> None:
+        # A new attempt: its tag, if any, comes after it.
+        self.tag = self.sha = None
         self.smoke_kind = self.smoke_command = self.smoke_exit_code = self.smoke_reason = None
         self.smoke_health_url = self.smoke_output = None
         self.smoke_passed, self.smoke_timed_out, self.smoke_default = None, False, False
