@@ -99,8 +99,9 @@ class ShipStage(CompanyParts):
         raw = self.workspace.show(sha, "Dockerfile")
         if raw is None:
             return dockerfiles.default(base, run.command, run.port if run.kind == "service" else None)
+        own = [path for path in self.workspace.tree_files(sha) if self.guard.allows("deployer", path)]
         try:
-            return dockerfiles.check(raw.decode("utf-8"), base)
+            return dockerfiles.check(raw.decode("utf-8"), base, own)
         except UnicodeDecodeError:
             return "it is not UTF-8 text"
         except dockerfiles.DockerfileRefused as e:

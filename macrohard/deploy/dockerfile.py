@@ -11,10 +11,13 @@ no parser directive (`# syntax=`, `# escape=`) changes how the file is read.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import posixpath
 import re
 import shlex
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -31,7 +34,7 @@ WHY_NOT = {
     "VOLUME": "a volume outlives the container that made it",
     "MAINTAINER": "it is deprecated; use LABEL",
 }
-COPY_FLAGS = ("--chown=", "--chmod=")
+COPY_FLAGS = ("--chown=",)
 _DIRECTIVE = re.compile(r"#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
 _ROOT = re.compile(r"(root|0)(:.*)?", re.IGNORECASE)
 
@@ -81,8 +84,14 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def check(text: str, base: str) -> Dockerfile:
-    """A role's Dockerfile rendered on `base`, or DockerfileRefused saying every problem."""
+def check(text: str, base: str, own: Iterable[str] = ()) -> Dockerfile:
+    """A role's Dockerfile rendered on `base`, or DockerfileRefused saying every problem.
+
+    `own` are the files its author wrote itself (the deployer's release notes...): the image
+    holds the product as it was tested, so none of them may be copied in under another
+    name (as a module or a program that would stand in for the product's).
+    """
+    own = list(own)
     if len(text.encode()) > MAX_BYTES:
         raise DockerfileRefused([f"the Dockerfile is larger than {MAX_BYTES // 1024} KiB"])
     problems = [f"line {n}: parser directive `{line.strip()}`: the file is read as written, with no directive"
@@ -98,7 +107,7 @@ def check(text: str, base: str) -> Dockerfile:
             if index != 0:
                 problems.append(f"line {number}: FROM must come first (it is replaced by the sandbox image)")
             continue
-        problem = _problem(word, args)
+        problem = _problem(word, args) or (_renames_own(args, own) if word == "COPY" else None)
         if problem:
             problems.append(f"line {number}: {word}: {problem}")
             continue
@@ -127,7 +136,7 @@ def _problem(word: str, args: str) -> str | None:
         flags = [a for a in args.split() if a.startswith("--")]
         bad = [f for f in flags if not f.startswith(COPY_FLAGS)]
         if bad:
-            return f"the flag {bad[0].split('=')[0]} is not allowed (only --chown and --chmod; copy from the build context)"
+            return f"the flag {bad[0].split('=')[0]} is not allowed (only --chown; copy from the build context)"
     if word == "USER":
         if "$" in args:
             return "names a variable; name the user or uid itself"
@@ -141,6 +150,29 @@ def _problem(word: str, args: str) -> str | None:
         if any(k.lower().startswith("macrohard") for k in keys):
             return "labels starting with `macrohard` are the orchestrator's"
     return None
+
+
+def _renames_own(args: str, own: list[str]) -> str | None:
+    """Why this COPY may put one of the author's own files in the image under another name, if it may."""
+    words = [w for w in _copy_words(args) if not w.startswith("--")]
+    if len(words) != 2 or words[1].endswith("/"):
+        return None  # several sources, or into a folder: every file keeps its name
+    source = posixpath.normpath("/" + words[0]).lstrip("/") or "."  # as the engine reads it: inside the context
+    hit = next((path for path in own if source != "." and fnmatch.fnmatchcase(path, source)), None)
+    if hit is None:
+        return None
+    return (f"copies {hit} (a file you wrote) to another name: the image holds the product as it was tested; "
+            "copy it into a folder (a destination ending in /) if it belongs in the image")
+
+
+def _copy_words(args: str) -> list[str]:
+    if args.lstrip().startswith("["):
+        try:
+            value = json.loads(args)
+        except ValueError:
+            return args.split()
+        return [str(v) for v in value] if isinstance(value, list) else args.split()
+    return args.split()
 
 
 def default(base: str, command: str, port: int | None = None) -> Dockerfile:

@@ -219,3 +219,14 @@ def test_a_product_with_nothing_to_import_and_no_description_ends_untagged_at_on
     assert "no top-level Python package or module to import" in summary.failure and "describe_product" in summary.failure
     assert len(deployer_prompts(run)) == 1  # nothing the deployer could fix: no second attempt
     assert provider.images.built == []
+
+
+def test_the_deployer_cannot_stand_in_for_the_product_with_a_file_of_its_own(tmp_path):
+    # The product cannot start; the deployer's notes hold a module that would, copied over it.
+    fake = write("RELEASE_NOTES.md", "print('all good')\n")
+    deployer = [{"calls": [fake, write("Dockerfile", "COPY . /app\nCOPY RELEASE_NOTES.md /app/tool/__main__.py\n"
+                                                     "WORKDIR /app\n")]}, {"say": "Released."}]
+    script = product_script(CANNOT_START, {"kind": "cli", "command": "python3 -m tool"}, deployer)
+    run, summary, provider = run_script(tmp_path, script, max_attempts=1)
+    assert summary.status == "failed" and summary.release_tag is None and provider.images.built == []
+    assert "line 2: COPY: copies RELEASE_NOTES.md (a file you wrote) to another name" in summary.failure

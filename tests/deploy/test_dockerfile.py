@@ -42,6 +42,7 @@ def test_a_dockerfile_within_the_subset_is_rendered_on_the_base_image_with_its_f
     ("ADD https://example.com/x.tar.gz /x", "ADD: not allowed"),
     ("COPY --from=builder /out /app", "--from is not allowed"),
     ("COPY --link . /app", "--link is not allowed"),
+    ("COPY --chmod=755 app.py /usr/local/bin/python3", "--chmod is not allowed"),
     ("ONBUILD RUN echo later", "ONBUILD: not allowed"),
     ('SHELL ["/bin/bash", "-c"]', "SHELL: not allowed"),
     ("ARG VERSION=1", "ARG: not allowed"),
@@ -91,3 +92,14 @@ def test_the_default_image_has_the_product_in_app_importable_and_its_metadata_be
     assert "EXPOSE 8000" in default(BASE, "python3 -m app", 8000).text
     # What it holds is fixed by the base and the command, so a resumed run finds the same hash.
     assert default(BASE, "x").sha256 == default(BASE, "x").sha256 != default("other:1", "x").sha256
+
+
+def test_the_authors_own_files_may_not_stand_in_for_the_product_under_another_name():
+    own = ["RELEASE_NOTES.md", "CHANGELOG.md", "Dockerfile", ".dockerignore"]
+    for line in ("COPY RELEASE_NOTES.md /app/shadow/textstats/__main__.py", "COPY *.md /usr/local/bin/python3",
+                 "COPY docs/../CHANGELOG.md /app/textstats.py", 'COPY ["RELEASE_NOTES.md", "/app/run.py"]'):
+        with pytest.raises(DockerfileRefused) as caught:
+            check(f"COPY . /app\n{line}\n", BASE, own)
+        assert any("a file you wrote" in p and p.startswith("line 2:") for p in caught.value.problems), line
+    # Into a folder every file keeps its name; the product's own files may be renamed.
+    check("COPY . /app\nCOPY RELEASE_NOTES.md /usr/share/doc/tool/\nCOPY app.py /srv/main.py\n", BASE, own)
