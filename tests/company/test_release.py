@@ -230,3 +230,35 @@ def test_the_deployer_cannot_stand_in_for_the_product_with_a_file_of_its_own(tmp
     run, summary, provider = run_script(tmp_path, script, max_attempts=1)
     assert summary.status == "failed" and summary.release_tag is None and provider.images.built == []
     assert "line 2: COPY: copies RELEASE_NOTES.md (a file you wrote) to another name" in summary.failure
+
+
+def test_an_engine_that_goes_away_during_the_release_stops_the_run_resumable_with_nothing_lost(tmp_path):
+    from macrohard.errors import SandboxError
+
+    images = LocalProductImages()
+    real_build = images.build
+
+    def no_engine(*args, **kwargs):
+        raise SandboxError("no Docker engine answers at unix:///var/run/docker.sock: connection refused",
+                           "start Docker or set DOCKER_HOST")
+
+    images.build = no_engine
+    script = product_script(describe={"kind": "cli", "command": "python3 -m tool"})
+    try:
+        run_script(tmp_path, script, LocalSandboxProvider(images))
+    except SandboxError:
+        pass
+    (run_dir,) = (tmp_path / "ws").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and "no Docker engine answers" in record["failure"]
+    assert tag_of_dir(run_dir) is None
+
+    images.build = real_build
+    done = CompanyRun.open(run_dir).execute(LocalSandboxProvider(images))
+    assert done.status == "done" and done.release_tag == "v0.1.0" and images.built == ["tool:0.1.0"]
+    assert len(deployer_prompts_of(run_dir)) == 1  # the deployer's committed work was not asked for again
+
+
+def deployer_prompts_of(run_dir: Path) -> list[str]:
+    return [e for e in read_events(run_dir / "transcript.jsonl")
+            if e.kind == "model.request" and e.role == "deployer" and e.data.get("step") == 1]
