@@ -82,7 +82,7 @@ class RunSpec(BaseModel):
     health_path: str = "/"  # a service's health endpoint
     stack: str = "python"
     # True when the plan said nothing and the stack's default applies (for Python: import
-    # every top-level package and module that is not a test).
+    # every top-level package that is not a test, or without one every top-level module).
     default: bool = False
 
 

@@ -54,7 +54,7 @@ ROLE_DUTIES = {
             "Call `describe_product` to say how the released product runs: the release builds its image and runs "
             "that smoke command in it (no network, only the product's files), and tags only when it exits 0 (for a "
             "`service`, when its health path answers). Without it, the stack's default check imports every "
-            "top-level package and module that is not a test.",
+            "top-level package that is not a test (without a package, every top-level module).",
             "`depends_on` names earlier tickets only (`T-1` for the first `add_ticket`, and so on).",
             "A rejected plan is written again in the next session: its prompt holds \"Your previous plan was rejected "
             "with this comment\", and the tickets of the new plan replace the old ones.",

@@ -158,7 +158,7 @@ def release_context(
     elif run_spec.command:
         check = f"running `{run_spec.command}` in it (a {run_spec.kind}), which must exit 0"
     else:
-        check = ("importing the product's top-level packages and modules in it (the stack's default check: the plan "
+        check = ("importing the product's top-level packages (or modules) in it (the stack's default check: the plan "
                  "gave no smoke command, or not every ticket landed)")
     lines += ["", f"After your commit the orchestrator builds the image {image} from main and checks it by {check}."]
     lines.append("Your Dockerfile is used (checked first)." if has_dockerfile else

@@ -59,23 +59,27 @@ class NothingToCheck(ValueError):
 def default_run(stack: str, files: Iterable[str], is_test: Callable[[str], bool]) -> RunSpec:
     """The stack's smoke check when the plan did not say how the product runs.
 
-    Python: import every top-level package and module of the product that is not a test.
+    Python: import every top-level package of the product that is not a test; without any
+    package, every top-level module (a module beside a package is more often a script,
+    which an import would run).
     """
     if stack not in STACKS:
         raise NothingToCheck(f"the stack {stack!r} has no default smoke check (known: {', '.join(STACKS)})")
-    names: set[str] = set()
+    packages: set[str] = set()
+    modules: set[str] = set()
     for path in files:
         parts = path.split("/")
         if is_test(path):
             continue
         if len(parts) == 2 and parts[1] == "__init__.py":
-            name = parts[0]
+            name, found = parts[0], packages
         elif len(parts) == 1 and path.endswith(".py"):
-            name = path[: -len(".py")]
+            name, found = path[: -len(".py")], modules
         else:
             continue
         if name.isidentifier() and name not in NOT_PRODUCT and not name.startswith(("test_", "tests")):
-            names.add(name)
+            found.add(name)
+    names = packages or modules
     if not names:
         raise NothingToCheck("the product has no top-level Python package or module to import")
     command = "python3 -c " + shlex.quote("import " + ", ".join(sorted(names)))

@@ -30,12 +30,17 @@ def is_test(path: str) -> bool:
     return path.startswith("tests/") or path.split("/")[-1].startswith("test_")
 
 
-def test_pythons_default_check_imports_every_top_level_package_and_module_that_is_not_a_test():
-    files = ["textstats/__init__.py", "textstats/cli.py", "app.py", "setup.py", "conftest.py", "test_app.py",
-             "tests/__init__.py", "docs/PRD.md", "src/lib/__init__.py", "my-script.py", "RELEASE_NOTES.md"]
+def test_pythons_default_check_imports_every_top_level_package_that_is_not_a_test():
+    files = ["textstats/__init__.py", "textstats/cli.py", "stats/__init__.py", "plant.py", "setup.py", "conftest.py",
+             "tests/__init__.py", "docs/PRD.md", "src/lib/__init__.py", "RELEASE_NOTES.md"]
     run = default_run("python", files, is_test)
-    assert run.command == "python3 -c 'import app, textstats'"
+    assert run.command == "python3 -c 'import stats, textstats'"  # not plant.py: a script an import would run
     assert run.kind == "library" and run.default and run.stack == "python"
+
+
+def test_without_a_package_it_imports_every_top_level_module_that_is_not_a_test():
+    files = ["app.py", "util.py", "setup.py", "conftest.py", "test_app.py", "tests/test_util.py", "my-script.py"]
+    assert default_run("python", files, is_test).command == "python3 -c 'import app, util'"
 
 
 def test_no_default_check_without_anything_to_import_or_for_an_unknown_stack():
