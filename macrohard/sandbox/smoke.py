@@ -59,8 +59,17 @@ class DockerSmoke:
 
     def run(self, image_id: str, run: RunSpec, *, labels: dict[str, str], timeout_s: float) -> SmokeResult:
         user = self._user(image_id)
-        if run.kind == "service":
-            return self._service(image_id, run, user, labels, timeout_s)
+        started = time.monotonic()
+        try:
+            if run.kind == "service":
+                return self._service(image_id, run, user, labels, timeout_s)
+            return self._command(image_id, run, user, labels, timeout_s)
+        except NotStarted as e:
+            # The engine refused the image's configuration (a USER it does not have...): the image's fault.
+            return SmokeResult(passed=False, output=e.detail, reason=f"its container did not start: {one_line(e.detail)}",
+                               duration_s=time.monotonic() - started)
+
+    def _command(self, image_id: str, run: RunSpec, user: str, labels: dict[str, str], timeout_s: float) -> SmokeResult:
         started = time.monotonic()
         container = self._start(image_id, ["/bin/sh", "-c"], [run.command], user, labels, network="none")
         try:
@@ -168,6 +177,8 @@ class DockerSmoke:
             container.start()
         except DockerFailure as e:
             _remove_id(self.client, str(container.id))
+            if isinstance(getattr(getattr(e, "response", None), "status_code", None), int):
+                raise NotStarted(str(getattr(e, "explanation", None) or e)) from e  # the engine answered: it refuses
             raise engine_error(f"cannot start a smoke check container from {image[:19]}", e) from e
         return container
 
@@ -192,6 +203,14 @@ class DockerSmoke:
         except DockerFailure as e:
             return f"(its output could not be read: {one_line(e)})"
         return tail.text()
+
+
+class NotStarted(Exception):
+    """The engine would not start a container of the image (its configuration, not the engine, is at fault)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class Tail:

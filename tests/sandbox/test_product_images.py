@@ -140,3 +140,12 @@ def test_images_are_removed_by_label(images, product, sandbox_image):
     assert build.image_id
     removed = images.remove(labels(commit="gone"))
     assert [i.id for i in removed] == [build.image_id] and images.find(labels(commit="gone")) == []
+
+
+def test_an_image_whose_container_cannot_start_fails_its_smoke_check(images, product, sandbox_image):
+    build = images.build(product, check("COPY . /app\nUSER nosuchuser\n", sandbox_image).text,
+                         tag=f"{RUN}-nouser:0.1.0", labels=labels(commit="nouser"))
+    assert build.image_id, build.log
+    result = images.smoke(build.image_id, RunSpec(kind="cli", command="true"), labels={"macrohard.run": RUN},
+                          timeout_s=20)
+    assert not result.passed and "its container did not start" in result.reason and "nosuchuser" in result.reason
