@@ -23,13 +23,12 @@ from docker.errors import ImageNotFound, NotFound
 from docker.utils.build import create_archive, exclude_paths
 
 from macrohard.config import SandboxSettings
+from macrohard.deploy.product import PRODUCT_LABEL
 from macrohard.models import RunSpec
 from macrohard.sandbox import lifecycle
 from macrohard.sandbox.base import ImageBuild, ProductImage, SmokeResult
 from macrohard.sandbox.image import DockerFailure, one_line
 from macrohard.sandbox.smoke import DockerSmoke, Tail, engine_error
-
-PRODUCT_LABEL = "macrohard.product-image"
 
 
 class DockerProductImages:

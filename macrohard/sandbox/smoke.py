@@ -25,9 +25,9 @@ from macrohard.models import RunSpec
 from macrohard.sandbox import lifecycle
 from macrohard.sandbox.base import SmokeResult
 from macrohard.sandbox.container import _remove_id
+from macrohard.sandbox.docker import SANDBOX_LABEL  # smoke containers are sandboxes: prune and a run's end remove them
 from macrohard.sandbox.image import DockerFailure, one_line
 
-SANDBOX_LABEL = "macrohard.sandbox"  # smoke containers are sandboxes: `sandbox prune` and a run's end remove them
 NOBODY = "65534:65534"
 POLL_S = 0.25
 PROBE = """
