@@ -46,7 +46,7 @@ class ReleaseStage(ShipStage):
         integrated = state.get("integrated_sha") or self.workspace.head()
         if self._already_done("deployer", MAIN, None, attempt):
             return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated,
-                    "version": self._release_base(state).version}
+                    "version": self._release_base(state).version, "ship_failure": ""}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
         merged = [t for t in tickets if t.status == TicketStatus.MERGED]
         unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
@@ -60,10 +60,13 @@ class ReleaseStage(ShipStage):
         )
         result = self._agent("deployer", self._file_tools(root, "deployer"), "release", prompt, attempt=attempt)
         self._commit(root, "deployer", f"Release notes for {version}", result, None, attempt)
-        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated, "version": version}
+        # The last release attempt's failure was told to this session: a later one is told only what comes next.
+        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated, "version": version,
+                "ship_failure": ""}
 
     def release(self, state: CompanyState) -> CompanyState:
-        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed; otherwise no tag."""
+        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed and whose image passed its
+        smoke check; otherwise no tag (a failed image goes back to the deployer while it has attempts left)."""
         event_id = self._node("release")
         sha = self.workspace.head()
         final = self._main_verdict(state.get("integrated_sha") or sha, None, prepare_next=False)
