@@ -65,11 +65,33 @@ class Ticket(BaseModel):
     disputes: list[Dispute] = Field(default_factory=list)  # every dispute of the ticket, with its ruling
 
 
+ProductKind = Literal["cli", "service", "library"]
+
+
+class RunSpec(BaseModel):
+    """How the released product is run and checked: the product manager's word, or a stack's default.
+
+    A `cli` or `library` passes its smoke check when `command` exits 0 in the product's
+    image, with no network; a `service` is started with `command` and passes when
+    `http://HOST:port{health_path}` answers (below 400) from another container.
+    """
+
+    kind: ProductKind = "library"
+    command: str = ""  # cli, library: the smoke command; service: the command that starts it
+    port: int | None = Field(default=None, ge=1, le=65535)  # a service's
+    health_path: str = "/"  # a service's health endpoint
+    stack: str = "python"
+    # True when the plan said nothing and the stack's default applies (for Python: import
+    # every top-level package that is not a test, or without one every top-level module).
+    default: bool = False
+
+
 class PRD(BaseModel):
     """The product manager's plan: a document in the repo and the tickets it implies."""
 
     path: str  # "" when the product manager wrote none
     tickets: list[Ticket]
+    run: RunSpec | None = None  # how the product runs (describe_product); None: the stack's default
 
 
 class TestReport(BaseModel):
@@ -98,6 +120,22 @@ class TestReport(BaseModel):
     reason: str = ""  # why it did not pass, in one sentence
 
 
+class SmokeCheck(BaseModel):
+    """What the release's smoke check ran in the product's image, and how it ended.
+
+    Its output's tail is in the transcript (the `smoke` event), not here.
+    """
+
+    kind: ProductKind
+    command: str
+    exit_code: int | None = None  # None: the process had not ended (a service, or a timeout)
+    passed: bool = False
+    timed_out: bool = False
+    health_url: str | None = None  # a service's, as the probe asked for it
+    default: bool = False  # the stack's default check: the plan did not say how the product runs
+    duration_s: float = 0.0
+
+
 class Release(BaseModel):
     tag: str
     sha: str
@@ -106,6 +144,11 @@ class Release(BaseModel):
     suite_tests: int = 0
     acceptance_passed: int | None = None
     acceptance_total: int | None = None
+    previous_tag: str | None = None  # the release before this one: the notes cover what changed since
+    image: str | None = None  # the product's image, name:tag, built from the tagged commit
+    image_id: str | None = None
+    dockerfile: str | None = None  # "Dockerfile" (the deployer's, checked) or "default" (the stack's)
+    smoke: SmokeCheck | None = None
 
 
 class Usage(BaseModel):

@@ -42,6 +42,8 @@ TEST_RUNNER_FILES = [
 ]
 DOCS = ["docs/**"]
 RELEASE_FILES = ["RELEASE_NOTES.md", "CHANGELOG.md"]
+# How the product's image is built (checked by the orchestrator before any build): the deployer's.
+IMAGE_FILES = ["Dockerfile", ".dockerignore"]
 
 # Sections of shared files that configure the runner: owned by the tester even
 # though the rest of the file (a product's metadata, dependencies) is the engineer's.
@@ -107,12 +109,12 @@ def _compile(glob: str) -> re.Pattern[str]:
 
 def default_territories() -> dict[str, list[str]]:
     """What each bundled role owns when its file says nothing."""
-    product = ["**", *(f"!{p}" for p in [*TEST_RUNNER_FILES, *DOCS, *RELEASE_FILES, ".gitmodules"])]
+    product = ["**", *(f"!{p}" for p in [*TEST_RUNNER_FILES, *DOCS, *RELEASE_FILES, *IMAGE_FILES, ".gitmodules"])]
     return {
         "product_manager": list(DOCS),
         "engineer": product,
         "tester": list(TEST_RUNNER_FILES),
-        "deployer": list(RELEASE_FILES),
+        "deployer": [*RELEASE_FILES, *IMAGE_FILES],
     }
 
 

@@ -2,11 +2,14 @@
 and a real model server for tests marked `llama`.
 
 When the session ends, no sandbox container this test process started may remain:
-every test stops what it starts, and a leak fails the run (after removing it).
+every test stops what it starts, and a leak fails the run (after removing it). The
+product images its releases built are removed then too, also those of runs that the
+`macrohard` processes tests started made in the session's temporary folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import docker
@@ -22,7 +25,7 @@ from macrohard.sandbox.lifecycle import OWNER_LABEL, owner_id
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[docker.DockerClient]:
     """A client for the local engine; skips only when no engine answers."""
     try:
         client = connect()
@@ -34,6 +37,15 @@ def docker_client() -> Iterator[docker.DockerClient]:
     leaked = client.api.containers(all=True, filters=mine)
     for container in leaked:
         client.api.remove_container(container["Id"], force=True)
+    # Product images the releases of this session built, in this process (labelled with their builder) or in
+    # the `macrohard` processes tests started (labelled with a run whose folder is in this session's temp): gone too.
+    runs = {path.parent.name for path in tmp_path_factory.getbasetemp().rglob("run.json")}
+    built = client.api.images(filters={"label": ["macrohard.product-image=1"]})
+    for image in built:
+        labels = image.get("Labels") or {}
+        if labels.get(OWNER_LABEL) == owner_id() or labels.get("macrohard.run") in runs:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_image(image["Id"], force=True)
     client.close()
     assert not leaked, f"tests left {len(leaked)} sandbox containers behind: {[c['Labels'] for c in leaked]}"
 

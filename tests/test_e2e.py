@@ -53,6 +53,23 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     # Nothing of the run is left running.
     assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run_id}"}) == []
 
+    # run.json's release names the image and its smoke command; the image runs it, hardened, for anyone.
+    release = json.loads((run_dir / "run.json").read_text())["release"]
+    smoke = release["smoke"]
+    assert release["image"] == "textstats:0.1.0" and smoke["command"] == "python3 -m textstats docs/PRD.md --top 5"
+    assert smoke["exit_code"] == 0 and smoke["kind"] == "cli"
+    image = docker_client.images.get(release["image"])
+    assert image.id == release["image_id"] and image.labels["macrohard.commit"] == history[0].sha
+    hardened = {"network_mode": "none", "user": "65534:65534", "read_only": True, "cap_drop": ["ALL"],
+                "security_opt": ["no-new-privileges"], "tmpfs": {"/tmp": "size=16m"}, "mem_limit": "256m",
+                "pids_limit": 64, "remove": True}
+    out = docker_client.containers.run(image.id, ["sh", "-c", smoke["command"]], **hardened).decode()
+    assert out.startswith("lines: ") and "words: " in out
+    # As the README shows it: the product's files are in /app.
+    out = docker_client.containers.run("textstats:0.1.0", ["python3", "-m", "textstats", "/app/docs/PRD.md", "--top", "1"],
+                                       remove=True).decode()
+    assert out.splitlines()[0].startswith("lines: ") and len(out.splitlines()) == 3
+
     audit = CliRunner().invoke(app, ["audit", run_id, "--workspaces", "ws", "--json"], catch_exceptions=False)
     assert audit.exit_code == 0
     report = build_report(events)

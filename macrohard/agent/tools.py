@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from macrohard.agent.base import Tool, ToolError, spec_of
@@ -16,12 +18,12 @@ from macrohard.agent.files import (
     MAX_EDIT_BYTES, MAX_LIST_ENTRIES, MAX_READ_CHARS, MAX_WRITE_BYTES, EditFile, FileTool, ListFiles, ReadFile,
     WriteFile,
 )
-from macrohard.models import Ticket
+from macrohard.models import RunSpec, Ticket
 from macrohard.sandbox.base import ExecResult
 
 __all__ = [
     "MAX_EDIT_BYTES", "MAX_LIST_ENTRIES", "MAX_READ_CHARS", "MAX_WRITE_BYTES", "TOOL_NAMES", "AddTicket", "Confined",
-    "EditFile", "FileTool", "Finish", "FinishPlan", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError",
+    "DescribeProduct", "EditFile", "FileTool", "Finish", "FinishPlan", "ListFiles", "ReadFile", "RunShell", "Tool", "ToolError",
     "WriteFile", "finish_tool", "spec_of",
 ]
 
@@ -76,6 +78,53 @@ class AddTicket:
         return f"added {ticket.id}: {ticket.title}"
 
 
+class DescribeProduct:
+    """How the released product is run and checked: the smoke check of its image.
+
+    The last call stands; without any, the stack's default check applies.
+    """
+
+    name = "describe_product"
+    description = (
+        "Say how the released product is run, so the release can check it in the product's image: its kind, and "
+        "a command. A cli or library: a shell command that must exit 0 in the product's folder with no network, "
+        "using only files the product will have (e.g. `python3 -m mytool README.md`). A service: the command that "
+        "starts it listening on 0.0.0.0 at `port`, and the path that answers when it is up."
+    )
+
+    class Args(BaseModel):
+        kind: Literal["cli", "service", "library"] = Field(description="a command-line tool, a network service, or a library")
+        command: str = Field(max_length=2000, description=(
+            "cli: the smoke command, which must exit 0; service: the command that starts it; library: a command that "
+            "uses it, or \"\" to import its packages"))
+        port: int | None = Field(None, ge=1, le=65535, description="a service's port")
+        health_path: str = Field("/", max_length=200, description="a service's health endpoint, such as /health")
+
+    def __init__(self, described: list[RunSpec]) -> None:
+        self.described = described
+
+    def run(self, args: Args) -> str:
+        command = args.command.strip()
+        if args.kind in ("cli", "service") and not command:
+            raise ToolError(f"a {args.kind} needs its command: " + (
+                "one that must exit 0, such as `python3 -m mytool --help`" if args.kind == "cli"
+                else "the one that starts it, such as `python3 -m myservice`"))
+        if "\n" in command or "\x00" in command:
+            raise ToolError("the command is one line of shell")
+        if args.kind == "service" and args.port is None:
+            raise ToolError("a service needs the port it listens on")
+        if args.kind == "service" and (not args.health_path.startswith("/") or any(c.isspace() for c in args.health_path)):
+            raise ToolError("health_path is a URL path starting with /, such as /health")
+        spec = RunSpec(kind=args.kind, command=command, port=args.port if args.kind == "service" else None,
+                       health_path=args.health_path if args.kind == "service" else "/")
+        self.described[:] = [spec]
+        if args.kind == "service":
+            return f"the release starts `{command}` and waits for http://HOST:{args.port}{args.health_path} to answer"
+        if not command:
+            return "the release imports the library's packages and modules, which must succeed"
+        return f"the release runs `{command}` in the product's image; it must exit 0"
+
+
 class Finish:
     """Ends the session: the only way an agent finishes (a reply without a call is nudged).
 
@@ -127,6 +176,6 @@ def finish_tool(tools: list[str]) -> Finish:
 
 
 TOOL_NAMES = frozenset(
-    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "dispute_test", "rule_dispute",
-     "finish"}
+    {"list_files", "read_file", "write_file", "edit_file", "run_shell", "add_ticket", "describe_product", "dispute_test",
+     "rule_dispute", "finish"}
 )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from macrohard.cli import audit, export, replay, runs, serve
+from macrohard.cli import audit, export, images, replay, runs, serve
 from macrohard.cli.eval import eval_app
 from macrohard.cli.common import HELP_OPTIONS
 from macrohard.cli.helptext import Command
@@ -60,5 +60,6 @@ _command(replay.replay)
 _command(audit.audit)
 _command(audit.blame)
 _command(audit.trace)
+_command(images.images)
 _command(serve.serve)
 _command(export.export)

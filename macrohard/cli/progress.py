@@ -14,6 +14,7 @@ from rich.text import Text
 
 from macrohard.cli.show import clean, plain
 
+from macrohard.transcript.describe import describe
 from macrohard.transcript.log import Event
 
 STATUS_STYLE = {"passed": "green", "merged": "bold green", "failed": "bold red", "blocked": "yellow", "conflict": "yellow"}
@@ -122,6 +123,8 @@ class ProgressView:
                 return f"[{self._clock()}] {t} {status}: {d.get('reason')}"
             if event.kind == "git.tag":
                 return f"[{self._clock()}] tagged {d.get('tag')}"
+            if event.kind in ("image.build", "image.refused", "smoke"):
+                return f"[{self._clock()}] {describe(event)}"
             if event.kind in ("final.suite", "acceptance"):
                 what = "final suite" if event.kind == "final.suite" else "hidden acceptance tests"
                 result = "pass" if d.get("passed") else f"FAIL: {d.get('reason')}"

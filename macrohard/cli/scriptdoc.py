@@ -15,12 +15,14 @@ from typing import Any
 
 from macrohard.agent.disputes import DisputeTest, RuleDispute
 from macrohard.agent.tools import (
-    TOOL_NAMES, AddTicket, EditFile, Finish, ListFiles, ReadFile, RunShell, WriteFile,
+    TOOL_NAMES, AddTicket, DescribeProduct, EditFile, Finish, ListFiles, ReadFile, RunShell, WriteFile,
 )
 from macrohard.llm.scripted import ScriptStep
 from macrohard.roles import default_roles_dir, load_roles
 
-TOOLS: list[Any] = [ListFiles, ReadFile, WriteFile, EditFile, RunShell, AddTicket, DisputeTest, RuleDispute, Finish]
+TOOLS: list[Any] = [
+    ListFiles, ReadFile, WriteFile, EditFile, RunShell, AddTicket, DescribeProduct, DisputeTest, RuleDispute, Finish,
+]
 
 # What each key of a step does; the page refuses to be written while the loader knows a key this does not.
 STEP_KEYS = {
@@ -49,6 +51,10 @@ ROLE_DUTIES = {
             "an error given back to the model, and adds nothing; `macrohard audit RUN --kind tool.call` shows it. "
             "When no session finishes a plan (`max_attempts` of them), the run stops, resumable, with the reason.",
             "Write `docs/PRD.md`: it is committed with the plan and shown at the plan gate (`--approve plan`).",
+            "Call `describe_product` to say how the released product runs: the release builds its image and runs "
+            "that smoke command in it (no network, only the product's files), and tags only when it exits 0 (for a "
+            "`service`, when its health path answers). Without it, the stack's default check imports every "
+            "top-level package that is not a test (without a package, every top-level module).",
             "`depends_on` names earlier tickets only (`T-1` for the first `add_ticket`, and so on).",
             "A rejected plan is written again in the next session: its prompt holds \"Your previous plan was rejected "
             "with this comment\", and the tickets of the new plan replace the old ones.",
@@ -78,6 +84,12 @@ ROLE_DUTIES = {
         [
             "Write `RELEASE_NOTES.md` (or `CHANGELOG.md`): it is committed and shown at the release gate "
             "(`--approve deploy`). The orchestrator builds, checks and tags the release itself.",
+            "May write a `Dockerfile` (and `.dockerignore`) for the product's image, within the safe subset: its "
+            "FROM is replaced by the sandbox image; RUN, ADD, ARG, ONBUILD, SHELL, VOLUME and other stages are "
+            "refused. Without one, the default image puts the product in `/app`.",
+            "A refused Dockerfile, a failed build or a failed smoke check starts the next session (up to "
+            "`max_attempts`), whose prompt holds \"Your last release attempt failed\" with the output; then the run "
+            "fails untagged.",
             "A rejected release is written again in the next session, whose prompt holds \"Your previous release notes "
             "were rejected with this comment\".",
         ],

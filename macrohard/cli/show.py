@@ -72,6 +72,16 @@ def print_summary(console: Console, summary: Any) -> None:
                     if release.get("acceptance_total") is not None else "")
         console.print(plain(f"release:    {release['tag']} on {str(release['sha'])[:12]} · final suite "
                             f"{release.get('suite_tests', 0)} tests passed{accepted}"), soft_wrap=False)
+        if release.get("image"):
+            console.print(plain(f"image:      {release['image']} ({str(release.get('image_id') or '')[:19]})"),
+                          soft_wrap=False)
+        smoke = release.get("smoke") or {}
+        if smoke:
+            default = " (the stack's default)" if smoke.get("default") else ""
+            probe = f", {smoke['health_url']} answered" if smoke.get("health_url") else ""
+            console.print(plain(f"smoke:      {smoke.get('kind')} `{smoke.get('command')}`{default} · exit code "
+                                f"{smoke.get('exit_code')}{probe}"), soft_wrap=False)
+            console.print(plain(f"try it:     docker run --rm {release['image']}"), soft_wrap=False)
     console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
     if summary.branch:
         console.print(f"result:     branch {summary.branch}, changes in {summary.changes}", highlight=False, markup=False)

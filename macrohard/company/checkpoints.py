@@ -14,7 +14,7 @@ from macrohard.company.records import RunPaths
 # Types the checkpointer may rebuild from msgpack; anything else is refused.
 CHECKPOINT_TYPES = [
     ("macrohard.models", "Ticket"), ("macrohard.models", "TicketStatus"), ("macrohard.models", "Release"),
-    ("macrohard.models", "Dispute"),
+    ("macrohard.models", "Dispute"), ("macrohard.models", "RunSpec"), ("macrohard.models", "SmokeCheck"),
 ]
 
 

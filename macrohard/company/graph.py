@@ -3,7 +3,8 @@
 Facts come from the orchestrator, never from a model's word: a ticket passes when the
 orchestrator's own verdict (company/verdict.py) passes on its branch and its new tests
 fail without it; it is merged when main's verdict stays green; a release is tagged on
-the commit whose final verdict (and hidden acceptance tests) passed. Each role's
+the commit whose final verdict (and hidden acceptance tests) passed and whose product
+image built and passed its smoke check (company/deploy.py). Each role's
 changes outside its territory are put back at its commit (company/territories.py).
 """
 
@@ -29,14 +30,14 @@ from macrohard.company.integration import IntegrationStage
 from macrohard.company.judge import JudgeStage
 from macrohard.company.pipeline import TicketPipeline
 from macrohard.company.planning import PRD_PATH, PlanningStage
-from macrohard.company.release import RELEASE_VERSION, ReleaseStage, _order
+from macrohard.company.release import ReleaseStage, _order
 from macrohard.company.verdict import Verdicts
 from macrohard.config import Settings
 from macrohard.control import RunControl
 from macrohard.llm.base import ChatModel
 from macrohard.models import ApprovalDecision, Spec, Ticket, TicketStatus
 from macrohard.roles import Role
-from macrohard.sandbox.base import ExecResult
+from macrohard.sandbox.base import ExecResult, ProductImages
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace, Provenance
 
@@ -55,6 +56,7 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
     transcript: TranscriptLog
     workspace: GitWorkspace
     sandboxes: RunSandboxes
+    images: ProductImages  # where the release builds and smoke-checks the product's image
     control: RunControl | None = None  # budgets and pause requests, asked before every model call
     # Whether an earlier process drove this run: only then can a node find its own
     # work already committed (nothing re-runs a node within one process).
@@ -164,9 +166,11 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         if "deploy" not in self.settings.approve:
             return {"rejected": False}
         merged = [t for t in sorted(state.get("tickets", {}).values(), key=_order) if t.status == TicketStatus.MERGED]
+        version = self._release_base(state).version
         summary = _read(self.workspace.repo_dir, "RELEASE_NOTES.md") + (
-            f"\n\n{RELEASE_VERSION} would tag main at {self.workspace.head()[:12]} with: "
+            f"\n\n{version} would tag main at {self.workspace.head()[:12]} with: "
             + ", ".join(t.id for t in merged)
+            + f"\nonce its image {self._image_name(version)} builds and passes its smoke check."
         )
         return self._gate("deploy", summary)
 
@@ -295,7 +299,11 @@ def build_graph(company: Company) -> StateGraph:
     graph.add_conditional_edges(
         "approve_deploy", lambda s: "deployer" if s.get("rejected") else "release", ["deployer", "release"]
     )
-    graph.add_edge("release", "report")
+    # A failed image build or smoke check goes back to the deployer while it has attempts left.
+    graph.add_conditional_edges(
+        "release", lambda s: "deployer" if s.get("ship_failure") and s.get("status") != "failed" else "report",
+        ["deployer", "report"],
+    )
     graph.add_edge("report", END)
     return graph
 

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from macrohard.agent.outcome import AgentResult
-from macrohard.agent.tools import AddTicket, FinishPlan
+from macrohard.agent.tools import AddTicket, DescribeProduct, FinishPlan
 from macrohard.company import prompts
 from macrohard.company.codebase import codebase_map
 from macrohard.company.parts import CompanyParts
 from macrohard.company.state import CompanyState
 from macrohard.errors import MacrohardError
-from macrohard.models import PRD, TestReport, Ticket
+from macrohard.models import PRD, RunSpec, TestReport, Ticket
 from macrohard.transcript.log import read_events
 from macrohard.workspace.provenance import MAIN
 
@@ -108,15 +108,16 @@ class PlanningStage(CompanyParts):
         # A session that committed its plan just before the run was interrupted is not asked again.
         if done > state.get("plan_attempt", 0) and self._already_done(PM, MAIN, None, done) \
                 and (prd := self._recorded_plan(done)):
-            return self._planned(state, prd.tickets, done)
+            return self._planned(state, prd.tickets, done, prd.run)
         first = done + 1
         feedback = state.get("feedback") if state.get("rejected") else None
         unfinished: str | None = None
         for attempt in range(first, first + self.settings.max_attempts):
             planned: list[Ticket] = []
-            result = self._plan_session(planned, attempt, feedback, unfinished)
+            described: list[RunSpec] = []
+            result = self._plan_session(planned, described, attempt, feedback, unfinished)
             if result.finished:
-                return self._accept(state, planned, result, attempt)
+                return self._accept(state, planned, described[0] if described else None, result, attempt)
             unfinished = result.reason
             self.transcript.append("plan.unfinished", role=PM, attempt=attempt, outcome=result.outcome.value,
                                    reason=result.reason, tickets=len(planned))
@@ -127,7 +128,7 @@ class PlanningStage(CompanyParts):
         )
 
     def _plan_session(
-        self, planned: list[Ticket], attempt: int, feedback: str | None, unfinished: str | None
+        self, planned: list[Ticket], described: list[RunSpec], attempt: int, feedback: str | None, unfinished: str | None
     ) -> AgentResult:
         limit = self.settings.max_tickets
 
@@ -137,20 +138,22 @@ class PlanningStage(CompanyParts):
 
         root = self.workspace.repo_dir
         prompt = prompts.plan_prompt(self.spec, feedback, unfinished, self._codebase())
-        tools = [*self._file_tools(root, PM), AddTicket(planned, limit), FinishPlan(check)]
+        tools = [*self._file_tools(root, PM), AddTicket(planned, limit), DescribeProduct(described), FinishPlan(check)]
         return self._agent(PM, tools, "plan", prompt, attempt=attempt)
 
-    def _accept(self, state: CompanyState, planned: list[Ticket], result: AgentResult, attempt: int) -> CompanyState:
+    def _accept(
+        self, state: CompanyState, planned: list[Ticket], run: RunSpec | None, result: AgentResult, attempt: int
+    ) -> CompanyState:
         tickets, implied = imply_dependencies(
             planned, lambda path: self.guard.allows("engineer", path) or self.guard.allows("tester", path)
         )
         root = self.workspace.repo_dir
         title = f"Plan: PRD and {len(tickets)} tickets" + (f" (revision {attempt})" if attempt > 1 else "")
         sha, _ = self._commit(root, PM, title, result, None, attempt)
-        prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=tickets)
+        prd = PRD(path=PRD_PATH if (root / PRD_PATH).is_file() else "", tickets=tickets, run=run)
         self.transcript.append("plan", role=PM, attempt=attempt, sha=sha, implied=[d.model_dump() for d in implied],
                                **prd.model_dump(mode="json"))
-        return self._planned(state, tickets, attempt)
+        return self._planned(state, tickets, attempt, run)
 
     def _codebase(self) -> str | None:
         """A map of the code the plan changes, when the run started from one (else None)."""
@@ -166,12 +169,16 @@ class PlanningStage(CompanyParts):
         return sum(1 for e in read_events(self.transcript.path)
                    if e.kind == "agent.finished" and e.role == PM and e.data.get("task") == "plan")
 
-    def _planned(self, state: CompanyState, planned: list[Ticket], attempt: int) -> CompanyState:
+    def _planned(
+        self, state: CompanyState, planned: list[Ticket], attempt: int, run: RunSpec | None = None
+    ) -> CompanyState:
         dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
         return {
             "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
             "plan_attempt": attempt,
             "rejected": False,
+            # How the product runs, for the release's smoke check; a stack's default stands for "none".
+            "run_spec": run or RunSpec(default=True),
         }
 
     def _recorded_plan(self, attempt: int) -> PRD | None:

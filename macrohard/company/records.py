@@ -61,6 +61,7 @@ class RunRecord(BaseModel):
     # The transcript's last event when the run stopped: `audit --verify` checks the
     # chain still ends there, which a chain alone cannot show for a cut-off tail.
     transcript_head: ChainHead | None = None
+    release: dict[str, Any] | None = None  # the release record: tag, sha, image, image_id, smoke (models.Release)
     settings: dict[str, object]
     # What the product started from, when not from nothing: the repository (or earlier
     # run), its base branch and commit, and what the checks warned about.

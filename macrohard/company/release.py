@@ -1,21 +1,46 @@
 """The release's nodes: the deployer, the release (final suite, hidden acceptance tests,
-tag) and the report. A mixin of Company (company/graph.py), which provides what they use.
+the product's image and its smoke check, tag) and the report. A mixin of Company
+(company/graph.py), which provides what they use; the image and the smoke check are in
+company/deploy.py.
 """
 
 from __future__ import annotations
 
-from macrohard.company.parts import CompanyParts
+import shutil
+import tempfile
+from pathlib import Path
+
 from macrohard.company import prompts
+from macrohard.company.deploy import ShipStage, release_context
 from macrohard.company.state import CompanyState
-from macrohard.company.verdict import EXTRA_DIR, missing_acceptance
-from macrohard.models import Release, Ticket, TicketStatus
+from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, write_canary
+from macrohard.company.verdict import EXTRA_DIR
+from macrohard.deploy.product import image_version, product_name
+from macrohard.deploy.versions import ReleaseBase, release_base
+from macrohard.models import Release, RunSpec, Ticket, TicketStatus
 from macrohard.workspace.provenance import MAIN
 
-RELEASE_VERSION = "v0.1.0"
-ACCEPTANCE_HIDES = frozenset({"pyproject.toml", "setup.cfg"})
 
 
-class ReleaseStage(CompanyParts):
+class ReleaseStage(ShipStage):
+
+    def _release_base(self, state: CompanyState) -> ReleaseBase:
+        """The version this run releases (chosen once, from the repository's tags) and what changed since the last."""
+        return release_base(self.workspace, MAIN, state.get("version") or None)
+
+    def _image_name(self, version: str) -> str:
+        return f"{product_name(self.spec.title)}:{image_version(version)}"
+
+    def _run_spec(self, state: CompanyState) -> RunSpec:
+        """How the released product is checked: the plan's way, or the stack's default for a partial release.
+
+        The plan's smoke command is for the whole product; when some tickets did not land,
+        what was merged is released and checked by the stack's default (imports) instead.
+        """
+        planned = state.get("run_spec") or RunSpec(default=True)
+        if all(t.status == TicketStatus.MERGED for t in state.get("tickets", {}).values()):
+            return planned
+        return RunSpec(stack=planned.stack, default=True)
 
     def deployer(self, state: CompanyState) -> CompanyState:
         attempt = state.get("release_attempt", 0) + 1
@@ -24,21 +49,28 @@ class ReleaseStage(CompanyParts):
         # What was integrated: the final verdict may lose no test that passed here.
         integrated = state.get("integrated_sha") or self.workspace.head()
         if self._already_done("deployer", MAIN, None, attempt):
-            return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
+            return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated,
+                    "version": self._release_base(state).version, "ship_failure": ""}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
         merged = [t for t in tickets if t.status == TicketStatus.MERGED]
         unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
         root = self.workspace.repo_dir
         feedback = state.get("feedback") if state.get("rejected") else None
-        result = self._agent(
-            "deployer", self._file_tools(root, "deployer"), "release",
-            prompts.release_prompt(RELEASE_VERSION, merged, unfinished, feedback), attempt=attempt,
+        base = self._release_base(state)
+        version = base.version
+        prompt = prompts.release_prompt(version, merged, unfinished, feedback) + "\n\n" + release_context(
+            self._image_name(version), base, self._run_spec(state),
+            (root / "Dockerfile").is_file(), state.get("ship_failure") or None,
         )
-        self._commit(root, "deployer", f"Release notes for {RELEASE_VERSION}", result, None, attempt)
-        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated}
+        result = self._agent("deployer", self._file_tools(root, "deployer"), "release", prompt, attempt=attempt)
+        self._commit(root, "deployer", f"Release notes for {version}", result, None, attempt)
+        # The last release attempt's failure was told to this session: a later one is told only what comes next.
+        return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated, "version": version,
+                "ship_failure": ""}
 
     def release(self, state: CompanyState) -> CompanyState:
-        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed; otherwise no tag."""
+        """Tag the exact commit whose final verdict (and hidden acceptance tests) passed and whose image passed its
+        smoke check; otherwise no tag (a failed image goes back to the deployer while it has attempts left)."""
         event_id = self._node("release")
         sha = self.workspace.head()
         final = self._main_verdict(state.get("integrated_sha") or sha, None, prepare_next=False)
@@ -48,41 +80,59 @@ class ReleaseStage(CompanyParts):
         accepted, total, failure = self._acceptance(sha)
         if failure and not self.settings.acceptance_tags_anyway:
             return {"status": "failed", "failure": f"no release: {failure}"}
+        base = self._release_base(state)
+        version = base.version
+        shipped = self._ship(self._run_spec(state), sha, version)
+        if not shipped.passed:
+            failures = state.get("ship_failures", 0) + 1
+            if shipped.retry and failures < self.settings.max_attempts:
+                # Back to the deployer, with the reason and the output, as its next attempt.
+                return {"ship_failure": shipped.feedback, "ship_failures": failures, "version": version}
+            return {"status": "failed", "failure": f"no release: {shipped.failure}", "ship_failures": failures,
+                    "ship_failure": ""}
         head = self.transcript.head
-        # The tag also anchors the transcript in git, apart from the run folder.
+        # The tag also anchors the transcript in git, apart from the run folder, and names what was checked.
         anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
+        smoke = shipped.smoke
+        checked = f"\nSmoke check: `{smoke.command}` ({smoke.kind}) passed" if smoke else ""
         tagged = self.workspace.tag(
-            RELEASE_VERSION, f"Release {RELEASE_VERSION}{anchor}", self._prov("deployer", event_id), ref=sha
+            version, f"Release {version}\n\nImage: {shipped.image} {shipped.image_id}{checked}{anchor}",
+            self._prov("deployer", event_id), ref=sha,
         )
-        self.transcript.append("git.tag", role="deployer", tag=RELEASE_VERSION, sha=tagged, cause=event_id)
+        self.transcript.append("git.tag", role="deployer", tag=version, sha=tagged, cause=event_id,
+                               image=shipped.image, image_id=shipped.image_id)
         notes = "RELEASE_NOTES.md" if (self.workspace.repo_dir / "RELEASE_NOTES.md").is_file() else ""
         release = Release(
-            tag=RELEASE_VERSION, sha=tagged, notes_path=notes, suite_tests=final.tests,
-            acceptance_passed=accepted, acceptance_total=total,
+            tag=version, sha=tagged, notes_path=notes, suite_tests=final.tests,
+            acceptance_passed=accepted, acceptance_total=total, previous_tag=base.previous,
+            image=shipped.image, image_id=shipped.image_id, dockerfile=shipped.dockerfile, smoke=shipped.smoke,
         )
-        return {"release": release, **({"failure": failure} if failure else {})}
+        return {"release": release, "ship_failure": "", "version": version, **({"failure": failure} if failure else {})}
 
     def _acceptance(self, sha: str) -> tuple[int | None, int | None, str | None]:
         """(passed, total, why they failed) of the hidden acceptance tests on sha; Nones without any."""
         folder = self.settings.acceptance
         if folder is None:
             return None, None, None
-        # The product's code only: no test file or runner configuration a role wrote.
-        # Without any file that configures the runner: not the tester's, nor pyproject.toml's or
-        # setup.cfg's sections (which a parser difference or a link could hide from the guard).
-        report = self.verdicts.run(
-            "acceptance:main", sha, ticket=None, extra=folder,
-            exclude=lambda p: self.guard.is_test_file(p) or p in ACCEPTANCE_HIDES or p.split("/", 1)[0] == EXTRA_DIR,
+        canary = canary_name()
+        with tempfile.TemporaryDirectory(prefix="macrohard-acceptance-") as tmp:
+            extra = Path(tmp) / "acceptance"
+            shutil.copytree(folder, extra, symlinks=True)
+            write_canary(extra, canary)
+            # The product's code only: no test file or runner configuration a role wrote.
+            # Without any file that configures the runner: not the tester's, nor pyproject.toml's or
+            # setup.cfg's sections (which a parser difference or a link could hide from the guard).
+            report = self.verdicts.run(
+                "acceptance:main", sha, ticket=None, extra=extra,
+                exclude=lambda p: self.guard.is_test_file(p) or p in ACCEPTANCE_HIDES or p.split("/", 1)[0] == EXTRA_DIR,
+            )
+        result = judged(report, canary, folder)
+        self.transcript.append("acceptance", **{k: v for k, v in result.items() if k != "passed_ids"})
+        passed = len(result["passed_ids"])
+        why = None if result["passed"] else (
+            f"hidden acceptance tests failed ({passed} of {result['tests']} passed): {result['reason']}"
         )
-        missing = missing_acceptance(folder, report.passed_ids)
-        if report.passed and (missing or report.skipped):
-            shown = ", ".join(missing[:10]) or f"{report.skipped} skipped"
-            report = report.model_copy(update={"passed": False, "missing": missing,
-                                               "reason": f"acceptance tests did not pass: {shown}"})
-        self.transcript.append("acceptance", **report.model_dump(exclude={"output_tail", "ticket", "passed_ids"}))
-        passed = len(report.passed_ids)
-        why = None if report.passed else f"hidden acceptance tests failed ({passed} of {report.tests} passed): {report.reason}"
-        return passed, report.tests, why
+        return passed, result["tests"], why
 
     def report(self, state: CompanyState) -> CompanyState:
         tickets = state.get("tickets", {}).values()

@@ -279,8 +279,8 @@ class CompanyRun:
         workspace = GitWorkspace(self.paths.run_dir, self.settings.workspace, on_scrub=scrubbed)
         company = Company(
             run_id=self.run_id, spec=self.spec, settings=self.settings, roles=self.roles, model_for=self.model_for,
-            transcript=transcript, workspace=workspace, sandboxes=sandboxes, control=control,
-            resumed=resuming, from_source=record.source is not None,
+            transcript=transcript, workspace=workspace, sandboxes=sandboxes, images=provider.product_images(),
+            control=control, resumed=resuming, from_source=record.source is not None,
         )
         conn = checkpoint_connection(self.paths.state_db)
         state: dict[str, Any] = {}
@@ -299,6 +299,8 @@ class CompanyRun:
                 gates = state.get("__interrupt__") or []
                 if not gates:
                     record.status, record.failure = str(state.get("status", "failed")), state.get("failure")
+                    if (release := state.get("release")) is not None:
+                        record.release = release.model_dump(mode="json")
                     if record.status == "failed" and not record.failure:
                         record.failure = why_no_ticket_landed(state.get("tickets") or {})
                     break

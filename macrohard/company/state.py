@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypedDict
 
-from macrohard.models import Release, Ticket
+from macrohard.models import Release, RunSpec, Ticket
 
 
 def merge_tickets(current: dict[str, Ticket] | None, update: dict[str, Ticket | None] | None) -> dict[str, Ticket]:
@@ -21,6 +21,10 @@ class CompanyState(TypedDict, total=False):
     tickets: Annotated[dict[str, Ticket], merge_tickets]
     plan_attempt: int  # plans written so far; a rejected plan is written again
     release_attempt: int
+    run_spec: RunSpec  # how the product runs (the plan's describe_product, or the stack's default)
+    version: str  # the release tag this run makes, chosen from the repository's tags when the deployer starts
+    ship_failure: str  # why the last image build or smoke check failed, with its output: the deployer's next attempt sees it
+    ship_failures: int  # image builds and smoke checks that failed so far (up to max_attempts)
     rejected: bool  # the last gate's answer, for the edge after it
     feedback: str  # the comment that came with a rejection, for the role that redoes its work
     release: Release

@@ -15,26 +15,25 @@ Events go to a transcript of the eval's, never into the run's own (whose chain e
 from __future__ import annotations
 
 import hashlib
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from macrohard.agent.tools import TOOL_NAMES
-from macrohard.company.release import ACCEPTANCE_HIDES, RELEASE_VERSION
+from macrohard.company.records import load_record
+from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, write_canary
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.territories import TerritoryGuard
-from macrohard.company.verdict import EXTRA_DIR, Verdicts, missing_acceptance
+from macrohard.company.verdict import EXTRA_DIR, Verdicts
 from macrohard.config import Settings
-from macrohard.models import TestReport
+from macrohard.errors import MacrohardError
 from macrohard.roles import default_roles_dir, load_roles
 from macrohard.sandbox.base import SandboxProvider
 from macrohard.transcript.log import TranscriptLog, read_events
 from macrohard.workspace.git import GitWorkspace
 
 KEY = "acceptance:eval"
-PYTEST_TESTS_FAILED = 1  # pytest's exit status when tests ran and some failed (the canary)
 
 
 def folder_digest(folder: Path) -> str:
@@ -46,44 +45,19 @@ def folder_digest(folder: Path) -> str:
 
 
 def tested_commit(workspace: GitWorkspace) -> tuple[str, str] | None:
-    """(sha, "release") for the release tag's commit, else (sha, "main") for main's head; None without either."""
+    """(sha, "release") for the commit the run released, else (sha, "main") for main's head; None without either."""
     if not (workspace.repo_dir / ".git").is_dir():
         return None
-    for ref, on in ((f"{RELEASE_VERSION}^{{commit}}", "release"), ("main^{commit}", "main")):
+    try:
+        release = load_record(workspace.run_dir).release or {}
+    except (MacrohardError, ValueError, OSError):
+        release = {}
+    refs = [(f"{release['tag']}^{{commit}}", "release")] if release.get("tag") else []
+    for ref, on in (*refs, ("main^{commit}", "main")):
         status, out = workspace.query("rev-parse", "--verify", "--quiet", ref)
         if status == 0 and out.strip():
             return out.strip(), on
     return None
-
-
-def judged(report: TestReport, canary: str, acceptance: Path) -> dict[str, Any]:
-    """The verdict on the hidden tests alone, the canary taken out: the acceptance event's data."""
-    canary_passed = any(canary in i for i in report.passed_ids)
-    passed_ids = [i for i in report.passed_ids if canary not in i]
-    ran = report.report_found and report.tests > 0  # the canary is in the report's counts: taken out
-    tests = max(0, report.tests - (1 if ran else 0))
-    failures = max(0, report.failures - (1 if ran and not canary_passed else 0))
-    missing = missing_acceptance(acceptance, passed_ids)
-    if report.timed_out:
-        reason = "the test run timed out"
-    elif not report.report_found:
-        reason = f"the test run ended (exit code {report.exit_code}) without writing its report"
-    elif canary_passed:
-        reason = "the test report was forged: a test that must fail was reported passed"
-    elif failures or report.errors:
-        reason = f"{failures} failed and {report.errors} errors of {tests} tests"
-    elif missing or report.skipped:
-        reason = f"acceptance tests did not pass: {', '.join(missing[:10]) or f'{report.skipped} skipped'}"
-    elif report.exit_code != PYTEST_TESTS_FAILED:
-        reason = f"the test command exited {report.exit_code}, though the test that must fail did"
-    else:
-        reason = ""
-    return {
-        "sha": report.sha, "passed": not reason, "reason": reason, "tests": tests, "failures": failures,
-        "errors": report.errors, "skipped": report.skipped, "missing": missing, "forged": canary_passed,
-        "exit_code": report.exit_code, "event_id": report.event_id,
-        "passed_ids": [] if canary_passed else passed_ids,
-    }
 
 
 def earlier_check(transcript: Path, sha: str, digest: str) -> dict[str, Any] | None:
@@ -112,13 +86,12 @@ def check_acceptance(
     guard = TerritoryGuard(roles, workspace, log)
     sandboxes = RunSandboxes(provider, log, run_id)
     verdicts = Verdicts(settings, workspace, sandboxes, log, guard.is_test_file)
-    canary = f"test_{secrets.token_hex(6)}"
+    canary = canary_name()
     try:
         with tempfile.TemporaryDirectory(prefix="macrohard-acceptance-") as tmp:
             extra = Path(tmp) / "acceptance"
             shutil.copytree(acceptance, extra, symlinks=True)
-            a, b = secrets.randbelow(10**6), secrets.randbelow(10**6) + 10**6
-            (extra / f"{canary}.py").write_text(f"def {canary}():\n    assert {a} == {b}\n")
+            write_canary(extra, canary)
             report = verdicts.run(
                 KEY, sha, ticket=None, extra=extra,
                 exclude=lambda p: guard.is_test_file(p) or p in ACCEPTANCE_HIDES or p.split("/", 1)[0] == EXTRA_DIR,

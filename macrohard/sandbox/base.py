@@ -7,6 +7,8 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from macrohard.models import RunSpec
+
 
 class ExecResult(BaseModel):
     command: str
@@ -59,6 +61,66 @@ class Sandbox(Protocol):
     def stop(self) -> None: ...
 
 
+class ProductImage(BaseModel):
+    """A product image on the engine."""
+
+    id: str
+    tags: list[str] = []
+    labels: dict[str, str] = {}
+    created: str = ""  # as the engine says it (RFC 3339)
+
+
+class ImageBuild(BaseModel):
+    """How building a product image went: its id, or why not; the log's tail either way."""
+
+    image_id: str | None = None
+    error: str | None = None  # why the build failed, in one line
+    log: str = ""  # the build's output, its tail kept
+    log_bytes: int = 0  # the log's true size
+    duration_s: float = 0.0
+
+
+class SmokeResult(BaseModel):
+    """A product image's smoke check: the command (or a service's health probe) and how it ended."""
+
+    passed: bool
+    exit_code: int | None = None  # the command's, or the probe's for a service
+    timed_out: bool = False
+    output: str = ""  # the output's tail: the command's, or the service's and the probe's
+    reason: str = ""  # why it did not pass, in one sentence
+    health_url: str | None = None
+    duration_s: float = 0.0
+
+
+class ProductImages(Protocol):
+    """Building product images offline, running their smoke checks hardened, finding and removing them.
+
+    The Docker adapter is sandbox/product.py; the unit tests' fake runs the smoke
+    command as a local process. Images carry labels (deploy/product.py) by which they are
+    found again, listed and removed.
+    """
+
+    def find(self, labels: dict[str, str]) -> list[ProductImage]:
+        """The product images carrying all these labels, newest first."""
+        ...
+
+    def build(self, context: Path, dockerfile: str, *, tag: str, labels: dict[str, str]) -> ImageBuild:
+        """Build `dockerfile` (checked already) on the files of `context` (its .dockerignore applied), offline."""
+        ...
+
+    def tag(self, image_id: str, tag: str) -> None:
+        """Point name:tag at this image (a resumed run finds its image, whose tag another may have taken)."""
+        ...
+
+    def smoke(self, image_id: str, run: RunSpec, *, labels: dict[str, str], timeout_s: float) -> SmokeResult:
+        """Run the image's smoke check hardened; containers (and a service's network) are removed after."""
+        ...
+
+    def remove(self, labels: dict[str, str]) -> list[ProductImage]:
+        """Remove the product images carrying these labels; return those removed."""
+        ...
+
+
 class SandboxProvider(Protocol):
     def start(
         self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
@@ -72,4 +134,8 @@ class SandboxProvider(Protocol):
 
     def prune_orphans(self, labels: dict[str, str] | None = None) -> int:
         """Remove the sandboxes whose owning process has died (a crashed run's), never a live one's."""
+        ...
+
+    def product_images(self) -> ProductImages:
+        """Where the release builds and checks the product's image: the same engine and base image."""
         ...

@@ -18,10 +18,13 @@ import threading
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 from docker.models.containers import Container
+
+if TYPE_CHECKING:
+    from macrohard.sandbox.product import DockerProductImages
 
 from macrohard.config import SandboxSettings, size_bytes
 from macrohard.errors import SandboxError
@@ -147,6 +150,12 @@ class DockerSandboxProvider:
             if lifecycle.owner_alive((c.get("Labels") or {}).get(OWNER_LABEL)) is False
         ]
         return sum(_remove_id(self.client, container_id) for container_id in orphans)
+
+    def product_images(self) -> DockerProductImages:
+        """The release's product images, on this engine and on this sandbox image."""
+        from macrohard.sandbox.product import DockerProductImages
+
+        return DockerProductImages(self.settings, self._client)
 
     def close(self) -> int:
         """Remove every sandbox this provider started and has not stopped; return how many."""

@@ -82,7 +82,22 @@ def _describe(event: Event) -> str:
             what = d.get("message") or ("" if d.get("sha") else d.get("detail", ""))
             return f"{str(d.get('sha') or '')[:10]} {what}".strip()
         case "git.tag":
-            return f"{d.get('tag')} at {str(d.get('sha') or '')[:10]}"
+            image = f" (image {d.get('image')} {str(d.get('image_id') or '')[:19]})" if d.get("image") else ""
+            return f"{d.get('tag')} at {str(d.get('sha') or '')[:10]}{image}"
+        case "image.build":
+            source = "the deployer's Dockerfile" if d.get("dockerfile") == "Dockerfile" else "the default Dockerfile"
+            if d.get("reused"):
+                return f"{d.get('image')}: found {str(d.get('image_id') or '')[:19]}, built from this commit before"
+            if d.get("error"):
+                return f"{d.get('image')} did not build from {source}: {shorten(d.get('error'))}"
+            return f"built {d.get('image')} ({str(d.get('image_id') or '')[:19]}) from {source} in {_secs(d.get('duration_s'))}"
+        case "image.refused":
+            return f"{d.get('image')} not built: {shorten(d.get('reason'), 120)}"
+        case "smoke":
+            status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
+            probe = f", probing {d.get('health_url')}" if d.get("health_url") else ""
+            verdict = "pass" if d.get("passed") else f"FAIL: {shorten(d.get('reason') or '', 60)}"
+            return f"{d.get('image')} {d.get('product')} $ {shorten(d.get('command'), 60)}{probe} -> {status}: {verdict}"
         case "verdict" | "main.suite" | "final.suite" | "acceptance":
             counts = f"{d.get('tests', 0)} tests, {d.get('failures', 0)} failed, {d.get('errors', 0)} errors, {d.get('skipped', 0)} skipped"
             why = f": {shorten(d['reason'])}" if d.get("reason") else ""

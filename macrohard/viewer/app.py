@@ -286,6 +286,7 @@ def _state(env: Environment, tail: Tail, folder: RunFolder, root: str) -> dict[s
         "banner": env.get_template("_banner.html").render(chain_break=tail.chain_break, bad_lines=[], failure=failure, **ctx),
         "events": f"{overview.events:,}",
         "board": env.get_template("_board.html").render(ctx),
+        "release": env.get_template("_release.html").render(ctx),
         "totals": env.get_template("_totals.html").render(ctx),
         "commits": env.get_template("_commits.html").render(commits=RepoReader(folder.repo).commits(), **ctx),
     }

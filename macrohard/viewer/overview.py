@@ -14,6 +14,7 @@ from macrohard.config import ModelPrice
 from macrohard.transcript.audit import NO_TICKET, Totals, role_of, ticket_of
 from macrohard.transcript.describe import describe
 from macrohard.transcript.log import Event
+from macrohard.viewer.release import ReleaseCard
 
 PriceTable = Mapping[str, ModelPrice]
 
@@ -120,6 +121,7 @@ class Overview(BaseModel):
     roles: set[str] = Field(default_factory=set)
     kinds: set[str] = Field(default_factory=set)
     unpriced_models: set[str] = Field(default_factory=set)
+    release: ReleaseCard = Field(default_factory=ReleaseCard)
 
     @property
     def finished(self) -> bool:
@@ -142,6 +144,7 @@ class Overview(BaseModel):
         self.by_role.setdefault(role_of(event), Tally()).count(event, prices)
         self.by_ticket.setdefault(ticket_of(event), Tally()).count(event, prices)
         self._board(event)
+        self.release.add(event)
         if event.kind == "run.finished":
             self.status = str(event.data.get("status") or "finished")
             self.failure = _text(event.data.get("failure"))

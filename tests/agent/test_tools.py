@@ -3,9 +3,10 @@ import os
 import pytest
 
 from macrohard.agent.tools import (
-    MAX_READ_CHARS, MAX_WRITE_BYTES, AddTicket, Confined, EditFile, ListFiles, ReadFile, ToolError, WriteFile,
+    MAX_READ_CHARS, MAX_WRITE_BYTES, AddTicket, Confined, DescribeProduct, EditFile, ListFiles, ReadFile, ToolError,
+    WriteFile,
 )
-from macrohard.models import Ticket
+from macrohard.models import RunSpec, Ticket
 
 
 @pytest.fixture
@@ -60,6 +61,32 @@ def test_add_ticket_numbers_tickets_and_checks_dependencies():
     with pytest.raises(ToolError, match="T-9"):
         tool.run(AddTicket.Args(title="c", description="d", acceptance_criteria=["c"], depends_on=["T-9"]))
     assert len(planned) == 2
+
+
+def test_describe_product_records_how_the_product_runs_and_the_last_call_stands():
+    described: list[RunSpec] = []
+    tool = DescribeProduct(described)
+    said = tool.run(DescribeProduct.Args(kind="cli", command=" python3 -m tool README.md ", port=80))
+    assert "python3 -m tool README.md" in said and "exit 0" in said
+    assert described == [RunSpec(kind="cli", command="python3 -m tool README.md")]  # a cli has no port
+    tool.run(DescribeProduct.Args(kind="service", command="python3 -m svc", port=8000, health_path="/health"))
+    assert described == [RunSpec(kind="service", command="python3 -m svc", port=8000, health_path="/health")]
+    tool.run(DescribeProduct.Args(kind="library", command=""))
+    assert described[0].kind == "library" and described[0].command == "" and not described[0].default
+
+
+@pytest.mark.parametrize("args, says", [
+    ({"kind": "cli", "command": "  "}, "a cli needs its command"),
+    ({"kind": "service", "command": ""}, "a service needs its command"),
+    ({"kind": "service", "command": "python3 -m svc"}, "needs the port"),
+    ({"kind": "service", "command": "python3 -m svc", "port": 8000, "health_path": "health"}, "starting with /"),
+    ({"kind": "cli", "command": "echo a\nrm -rf /"}, "one line"),
+])
+def test_describe_product_refuses_what_the_release_could_not_check(args, says):
+    described: list[RunSpec] = []
+    with pytest.raises(ToolError, match=says):
+        DescribeProduct(described).run(DescribeProduct.Args(**args))
+    assert described == []
 
 
 def test_loops_fifos_and_huge_files_are_refused_not_fatal(fs):

@@ -59,3 +59,17 @@ def test_the_spec_title_is_in_the_plan_prompt_once(events):
     request = next(e for e in events if e.kind == "model.request" and e.role == "product_manager")
     prompt = request.data["messages"][1]["content"]
     assert prompt.count("# textstats") == 1, prompt
+
+
+def test_audit_shows_the_image_build_and_the_smoke_check(demo_run_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from macrohard.cli import app
+
+    monkeypatch.chdir(demo_run_dir.parent.parent)
+    out = CliRunner().invoke(app, ["audit", demo_run_dir.name, "--workspaces", str(demo_run_dir.parent),
+                                   "--kind", "image"]).output
+    assert "image.build" in out and "built textstats:0.1.0 (sha256:" in out and "from the default Dockerfile" in out
+    out = CliRunner().invoke(app, ["audit", demo_run_dir.name, "--workspaces", str(demo_run_dir.parent),
+                                   "--kind", "smoke"]).output
+    assert "textstats:0.1.0 cli $ python3 -m textstats docs/PRD.md --top 5 -> exit 0: pass" in out

@@ -67,3 +67,17 @@ def test_the_live_progress_shows_model_text_as_text():
     shown = out.getvalue() + render(view.render())
     assert "[bold]ALL TESTS PASSED[/] \\x1b[2J" in shown and "\x1b[2J" not in shown
     assert "[/]\\x1b[2Jfake" in shown
+
+
+def test_the_summary_names_the_released_image_and_its_smoke_check_as_text():
+    release = {"tag": "v0.2.0", "sha": "a" * 40, "suite_tests": 5, "image": "tool:0.2.0", "image_id": "sha256:" + "b" * 64,
+               "smoke": {"kind": "cli", "command": "python3 -m tool [/]\x1b[2J", "exit_code": 0, "passed": True,
+                         "default": False, "health_url": None}}
+    summary = RunSummary(run_id="r", status="done", failure=None, tickets=[], commits=1, usage=Usage(), cost_usd=0,
+                         model_calls=0, wall_s=0, release_tag="v0.2.0", release=release, repo="r", transcript="t")
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, force_terminal=True), summary)
+    text = out.getvalue()
+    assert "image:      tool:0.2.0 (sha256:bbbbbbbbbbbb)" in text
+    assert "smoke:      cli `python3 -m tool [/]\\x1b[2J` · exit code 0" in text and "\x1b[2J" not in text
+    assert "try it:     docker run --rm tool:0.2.0" in text

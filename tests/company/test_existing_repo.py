@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from repos import ACCEPTANCE, SCRIPT, git, snapshot, user_repo
+from repos import ACCEPTANCE, MUL, SCRIPT, git, snapshot, user_repo
 
 from macrohard._resources import resource_dir
-from macrohard.company.run import CompanyRun
+from macrohard.company.run import CompanyRun, source_of_run
 from macrohard.config import Settings
 from macrohard.errors import MacrohardError
 from macrohard.transcript.log import read_events
 from macrohard.workspace.export import export_branch, write_bundle
 from macrohard.workspace.source import RepoSource
+
+from fakes import LocalSandboxProvider
 
 
 def start(tmp_path: Path, source: RepoSource, script: dict = SCRIPT, name: str = "spec.md") -> CompanyRun:
@@ -43,6 +45,7 @@ def test_a_change_to_the_users_repository_lands_on_its_history_and_leaves_it_unt
     assert len(git(repo, "rev-list", base).split()) == 3
     assert "# work in progress" not in git(repo, "show", f"{branch}:calc/core.py")  # uncommitted work left out
     assert summary.release and summary.release["acceptance_passed"] == summary.release["acceptance_total"] == 2
+    assert summary.release_tag == "v1.5.0"  # after the user's own v1.4.0
 
     events = list(read_events(run.paths.transcript))
     baseline = next(e for e in events if e.kind == "baseline")
@@ -68,6 +71,31 @@ def test_a_change_to_the_users_repository_lands_on_its_history_and_leaves_it_unt
     git(tmp_path, "clone", "--quiet", "--branch", "trunk", str(user), str(clone))
     git(clone, "fetch", "--quiet", str(bundle), f"{branch}:{branch}")
     assert git(clone, "rev-parse", branch).strip() == sha
+
+
+def test_going_on_from_an_earlier_run_builds_on_its_product(tmp_path):
+    user = user_repo(tmp_path / "user")
+    first = start(tmp_path / "one", RepoSource(location=str(user)))
+    assert first.execute(LocalSandboxProvider()).status == "done"
+    script = {**SCRIPT, "product_manager": {"plan": [
+        {"expect": "def add, def sub, def mul", "calls": [{"add_ticket": {
+            "title": "square", "description": "Add square(a) to calc/core.py.", "acceptance_criteria": ["square(3) == 9"]}}]},
+        {"say": "One more."},
+    ]}, "engineer": {"T-1": [
+        {"calls": [{"edit_file": {"path": "calc/core.py", "old": MUL, "new": MUL + "\n\ndef square(a):\n    return a * a\n"}}]},
+        {"say": "Added square."},
+    ]}, "tester": {"T-1": [{"calls": [{"write_file": {"path": "tests/test_square.py", "content":
+        "from calc.core import square\n\n\ndef test_square():\n    assert square(3) == 9\n"}}]}, {"say": "Tested."}]}}
+    second = start(tmp_path / "two", source_of_run(first.paths.run_dir), script)
+    summary = second.execute(LocalSandboxProvider())
+    assert summary.status == "done", summary.failure
+    branch = f"macrohard/{second.run_id}"
+    first_result = git(first.paths.repo, "rev-parse", f"macrohard/{first.run_id}").strip()
+    git(second.paths.repo, "merge-base", "--is-ancestor", first_result, branch)  # on top of the first run's product
+    assert "def square" in git(second.paths.repo, "show", f"{branch}:calc/core.py")
+    assert "def mul" in git(second.paths.repo, "show", f"{branch}:calc/core.py")
+    # The next version of the product: the user's v1.4.0, then v1.5.0, now v1.6.0.
+    assert summary.release_tag == "v1.6.0" and summary.release["previous_tag"] == "v1.5.0"
 
 
 @pytest.mark.parametrize("case, message", [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from macrohard.eval.acceptance import folder_digest, judged
+from macrohard.company.acceptance import judged
+from macrohard.eval.acceptance import folder_digest
 from macrohard.models import TestReport
 
 CANARY = "test_0a1b2c3d4e5f"

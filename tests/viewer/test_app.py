@@ -62,6 +62,31 @@ def test_a_run_page_has_board_totals_chart_commits_and_timeline(web, demo_run):
     assert "—" in html.split('id="totals"')[1]  # no price table: no cost
 
 
+def test_a_run_page_shows_the_release_its_image_and_smoke_check(web, demo_run):
+    html = web.get(f"/runs/{demo_run.run_id}").text
+    release = html.split('id="release"')[1].split("</section>")[0]
+    tag = demo_run.first("git.tag")
+    assert "<code>v0.1.0</code>" in release and f"/commits/{tag.data['sha']}" in release
+    assert "<code>textstats:0.1.0</code>" in release and tag.data["image_id"][:19] in release
+    assert "<code>python3 -m textstats docs/PRD.md --top 5</code>" in release and "exit code 0" in release
+    assert 'class="pass">pass<' in release and "lines: " in release  # the output's tail, folded away
+
+
+def test_a_failed_smoke_check_shows_on_the_run_page_with_its_output(demo_run, copy_run):
+    from macrohard.transcript.log import TranscriptLog
+
+    target = copy_run("smoke-failed", running=True)
+    log = TranscriptLog(target / "transcript.jsonl", "smoke-failed")
+    log.append("image.build", image="textstats:0.1.0", image_id="sha256:" + "a" * 64, dockerfile="default",
+               reused=False, duration_s=1.0)
+    log.append("smoke", image="textstats:0.1.0", image_id="sha256:" + "a" * 64, product="cli", command="textstats x",
+               exit_code=1, passed=False, reason="it exited with code 1", output_tail=f"boom {HOSTILE}")
+    html = client(target.parent).get("/runs/smoke-failed").text
+    release = html.split('id="release"')[1].split("</section>")[0]
+    assert "<span class=\"fail\">none</span>" in release and 'class="fail">FAIL<' in release
+    assert "it exited with code 1" in release and "boom &lt;script&gt;" in release and HOSTILE not in html
+
+
 def test_the_timeline_filters_by_role_ticket_and_kind(web, demo_run):
     tester = web.get(f"/runs/{demo_run.run_id}", params={"role": "tester"}).text
     assert len(rows(tester)) == sum(1 for e in demo_run.events if e.role == "tester")
