@@ -17,17 +17,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from macrohard.errors import ConfigError
 from macrohard.models import Budget, TreeLimits
+from macrohard.stacks import PYTHON_TEST_COMMAND, STACKS, Stack, stack_named
 
 CONFIG_FILE = "macrohard.toml"
-# pytest is imported before one line is read from standard input: a verdict starts the
-# command ahead (warm) and releases it once the tree is in place, so the import is off
-# the critical path; run normally, its input is empty and it goes on at once. Nothing
-# of the product is on sys.path until after that line.
-DEFAULT_TEST_COMMAND = (
-    "env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONNOUSERSITE=1 python3 -P -c "
-    "'import os, sys, pytest; sys.stdin.readline(); sys.path.append(os.getcwd()); sys.exit(pytest.main(sys.argv[1:]))' "
-    "-q -p no:cacheprovider -p no:doctest -o addopts= --junitxml={report}"
-)
+# The Python stack's pytest, hardened (see macrohard/stacks.py).
+DEFAULT_TEST_COMMAND = PYTHON_TEST_COMMAND
 
 
 class ModelSettings(BaseModel):
@@ -244,6 +238,9 @@ class Settings(BaseSettings):
     approve: list[Literal["plan", "deploy"]] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
     max_parallel: int = Field(default=2, ge=1)
+    # What products are built with (see macrohard/stacks.py); None: the product manager's
+    # choice (describe_product), else python.
+    stack: str | None = None
     # The verdict's test run, in a fresh read-only sandbox. It must write a JUnit XML
     # report to {report}; a ticket passes on that report, not on the exit code alone.
     # The default keeps the product from configuring or shadowing the runner: no plugin
@@ -279,9 +276,29 @@ class Settings(BaseSettings):
     def _expand(cls, v: Any) -> Any:
         return Path(os.path.expanduser(v)) if isinstance(v, str) else v
 
+    @field_validator("stack")
+    @classmethod
+    def _known_stack(cls, v: str | None) -> str | None:
+        if v is not None and v not in STACKS:
+            raise ValueError(f"must be one of {', '.join(sorted(STACKS))}")
+        return v
+
+    def test_command_for(self, stack: Stack) -> str:
+        """The verdict's test command: the one configured, else the stack's."""
+        return stack.test_command if self.test_command == DEFAULT_TEST_COMMAND else self.test_command
+
+    def warm_tests_for(self, stack: Stack) -> bool:
+        if self.test_command_warm is not None:
+            return self.test_command_warm
+        return stack.warm and self.test_command_for(stack) == stack.test_command
+
+    def sandbox_image_for(self, stack: Stack) -> str:
+        """The sandbox image: the one configured, else the stack's."""
+        return stack.image if self.sandbox.image == SandboxSettings().image else self.sandbox.image
+
     @property
     def warm_tests(self) -> bool:
-        return self.test_command == DEFAULT_TEST_COMMAND if self.test_command_warm is None else self.test_command_warm
+        return self.warm_tests_for(stack_named(self.stack or "python"))
 
     def model_for(self, role: str, role_file_model: str | None = None) -> ModelSettings:
         """A role's endpoint: [model], then the role file's `model:`, then [roles.<role>]."""

@@ -136,6 +136,16 @@ class SmokeCheck(BaseModel):
     duration_s: float = 0.0
 
 
+class Package(BaseModel):
+    """A third-party package a product uses: the wheel the orchestrator fetched and checked."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    url: str  # where it came from, without any userinfo
+
+
 class Release(BaseModel):
     tag: str
     sha: str
@@ -149,6 +159,8 @@ class Release(BaseModel):
     image_id: str | None = None
     dockerfile: str | None = None  # "Dockerfile" (the deployer's, checked) or "default" (the stack's)
     smoke: SmokeCheck | None = None
+    stack: str = "python"
+    packages: list[Package] = Field(default_factory=list)  # third-party packages in the image
 
 
 class Usage(BaseModel):

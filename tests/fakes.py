@@ -22,12 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from macrohard.models import RunSpec
-from macrohard.sandbox.base import ExecResult, ImageBuild, ProductImage, SmokeResult
+from macrohard.sandbox.base import ExecResult, Extras, ImageBuild, ProductImage, SmokeResult
+from macrohard.stacks import CACHE_DIR, DEPS_DIR, Stack
 
 
 class LocalSandbox:
-    def __init__(self, workdir: Path, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None) -> None:
+    def __init__(self, workdir: Path, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None,
+                 extras: Extras | None = None) -> None:
         self.workdir = workdir
+        self.extras = extras or Extras()
         self.labels = labels
         self.read_only = read_only
         self.output_path = str(output_dir) if output_dir is not None else ""
@@ -41,15 +44,26 @@ class LocalSandbox:
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
         self.timeouts.append(timeout_s)
         self.commands.append(command)
+        if self.extras.deps is not None:  # the test command names the container's /deps
+            command = command.replace(f'"{DEPS_DIR}"', f'"{self.extras.deps}"')
         started = time.perf_counter()
         proc = subprocess.run(
             ["sh", "-c", command], cwd=self.workdir, capture_output=True, timeout=timeout_s or 60,
             stdin=subprocess.DEVNULL,  # as the sandbox's runner gives commands: nothing to read
-            env=_environment({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}),
+            env=_environment({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **self._extra_env()}),
         )
         out = (proc.stdout + proc.stderr).decode(errors="replace")
         return ExecResult(command=command, exit_code=proc.returncode, duration_s=time.perf_counter() - started,
                           output=out, output_bytes=len(out))
+
+    def _extra_env(self) -> dict[str, str]:
+        # The container's mounts, as host paths: packages on PYTHONPATH, the cache where /cache would be.
+        env = {}
+        if self.extras.cache is not None:
+            env = {k: v.replace(CACHE_DIR, str(self.extras.cache), 1) for k, v in self.extras.env.items()}
+        if self.extras.deps is not None:
+            env["PYTHONPATH"] = str(self.extras.deps)
+        return env
 
     def warm(self, command: str) -> None:
         # Only recorded: starting ahead saves time in a container, and exec runs the command either way.
@@ -87,6 +101,7 @@ class LocalProductImages:
         atexit.register(shutil.rmtree, self.root, True)
         self.images: dict[str, ProductImage] = {}
         self.dockerfiles: dict[str, str] = {}
+        self.bases: dict[str, str] = {}  # an image built FROM another of these: its id -> that one's
         self.built: list[str] = []  # the tags built, in order
         self.smoked: list[tuple[str, RunSpec]] = []
 
@@ -113,6 +128,9 @@ class LocalProductImages:
         created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         self.images[image_id] = ProductImage(id=image_id, tags=[tag], labels=dict(labels), created=created)
         self.dockerfiles[image_id] = dockerfile
+        base = dockerfile.split("\n", 1)[0].removeprefix("FROM ").strip()
+        if base in self.images and base != image_id:
+            self.bases[image_id] = base
         self.built.append(tag)
         log = "".join(f"Step {n}/{len(dockerfile.splitlines())} : {line}\n" for n, line in enumerate(dockerfile.splitlines(), 1))
         return ImageBuild(image_id=image_id, log=log + f"Successfully built {image_id[7:19]}\n", log_bytes=len(log))
@@ -124,7 +142,11 @@ class LocalProductImages:
     def smoke(self, image_id: str, run: RunSpec, *, labels: dict[str, str], timeout_s: float) -> SmokeResult:
         self.smoked.append((image_id, run))
         folder = self.root / image_id[7:]
-        env = _environment({"PYTHONPATH": str(folder)})
+        chain = [folder]
+        while image_id in self.bases:  # the layers below: a product's packages
+            image_id = self.bases[image_id]
+            chain.append(self.root / image_id[7:])
+        env = _environment({"PYTHONPATH": ":".join(map(str, chain))})
         started = time.perf_counter()
         if run.kind == "service":
             return self._service(folder, env, run, timeout_s, started)
@@ -180,17 +202,23 @@ class LocalSandboxProvider:
     def __init__(self, images: LocalProductImages | None = None) -> None:
         self.started: list[LocalSandbox] = []
         self.pruned: list[dict[str, str] | None] = []
+        self.stacks: list[str] = []  # the stacks whose images were asked for
         self.images = images or LocalProductImages()
 
     def product_images(self) -> LocalProductImages:
         return self.images
 
     def start(
-        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None,
+        extras: Extras | None = None,
     ) -> LocalSandbox:
-        box = LocalSandbox(workdir, labels, read_only, output_dir)
+        box = LocalSandbox(workdir, labels, read_only, output_dir, extras)
         self.started.append(box)
         return box
+
+    def ensure_image(self, stack: Stack) -> str:
+        self.stacks.append(stack.name)
+        return stack.image
 
     def prune(self, labels: dict[str, str] | None = None) -> int:
         self.pruned.append(labels)

@@ -22,16 +22,25 @@ sandbox_app = typer.Typer(
 @user_errors
 def sandbox_build(
     tag: Annotated[str | None, typer.Option("--tag", metavar="TAG", help="Image tag (default: sandbox.image).")] = None,
+    stack: Annotated[
+        str | None, typer.Option("--stack", metavar="STACK", help="Build a stack's image on it too: python or node.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Build the sandbox image (offline from Debian's packages when no registry answers)."""
     from macrohard.sandbox.docker import docker_client
-    from macrohard.sandbox.image import build_image
+    from macrohard.sandbox.image import build_image, build_stack_image
+    from macrohard.stacks import stack_named
 
     settings = settings_for(config)
     image = tag or settings.sandbox.image
-    image_id = build_image(docker_client(), image, on_progress=lambda line: console.print(line, highlight=False, markup=False))
+    progress = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+    client = docker_client()
+    image_id = build_image(client, image, on_progress=progress)
     console.print(plain(f"built {image} ({image_id[:19]})"))
+    if stack is not None and (chosen := stack_named(stack)).packages:
+        image_id = build_stack_image(client, chosen, image, on_progress=progress)
+        console.print(plain(f"built {chosen.image} ({image_id[:19]})"))
 
 
 @sandbox_app.command("prune", cls=Command)

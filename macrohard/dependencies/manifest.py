@@ -10,6 +10,7 @@ user's configuration names. No I/O here: the caller reads the files from git's o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 
@@ -90,3 +91,20 @@ def _checked(requirements: list[str], source: str) -> list[str]:
 def requirement_name(requirement: str) -> str:
     match = _NAME.match(requirement)
     return canonical(match.group(1)) if match else requirement
+
+
+def node_dependencies(data: bytes) -> list[str]:
+    """The packages package.json declares (dependencies of every kind), for a stack with no registry."""
+    try:
+        manifest = json.loads(data.decode("utf-8", errors="replace"))
+    except ValueError as e:
+        raise ManifestError(f"package.json is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict):
+        raise ManifestError("package.json must hold a JSON object")
+    names: list[str] = []
+    for section in ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies"):
+        declared = manifest.get(section) or {}
+        if not isinstance(declared, dict):
+            raise ManifestError(f"package.json's {section} must be an object of names and versions")
+        names += [str(name) for name in declared]
+    return sorted(set(names))

@@ -31,17 +31,10 @@ from pydantic import BaseModel
 
 from macrohard.config import DependencySettings
 from macrohard.dependencies.manifest import Requirements, canonical, requirement_name
+from macrohard.models import Package
 from macrohard.redact import without_userinfo
 
 DOWNLOAD_CHUNK = 1 << 20
-
-
-class Package(BaseModel):
-    name: str
-    version: str
-    filename: str
-    sha256: str
-    url: str  # where it came from, without any userinfo
 
 
 class Installed(BaseModel):

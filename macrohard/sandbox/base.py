@@ -8,6 +8,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from macrohard.models import RunSpec
+from macrohard.stacks import Stack
 
 
 class ExecResult(BaseModel):
@@ -121,11 +122,25 @@ class ProductImages(Protocol):
         ...
 
 
+class Extras(BaseModel):
+    """What a sandbox gets beside its workspace: its stack's image, packages, cache and variables."""
+
+    image: str | None = None  # None: the configured sandbox image
+    deps: Path | None = None  # third-party packages the orchestrator installed: read-only at /deps
+    cache: Path | None = None  # a folder kept across a ticket's attempts: read-write at /cache
+    env: dict[str, str] = {}
+
+
 class SandboxProvider(Protocol):
     def start(
-        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None,
+        extras: Extras | None = None,
     ) -> Sandbox:
         """A sandbox on workdir (read-only if asked), with output_dir writable at its output_path."""
+        ...
+
+    def ensure_image(self, stack: Stack) -> str:
+        """The sandbox image for a stack, built first (from Debian's packages) if it is missing."""
         ...
 
     def prune(self, labels: dict[str, str] | None = None) -> int:

@@ -40,7 +40,9 @@ from macrohard.sandbox.container import (
     RunnerRequest,
     _remove_id,
 )
-from macrohard.sandbox.image import DockerFailure, image_exists, one_line
+from macrohard.sandbox.base import Extras
+from macrohard.sandbox.image import DockerFailure, build_stack_image, image_exists, one_line
+from macrohard.stacks import CACHE_DIR, DEPS_DIR, Stack
 
 __all__ = [
     "BUILD_HINT", "KEEP_ALIVE_UID", "KILL_GRACE_S", "OUTPUT", "OWNER_LABEL", "RUNNER_SOURCE", "SANDBOX_ENV",
@@ -107,23 +109,39 @@ class DockerSandboxProvider:
         return self._client
 
     def start(
-        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None
+        self, workdir: Path, *, labels: dict[str, str], read_only: bool = False, output_dir: Path | None = None,
+        extras: Extras | None = None,
     ) -> DockerSandbox:
         """Start a container with `workdir` mounted at /workspace (read-write unless read_only),
-        and output_dir, if given, read-write at /output; ready for commands."""
+        and output_dir, if given, read-write at /output; ready for commands. `extras` names the
+        stack's image, the packages (read-only at /deps) and a cache (read-write at /cache)."""
+        extras = extras or Extras()
         workdir = Path(workdir).resolve()
         if not workdir.is_dir():
             raise SandboxError(f"sandbox workdir {workdir} is not a directory", "create it first")
+        folders = {"output": output_dir, "packages": extras.deps, "cache": extras.cache}
+        for what, folder in folders.items():
+            if folder is not None and not Path(folder).is_dir():
+                raise SandboxError(f"sandbox {what} folder {folder} is not a directory", "create it first")
         output = Path(output_dir).resolve() if output_dir is not None else None
-        if output is not None and not output.is_dir():
-            raise SandboxError(f"sandbox output folder {output} is not a directory", "create it first")
-        image = self.settings.image
+        image = extras.image or self.settings.image
         if not image_exists(self.client, image):
             raise SandboxError(f"sandbox image {image} is missing", BUILD_HINT)
-        writable = tuple(p for p in (None if read_only else workdir, output) if p is not None)
+        cache = Path(extras.cache).resolve() if extras.cache is not None else None
+        writable = tuple(p for p in (None if read_only else workdir, output, cache) if p is not None)
         user = sandbox_user(workdir, self.settings.unprivileged_uid, self.settings.allow_root, writable)
         volumes = _volumes(workdir, read_only, output)
-        container = self._create(image, self._run_options(volumes, user, labels))
+        env = dict(extras.env)
+        if extras.deps is not None:
+            volumes[str(Path(extras.deps).resolve())] = {"bind": DEPS_DIR, "mode": "ro"}
+            env["PYTHONPATH"] = DEPS_DIR
+        if cache is not None:
+            volumes[str(cache)] = {"bind": CACHE_DIR, "mode": "rw"}
+        else:
+            env = {k: v for k, v in env.items() if not v.startswith(CACHE_DIR)}  # no cache: nothing may point there
+        options = self._run_options(volumes, user, labels)
+        options["environment"] = {**options["environment"], **env}
+        container = self._create(image, options)
         sandbox = DockerSandbox(self.client, container, self.settings, workdir, user, on_stop=self._forget)
         sandbox.output_path = OUTPUT if output is not None else ""
         with self._lock:
@@ -134,6 +152,14 @@ class DockerSandboxProvider:
             sandbox.stop()
             raise
         return sandbox
+
+    def ensure_image(self, stack: Stack) -> str:
+        """The stack's sandbox image (or the configured one), built first if it is missing."""
+        if self.settings.image != SandboxSettings().image or not stack.packages:
+            return self.settings.image  # a configured image serves every stack; the base image, Python
+        if not image_exists(self.client, stack.image):
+            build_stack_image(self.client, stack, self.settings.image)
+        return stack.image
 
     def prune(self, labels: dict[str, str] | None = None) -> int:
         """Force-remove every sandbox container matching `labels`, whoever owns it; return how many."""

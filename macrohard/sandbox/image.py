@@ -23,6 +23,7 @@ from docker.errors import DockerException, ImageNotFound
 
 from macrohard._resources import resource_dir
 from macrohard.errors import SandboxError
+from macrohard.stacks import Stack
 
 REGISTRY_BASE = "debian:bookworm-slim"
 OFFLINE_BASE = "macrohard-base:bookworm"
@@ -76,6 +77,28 @@ def build_image(client: docker.DockerClient, tag: str, *, on_progress: Progress 
         )
     base = ensure_base(client, read_packages(context / "packages.txt"), on_progress)
     return _docker_build(client, context, tag, base, on_progress)
+
+
+def build_stack_image(client: docker.DockerClient, stack: Stack, base: str, *, on_progress: Progress = _silent) -> str:
+    """Build a stack's sandbox image on the base sandbox image: its Debian packages (from Debian's
+    mirror, as the base's own build does when a package is missing) and its files; its id."""
+    if not image_exists(client, base):
+        build_image(client, base, on_progress=on_progress)
+    stack_dir = resource_dir("docker") / "stacks" / stack.name
+    with tempfile.TemporaryDirectory(prefix=f"macrohard-{stack.name}-image-") as tmp:
+        context = Path(tmp)
+        lines = [
+            "ARG BASE", "FROM ${BASE}", "USER root",
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            f"{' '.join(stack.packages)} && apt-get clean && rm -rf /var/lib/apt/lists/*",
+        ]
+        if stack_dir.is_dir():
+            shutil.copytree(stack_dir, context / "files")
+            lines.append("COPY files/ /usr/local/lib/macrohard/")
+        lines += ["WORKDIR /workspace", f'LABEL org.opencontainers.image.title="macrohard-sandbox-{stack.name}"',
+                  'CMD ["sleep", "infinity"]']
+        (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+        return _docker_build(client, context, stack.image, base, on_progress)
 
 
 def read_packages(path: Path) -> list[str]:
