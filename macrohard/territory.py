@@ -39,6 +39,22 @@ TEST_RUNNER_FILES = [
     "_pytest/**",
     "pluggy/**",
     "py.py",
+    # node --test's own choice of files when given none (any file under test/ is above).
+    "**/test.js",
+    "**/test-*.js",
+    "**/*.test.js",
+    "**/*-test.js",
+    "**/*_test.js",
+    "**/test.cjs",
+    "**/test-*.cjs",
+    "**/*.test.cjs",
+    "**/*-test.cjs",
+    "**/*_test.cjs",
+    "**/test.mjs",
+    "**/test-*.mjs",
+    "**/*.test.mjs",
+    "**/*-test.mjs",
+    "**/*_test.mjs",
 ]
 DOCS = ["docs/**"]
 RELEASE_FILES = ["RELEASE_NOTES.md", "CHANGELOG.md"]

@@ -19,6 +19,10 @@ def territories() -> dict[str, Territory]:
     ("pytest.py", "tester"), ("_pytest/x.py", "tester"), ("sitecustomize.py", "tester"), ("calc/x.pth", "tester"),
     ("dropper-1.0.dist-info/entry_points.txt", "tester"), ("calc/test_ops.py", "tester"),
     ("docs/PRD.md", "product_manager"), ("RELEASE_NOTES.md", "deployer"), (".gitmodules", None),
+    # The files node --test picks by itself are the tester's; the product's modules are not.
+    ("src/slug.test.js", "tester"), ("lib/slug-test.mjs", "tester"), ("slug_test.cjs", "tester"),
+    ("test.js", "tester"), ("lib/test-slug.js", "tester"), ("index.js", "engineer"), ("lib/testing.js", "engineer"),
+    ("package.json", "engineer"),
 ])
 def test_each_path_has_the_owner_the_readme_names(path, owner):
     assert owner_of(path, territories()) == owner

@@ -20,7 +20,7 @@ class ToolError(Exception):
 
 class Tool(Protocol):
     name: ClassVar[str]
-    description: ClassVar[str]
+    description: str  # a class's, or an instance's own (a run_shell that names its stack)
     Args: ClassVar[type[BaseModel]]
 
     def run(self, args: Any) -> str: ...
@@ -28,7 +28,9 @@ class Tool(Protocol):
 
 def spec_of(tool: Tool) -> ToolSpec:
     # A copy: the schema is built once per tool class, and a spec may be changed by its user.
-    return _spec_of(type(tool)).model_copy(deep=True)
+    spec = _spec_of(type(tool)).model_copy(deep=True)
+    spec.description = tool.description
+    return spec
 
 
 @functools.cache

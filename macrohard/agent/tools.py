@@ -19,6 +19,8 @@ from macrohard.agent.files import (
     WriteFile,
 )
 from macrohard.models import RunSpec, Ticket
+from macrohard.stacks import DEFAULT as DEFAULT_STACK
+from macrohard.stacks import STACKS
 from macrohard.sandbox.base import ExecResult
 
 __all__ = [
@@ -34,13 +36,18 @@ class RunShell:
         "Run a shell command in the project's sandbox (a Linux container with python3 and pytest, "
         "no network); the workspace is the current directory. Returns the exit code and output."
     )
+    ABOUT = ("Run a shell command in the project's sandbox, a Linux container; the workspace is the current "
+             "directory. Returns the exit code and output. The sandbox: ")
 
     class Args(BaseModel):
         command: str = Field(description="a shell command, run with sh in the workspace")
         timeout_s: float | None = Field(None, gt=0, description="seconds before the command is killed")
 
-    def __init__(self, execute: Callable[[str, float | None], ExecResult]) -> None:
+    def __init__(self, execute: Callable[[str, float | None], ExecResult], environment: str | None = None) -> None:
         self.execute = execute
+        if environment:
+            # The stack's own words for what is installed (macrohard/stacks.py), not a fixed "python3".
+            self.description = self.ABOUT + environment
 
     def run(self, args: Args) -> str:
         result = self.execute(args.command, args.timeout_s)
@@ -89,7 +96,8 @@ class DescribeProduct:
         "Say how the released product is run, so the release can check it in the product's image: its kind, and "
         "a command. A cli or library: a shell command that must exit 0 in the product's folder with no network, "
         "using only files the product will have (e.g. `python3 -m mytool README.md`). A service: the command that "
-        "starts it listening on 0.0.0.0 at `port`, and the path that answers when it is up."
+        "starts it listening on 0.0.0.0 at `port`, and the path that answers when it is up. `stack` names what the "
+        "product is built with (python unless given)."
     )
 
     class Args(BaseModel):
@@ -99,9 +107,11 @@ class DescribeProduct:
             "uses it, or \"\" to import its packages"))
         port: int | None = Field(None, ge=1, le=65535, description="a service's port")
         health_path: str = Field("/", max_length=200, description="a service's health endpoint, such as /health")
+        stack: str | None = Field(None, max_length=40, description=f"one of: {', '.join(STACKS)}")
 
-    def __init__(self, described: list[RunSpec]) -> None:
+    def __init__(self, described: list[RunSpec], fixed_stack: str | None = None) -> None:
         self.described = described
+        self.fixed_stack = fixed_stack  # the configuration's stack, which no plan changes
 
     def run(self, args: Args) -> str:
         command = args.command.strip()
@@ -115,14 +125,22 @@ class DescribeProduct:
             raise ToolError("a service needs the port it listens on")
         if args.kind == "service" and (not args.health_path.startswith("/") or any(c.isspace() for c in args.health_path)):
             raise ToolError("health_path is a URL path starting with /, such as /health")
+        stack = (args.stack or "").strip().lower() or None
+        if stack is not None and stack not in STACKS:
+            raise ToolError(f"unknown stack {args.stack!r}: choose one of {', '.join(STACKS)}")
+        note = ""
+        if self.fixed_stack and stack and stack != self.fixed_stack:
+            note = f" (the stack stays {self.fixed_stack}: the configuration sets it)"
         spec = RunSpec(kind=args.kind, command=command, port=args.port if args.kind == "service" else None,
-                       health_path=args.health_path if args.kind == "service" else "/")
+                       health_path=args.health_path if args.kind == "service" else "/",
+                       stack=self.fixed_stack or stack or DEFAULT_STACK)
         self.described[:] = [spec]
         if args.kind == "service":
-            return f"the release starts `{command}` and waits for http://HOST:{args.port}{args.health_path} to answer"
+            return (f"the release starts `{command}` and waits for http://HOST:{args.port}{args.health_path} to answer"
+                    + note)
         if not command:
-            return "the release imports the library's packages and modules, which must succeed"
-        return f"the release runs `{command}` in the product's image; it must exit 0"
+            return "the release imports the library's packages and modules, which must succeed" + note
+        return f"the release runs `{command}` in the product's image; it must exit 0" + note
 
 
 class Finish:

@@ -12,19 +12,23 @@ run finds the image it built from that commit and Dockerfile by its labels.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from macrohard.company.environment import PackagesUnavailable
 from macrohard.company.parts import CompanyParts
 from macrohard.deploy import dockerfile as dockerfiles
 from macrohard.deploy.versions import ReleaseBase
 from macrohard.deploy.product import (
-    NothingToCheck, default_run, identity_labels, image_labels, image_version, product_name,
+    NothingToCheck, default_run, deps_labels, identity_labels, image_labels, image_version, product_name,
 )
-from macrohard.models import RunSpec, SmokeCheck, Spec
+from macrohard.models import Package, RunSpec, SmokeCheck, Spec
 from macrohard.sandbox.base import ImageBuild, ProductImages
+from macrohard.stacks import DEPS_DIR
 
 LOG_TAIL = 4000  # characters of a build log or smoke output kept in its transcript event
 FEEDBACK_TAIL = 2000  # ... and shown to the deployer
@@ -37,6 +41,7 @@ class Shipment(BaseModel):
     image_id: str | None = None
     dockerfile: str = "default"
     smoke: SmokeCheck | None = None
+    packages: list[Package] = []  # the third-party packages in the image
     failure: str = ""  # one line: why not (empty when it passed)
     feedback: str = ""  # the failure with its log or output tail: the deployer's next attempt
     retry: bool = True  # whether the deployer can do anything about it
@@ -60,7 +65,12 @@ class ShipStage(CompanyParts):
                    "there is nothing to check the image with")
             self.transcript.append("image.refused", image=image, commit=sha, reason=why)
             return Shipment(image=image, failure=why, feedback=why, retry=False)
-        dockerfile = self._dockerfile(sha, run)
+        try:
+            base, packages = self._product_base(sha)
+        except PackagesUnavailable as e:
+            self.transcript.append("image.refused", image=image, commit=sha, reason=str(e))
+            return Shipment(image=image, failure=f"the product's packages cannot be installed: {e}", retry=False)
+        dockerfile = self._dockerfile(sha, run, base, bool(packages))
         if isinstance(dockerfile, str):
             self.transcript.append("image.refused", image=image, commit=sha, reason=dockerfile)
             return Shipment(image=image, dockerfile="Dockerfile", failure=f"the Dockerfile was refused: {dockerfile}",
@@ -84,7 +94,32 @@ class ShipStage(CompanyParts):
                                 f"{build.error}", feedback=f"Building the image {image} failed: {build.error}\n\n"
                                 f"The build log's tail:\n{build.log[-FEEDBACK_TAIL:]}")
             image_id = build.image_id
-        return self._smoke(image, image_id, dockerfile.source, run)
+        return self._smoke(image, image_id, dockerfile.source, run).model_copy(update={"packages": packages})
+
+    def _product_base(self, sha: str) -> tuple[str, list[Package]]:
+        """The image the product's is built on: the stack's sandbox image, with the packages sha's manifest
+        declares at /deps (an image of their own, from the orchestrator's cache, reused while they are the same)."""
+        stack_image = self.environment.image
+        with tempfile.TemporaryDirectory(prefix="deps-", dir=self.workspace.run_dir) as folder:
+            packages = self.environment.fill_commit(sha, Path(folder))
+            if not packages:
+                return stack_image, []
+            digest = hashlib.sha256(json.dumps([stack_image, [p.sha256 for p in packages]]).encode()).hexdigest()
+            product = product_name(self.spec.title)
+            labels = deps_labels(self.run_id, product, digest)
+            found = self.images.find(labels)
+            if found:
+                return found[0].id, packages
+            stack = self.environment.stack.name
+            build = self.images.build(Path(folder), dockerfiles.packages(stack_image, DEPS_DIR, stack),
+                                      tag=f"{product}-packages:{digest[:12]}", labels=labels)
+        self.transcript.append("image.build", image=f"{product}-packages:{digest[:12]}", image_id=build.image_id,
+                               commit=sha, reused=False, error=build.error, dockerfile="packages",
+                               duration_s=round(build.duration_s, 3), log_bytes=build.log_bytes,
+                               log_tail=build.log[-LOG_TAIL:])
+        if build.image_id is None:
+            raise PackagesUnavailable(f"their image did not build: {build.error}")
+        return build.image_id, packages
 
     def _smoke_spec(self, run_spec: RunSpec, sha: str) -> RunSpec:
         """The plan's run spec with its command, or the stack's default check of sha's tree."""
@@ -93,12 +128,12 @@ class ShipStage(CompanyParts):
         default = default_run(run_spec.stack, self.workspace.tree_files(sha), self.guard.is_test_file)
         return run_spec.model_copy(update={"command": default.command, "default": True})
 
-    def _dockerfile(self, sha: str, run: RunSpec) -> dockerfiles.Dockerfile | str:
+    def _dockerfile(self, sha: str, run: RunSpec, base: str, has_packages: bool) -> dockerfiles.Dockerfile | str:
         """The checked Dockerfile of sha, or the stack's default without one; or why it was refused."""
-        base = self.settings.sandbox.image
         raw = self.workspace.show(sha, "Dockerfile")
         if raw is None:
-            return dockerfiles.default(base, run.command, run.port if run.kind == "service" else None)
+            return dockerfiles.default(base, run.command, run.port if run.kind == "service" else None,
+                                       stack=self.environment.stack.name, deps=DEPS_DIR if has_packages else None)
         own = [path for path in self.workspace.tree_files(sha) if self.guard.allows("deployer", path)]
         try:
             return dockerfiles.check(raw.decode("utf-8"), base, own)

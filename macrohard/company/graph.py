@@ -22,6 +22,7 @@ from macrohard.agent.loop import AgentLoop, AgentResult
 from macrohard.agent.tools import (
     Confined, EditFile, Finish, ListFiles, ReadFile, RunShell, Tool, ToolError, WriteFile,
 )
+from macrohard.company.environment import ProductEnvironment
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.state import CompanyState, TicketOutput, TicketState
 from macrohard.company.territories import TerritoryGuard
@@ -67,7 +68,10 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
 
     def __post_init__(self) -> None:
         self.guard = TerritoryGuard(self.roles, self.workspace, self.transcript)
-        self.verdicts = Verdicts(self.settings, self.workspace, self.sandboxes, self.transcript, self.guard.is_test_file)
+        self.environment = ProductEnvironment(self.settings, self.sandboxes.provider, self.workspace, self.transcript)
+        self.sandboxes.extras = self.environment.extras
+        self.verdicts = Verdicts(self.settings, self.workspace, self.sandboxes, self.transcript, self.guard.is_test_file,
+                                 self.environment)
 
     # -- helpers -----------------------------------------------------------
 
@@ -119,10 +123,12 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         limit = self.settings.sandbox.timeout_s
 
         def execute(command: str, timeout: float | None) -> ExecResult:
+            # The packages the manifest declares now are in place before the command runs.
+            self.environment.sync(key, root, role=role, ticket=None if key == MAIN else key)
             # The model may ask for less time than the configured limit, never more.
             return self.sandboxes.exec(key, root, command, timeout_s=min(timeout or limit, limit), role=role)[0]
 
-        return RunShell(execute)
+        return RunShell(execute, self.environment.stack.environment)
 
     def _commit(
         self, root: Path, role: str, message: str, result: AgentResult, ticket: str | None, attempt: int

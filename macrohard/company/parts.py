@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from macrohard.company.environment import ProductEnvironment
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.territories import TerritoryGuard
 from macrohard.company.verdict import Verdicts
@@ -21,4 +22,5 @@ class CompanyParts:
     workspace: GitWorkspace
     sandboxes: RunSandboxes
     verdicts: Verdicts
+    environment: ProductEnvironment
     guard: TerritoryGuard

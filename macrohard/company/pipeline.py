@@ -64,7 +64,8 @@ class TicketPipeline(CompanyParts):
             *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
             DisputeTest(raised, disputes.dispute_maker(self.transcript, ticket)),
         ]
-        prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])))
+        prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])),
+                                         environment=prompts.environment_block(self.environment.stack))
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         ticket = ticket.model_copy(update={"disputes": [*ticket.disputes, *raised]})
         ticket, lost, sha = self._ticket_commit(
@@ -96,7 +97,8 @@ class TicketPipeline(CompanyParts):
             RuleDispute(ruled, "tester", disputes.ruling_recorder(self.transcript, "tester")),
         ]
         prompt = prompts.tester_prompt(
-            ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes
+            ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes,
+            environment=prompts.environment_block(self.environment.stack),
         )
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         ticket = disputes.merged(ticket, ruled)

@@ -25,6 +25,7 @@ from macrohard.company.parts import CompanyParts
 from macrohard.company.state import CompanyState
 from macrohard.errors import MacrohardError
 from macrohard.models import PRD, RunSpec, TestReport, Ticket
+from macrohard.stacks import stack_named
 from macrohard.transcript.log import read_events
 from macrohard.workspace.provenance import MAIN
 
@@ -137,8 +138,10 @@ class PlanningStage(CompanyParts):
             return "; ".join(problems) if problems else None
 
         root = self.workspace.repo_dir
-        prompt = prompts.plan_prompt(self.spec, feedback, unfinished, self._codebase())
-        tools = [*self._file_tools(root, PM), AddTicket(planned, limit), DescribeProduct(described), FinishPlan(check)]
+        fixed = stack_named(self.settings.stack) if self.settings.stack else None
+        prompt = prompts.plan_prompt(self.spec, feedback, unfinished, self._codebase(), prompts.stacks_block(fixed))
+        tools = [*self._file_tools(root, PM), AddTicket(planned, limit), DescribeProduct(described, self.settings.stack),
+                 FinishPlan(check)]
         return self._agent(PM, tools, "plan", prompt, attempt=attempt)
 
     def _accept(
@@ -172,13 +175,18 @@ class PlanningStage(CompanyParts):
     def _planned(
         self, state: CompanyState, planned: list[Ticket], attempt: int, run: RunSpec | None = None
     ) -> CompanyState:
+        # The stack is fixed with the plan: every ticket's sandbox starts from its image.
+        before = self.environment.stack.name
+        stack = self.environment.choose(run.stack if run else None)
+        if stack.name != before:
+            self.sandboxes.release(MAIN)  # a sandbox of main started on the former stack's image
         dropped: dict[str, Ticket | None] = {t: None for t in state.get("tickets", {}) if t not in {p.id for p in planned}}
         return {
             "tickets": {**dropped, **{t.id: t for t in planned}},  # type: ignore[dict-item]
             "plan_attempt": attempt,
             "rejected": False,
             # How the product runs, for the release's smoke check; a stack's default stands for "none".
-            "run_spec": run or RunSpec(default=True),
+            "run_spec": (run or RunSpec(default=True)).model_copy(update={"stack": stack.name}),
         }
 
     def _recorded_plan(self, attempt: int) -> PRD | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from macrohard.company.disputes import describe
 from macrohard.models import Dispute, Spec, Ticket
+from macrohard.stacks import STACKS, Stack
 
 MAX_FILES_LISTED = 20
 
@@ -26,14 +27,32 @@ def _files_block(relevant: list[str], total: int) -> str:
     )
 
 
+def environment_block(stack: Stack) -> str:
+    """What a role is told about the sandbox its code runs and is tested in."""
+    return f"The build environment ({stack.name} stack): {stack.environment}\nTests: {stack.tests}."
+
+
+def stacks_block(fixed: Stack | None) -> str:
+    """What the product manager is told about stacks: the configured one, or the choice."""
+    if fixed is not None:
+        return f"The product is built with the {fixed.name} stack (set by the configuration).\n{environment_block(fixed)}"
+    lines = ["Choose the product's stack with describe_product's `stack` (python unless you say otherwise; the "
+             "spec may name one). Each is a sandbox with no network:"]
+    lines += [f"- {s.name}: {s.environment}" for s in STACKS.values()]
+    return "\n".join(lines)
+
+
 def plan_prompt(
-    spec: Spec, feedback: str | None = None, unfinished: str | None = None, codebase: str | None = None
+    spec: Spec, feedback: str | None = None, unfinished: str | None = None, codebase: str | None = None,
+    stacks: str = "",
 ) -> str:
     text = spec.text.strip()
     # The title comes from the spec's first heading when it has one: say it once.
     headed = any(line.startswith("#") and line.lstrip("# ").strip() == spec.title for line in text.splitlines())
     title = "" if headed else f"# {spec.title}\n\n"
     prompt = f"Here is the spec from the customer.\n\n{title}{text}\n"
+    if stacks:
+        prompt += f"\n{stacks}\n"
     if codebase:
         prompt += (
             "\nThe spec asks for a change to an existing codebase. Plan the change: tickets that name the "
@@ -52,11 +71,12 @@ def plan_prompt(
     return prompt
 
 
-def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
+def engineer_prompt(ticket: Ticket, relevant: list[str], total: int, environment: str = "") -> str:
     parts = [
         _ticket_block(ticket),
         "docs/PRD.md describes the whole product; read it if you need the context.",
         _files_block(relevant, total),
+        *([environment] if environment else []),
     ]
     if ticket.last_failure:
         parts.append(
@@ -68,13 +88,16 @@ def engineer_prompt(ticket: Ticket, relevant: list[str], total: int) -> str:
     return "\n\n".join(parts)
 
 
-def tester_prompt(ticket: Ticket, relevant: list[str], total: int, disputes: list[Dispute] | None = None) -> str:
+def tester_prompt(
+    ticket: Ticket, relevant: list[str], total: int, disputes: list[Dispute] | None = None, environment: str = ""
+) -> str:
     parts = [
         _ticket_block(ticket),
         f"The engineer has implemented it (attempt {ticket.attempts}). Write or update tests that check "
         "every acceptance criterion, and run the suite. Each new test must fail on the code as it was "
         "before this ticket.",
         _files_block(relevant, total),
+        *([environment] if environment else []),
     ]
     if ticket.last_failure:
         parts.append(f"The last attempt's verdict failed:\n\n{ticket.last_failure}")

@@ -106,6 +106,7 @@ class ReleaseStage(ShipStage):
             tag=version, sha=tagged, notes_path=notes, suite_tests=final.tests,
             acceptance_passed=accepted, acceptance_total=total, previous_tag=base.previous,
             image=shipped.image, image_id=shipped.image_id, dockerfile=shipped.dockerfile, smoke=shipped.smoke,
+            stack=self.environment.stack.name, packages=shipped.packages,
         )
         return {"release": release, "ship_failure": "", "version": version, **({"failure": failure} if failure else {})}
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from macrohard.errors import SandboxError
-from macrohard.sandbox.base import ExecResult, Sandbox, SandboxProvider
+from macrohard.sandbox.base import ExecResult, Extras, Sandbox, SandboxProvider
 from macrohard.transcript.log import TranscriptLog
 
 OUTPUT_TAIL_CHARS = 4000
@@ -34,10 +34,13 @@ class RunSandboxes:
         self._parked: dict[str, list[Future[Sandbox]]] = {}  # released, to be stopped at the next flush()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
+        # What a role's sandbox gets beside its workspace (its stack's image, packages, cache);
+        # a verdict's sandbox is given its own.
+        self.extras: Callable[[str], Extras] | None = None
 
     def prepare(
         self, key: str, workdir: Path, *, read_only: bool = False, output_dir: Path | None = None,
-        warm: Callable[[str], str] | None = None,
+        warm: Callable[[str], str] | None = None, extras: Extras | None = None,
     ) -> None:
         """Start `key`'s sandbox in the background, if it is not running yet.
 
@@ -48,15 +51,18 @@ class RunSandboxes:
             # A parked sandbox of the same key (the ticket's last attempt) goes first.
             self._stop_parked(key)
             if key not in self._boxes:
-                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir, warm)
+                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir, warm, extras)
 
     def _start(
-        self, key: str, workdir: Path, read_only: bool, output_dir: Path | None, warm: Callable[[str], str] | None
+        self, key: str, workdir: Path, read_only: bool, output_dir: Path | None, warm: Callable[[str], str] | None,
+        extras: Extras | None,
     ) -> Sandbox:
         started = time.perf_counter()
+        if extras is None and self.extras is not None:
+            extras = self.extras(key)
         box = self.provider.start(
             workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key},
-            read_only=read_only, output_dir=output_dir,
+            read_only=read_only, output_dir=output_dir, extras=extras,
         )
         if warm is not None:
             box.warm(warm(box.output_path))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from macrohard.company.environment import PackagesUnavailable, ProductEnvironment
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.config import Settings
 from macrohard.models import TestReport
@@ -149,9 +150,10 @@ class Verdicts:
 
     def __init__(
         self, settings: Settings, workspace: GitWorkspace, sandboxes: RunSandboxes, transcript: TranscriptLog,
-        is_test_file: Callable[[str], bool],
+        is_test_file: Callable[[str], bool], environment: ProductEnvironment,
     ) -> None:
         self.settings = settings
+        self.environment = environment  # the stack's test command and image, the commit's packages
         self.workspace = workspace
         self.sandboxes = sandboxes
         self.transcript = transcript
@@ -170,12 +172,14 @@ class Verdicts:
             if key in self._prepared:
                 return
             folder = self._prepared[key] = self._new_folder(key)
-        warm = self._command if self.settings.warm_tests else None
-        self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output", warm=warm)
+        warm = self._command if self.settings.warm_tests_for(self.environment.stack) else None
+        self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output", warm=warm,
+                               extras=self.environment.verdict_extras(folder / "deps"))
 
     def _command(self, output_path: str) -> str:
         """The test command as it runs in a sandbox whose output folder is output_path."""
-        return self.settings.test_command.replace("{report}", shlex.quote(f"{output_path}/{REPORT}"))
+        command = self.settings.test_command_for(self.environment.stack)
+        return command.replace("{report}", shlex.quote(f"{output_path}/{REPORT}"))
 
     def run(
         self,
@@ -206,7 +210,13 @@ class Verdicts:
             if extra is not None:
                 # Links are copied as links: the sandbox resolves them, never the host.
                 shutil.copytree(extra, tree / EXTRA_DIR, symlinks=True)
-            self.sandboxes.prepare(key, tree, read_only=True, output_dir=output)
+            try:
+                # The packages the commit's own manifest declares, read from git's objects.
+                self.environment.fill_commit(sha, folder / "deps")
+            except PackagesUnavailable as e:
+                return self._unavailable(ticket, sha, str(e))
+            self.sandboxes.prepare(key, tree, read_only=True, output_dir=output,
+                                   extras=self.environment.verdict_extras(folder / "deps"))
             command = self._command(self.sandboxes.output_path(key))
             result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
             junit = parse_junit(output / REPORT)
@@ -221,6 +231,12 @@ class Verdicts:
             report_found=junit is not None, missing=missing, reason=reason,
             **(junit.model_dump(exclude={"unnamed_errors"}) if junit else {}),
         )
+
+    def _unavailable(self, ticket: str | None, sha: str, why: str) -> TestReport:
+        reason = f"the product's packages cannot be installed, so its tests did not run: {why}"
+        self.transcript.append("verdict.refused", ticket=ticket, sha=sha, reason=reason)
+        return TestReport(ticket=ticket, command="", exit_code=-1, passed=False, duration_s=0.0, output_tail=reason,
+                          sha=sha, reason=reason)
 
     def discard(self, key: str) -> None:
         """Drop a prepared verdict that will not run."""
@@ -280,6 +296,6 @@ class Verdicts:
     def _new_folder(self, key: str) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=key.replace(":", "-") + "-", dir=self.folder))
-        (folder / "tree").mkdir()
-        (folder / "output").mkdir()
+        for part in ("tree", "output", "deps"):
+            (folder / part).mkdir()
         return folder

@@ -23,6 +23,7 @@ from typing import Any
 from macrohard.agent.tools import TOOL_NAMES
 from macrohard.company.records import load_record
 from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, write_canary
+from macrohard.company.environment import ProductEnvironment
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.territories import TerritoryGuard
 from macrohard.company.verdict import EXTRA_DIR, Verdicts
@@ -85,7 +86,8 @@ def check_acceptance(
     roles = load_roles(settings.roles_dir or default_roles_dir(), known_tools=set(TOOL_NAMES))
     guard = TerritoryGuard(roles, workspace, log)
     sandboxes = RunSandboxes(provider, log, run_id)
-    verdicts = Verdicts(settings, workspace, sandboxes, log, guard.is_test_file)
+    environment = ProductEnvironment(settings, provider, workspace, log)  # the run's stack, as it recorded it
+    verdicts = Verdicts(settings, workspace, sandboxes, log, guard.is_test_file, environment)
     canary = canary_name()
     try:
         with tempfile.TemporaryDirectory(prefix="macrohard-acceptance-") as tmp:

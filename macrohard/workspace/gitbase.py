@@ -34,7 +34,9 @@ from macrohard.workspace.provenance import (
     parse_trailers,
 )
 
-GITIGNORE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+# What a new product ignores: every stack's generated files (tests/test_stacks.py checks
+# it holds each stack's lines; the stack is chosen after the repository is made).
+GITIGNORE = "__pycache__/\n*.pyc\n.pytest_cache/\nnode_modules/\nnpm-debug.log*\n"
 
 # Repo-local settings that override anything in the user's global or system config
 # that would change what a commit, merge or log looks like.
