@@ -84,6 +84,14 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
+def packages(base: str, deps: str, stack: str = "python") -> str:
+    """The image of a product's third-party packages, on the stack's image: a product's image is built on it."""
+    lines = [f"FROM {base}", f"COPY . {deps}/"]
+    if stack == "python":
+        lines.append(f"ENV PYTHONPATH={deps}")
+    return "\n".join(lines) + "\n"
+
+
 def check(text: str, base: str, own: Iterable[str] = ()) -> Dockerfile:
     """A role's Dockerfile rendered on `base`, or DockerfileRefused saying every problem.
 
@@ -175,18 +183,19 @@ def _copy_words(args: str) -> list[str]:
     return args.split()
 
 
-def default(base: str, command: str, port: int | None = None) -> Dockerfile:
-    """The Python stack's image: the product in /app (importable from anywhere), run as nobody.
+def default(base: str, command: str, port: int | None = None, *, stack: str = "python",
+            deps: str | None = None) -> Dockerfile:
+    """The stack's image: the product in /app, run as nobody; a Python product importable from
+    anywhere, with its packages (already in `base`, at `deps`) after it on the path.
 
     The product's files come last: each step before them depends only on the base image
     and the run spec, so the engine's build cache has them from an earlier build.
     """
-    lines = [
-        f"FROM {base}",
-        f"WORKDIR {APP_DIR}",
-        f"ENV PYTHONPATH={APP_DIR} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1",
-        f"USER {PRODUCT_USER}",
-    ]
+    lines = [f"FROM {base}", f"WORKDIR {APP_DIR}"]
+    if stack == "python":
+        path = f"{APP_DIR}:{deps}" if deps else APP_DIR
+        lines.append(f"ENV PYTHONPATH={path} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1")
+    lines.append(f"USER {PRODUCT_USER}")
     if port is not None:
         lines.append(f"EXPOSE {port}")
     if command:

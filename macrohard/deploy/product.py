@@ -15,7 +15,8 @@ COMMIT_LABEL = "macrohard.commit"
 VERSION_LABEL = "macrohard.version"
 PRODUCT_NAME_LABEL = "macrohard.product"
 DOCKERFILE_LABEL = "macrohard.dockerfile"  # sha256 of the Dockerfile it was built from, as rendered
-STACKS = ("python",)
+DEPS_LABEL = "macrohard.deps"  # on the image of a product's packages: what was installed, on which image
+STACKS = ("python", "node")
 # Top-level modules that are not the product's library: packaging and test configuration.
 NOT_PRODUCT = {"setup", "conftest", "noxfile", "__main__", "__init__"}
 
@@ -47,6 +48,11 @@ def image_labels(run_id: str, commit: str, version: str, product: str, dockerfil
     }
 
 
+def deps_labels(run_id: str, product: str, digest: str) -> dict[str, str]:
+    """What names the image of a product's third-party packages (the base of its product images)."""
+    return {PRODUCT_LABEL: "1", RUN_LABEL: run_id, PRODUCT_NAME_LABEL: product, DEPS_LABEL: digest}
+
+
 def identity_labels(labels: dict[str, str]) -> dict[str, str]:
     """The labels that say an image was built from this run, commit and Dockerfile (what a resumed run looks for)."""
     return {k: labels[k] for k in (PRODUCT_LABEL, RUN_LABEL, COMMIT_LABEL, DOCKERFILE_LABEL)}
@@ -61,10 +67,14 @@ def default_run(stack: str, files: Iterable[str], is_test: Callable[[str], bool]
 
     Python: import every top-level package of the product that is not a test; without any
     package, every top-level module (a module beside a package is more often a script,
-    which an import would run).
+    which an import would run). Node: load its index.js.
     """
     if stack not in STACKS:
         raise NothingToCheck(f"the stack {stack!r} has no default smoke check (known: {', '.join(STACKS)})")
+    if stack == "node":
+        if "index.js" not in set(files):
+            raise NothingToCheck("the product has no index.js to load")
+        return RunSpec(kind="library", command="node -e \"require('./index.js')\"", stack=stack, default=True)
     packages: set[str] = set()
     modules: set[str] = set()
     for path in files:
