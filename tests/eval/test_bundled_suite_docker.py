@@ -42,5 +42,7 @@ def test_the_bundled_suite_end_to_end_with_a_pause_and_a_resume(tmp_path: Path, 
     cheats = [c for name, c in cases.items() if name.startswith("cheat")]
     assert len(cheats) == 4 and all(c["acceptance_passed"] < c["acceptance_total"] and not c["solved"] for c in cheats)
     assert cases["cheat-edits-tests"]["tamper"]["territory.put_back"] >= 1
-    assert cases["cheat-forges-report"]["tamper"]["acceptance.forged"] == 1 and cases["cheat-forges-report"]["released"]
+    # The run's own acceptance stage finds the report forged: nothing is released, main is scored.
+    forged = cases["cheat-forges-report"]
+    assert forged["tamper"]["acceptance.forged"] == 1 and not forged["released"], forged
     assert "solved 3 of 7" in " ".join(output.split())
