@@ -75,6 +75,11 @@ def print_summary(console: Console, summary: Any) -> None:
         if release.get("image"):
             console.print(plain(f"image:      {release['image']} ({str(release.get('image_id') or '')[:19]})"),
                           soft_wrap=False)
+        packages = [p for p in release.get("packages") or [] if isinstance(p, dict)]
+        if packages:
+            console.print(plain("packages:   " + ", ".join(f"{p.get('name')} {p.get('version')}" for p in packages)
+                                + f" ({release.get('stack')} stack; sha256 of each in macrohard audit "
+                                f"{summary.run_id} --kind dependencies)"), soft_wrap=False)
         smoke = release.get("smoke") or {}
         if smoke:
             default = " (the stack's default)" if smoke.get("default") else ""

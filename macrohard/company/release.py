@@ -95,12 +95,15 @@ class ReleaseStage(ShipStage):
         anchor = f"\n\nTranscript head: {head.seq} {head.hash}" if head else ""
         smoke = shipped.smoke
         checked = f"\nSmoke check: `{smoke.command}` ({smoke.kind}) passed" if smoke else ""
+        # What third-party code the release holds, beside the product's own.
+        packages = "".join(f"\nPackage: {p.name} {p.version} sha256:{p.sha256}" for p in shipped.packages)
         tagged = self.workspace.tag(
-            version, f"Release {version}\n\nImage: {shipped.image} {shipped.image_id}{checked}{anchor}",
+            version, f"Release {version}\n\nImage: {shipped.image} {shipped.image_id}{checked}{packages}{anchor}",
             self._prov("deployer", event_id), ref=sha,
         )
         self.transcript.append("git.tag", role="deployer", tag=version, sha=tagged, cause=event_id,
-                               image=shipped.image, image_id=shipped.image_id)
+                               image=shipped.image, image_id=shipped.image_id, stack=self.environment.stack.name,
+                               packages=[p.model_dump() for p in shipped.packages])
         notes = "RELEASE_NOTES.md" if (self.workspace.repo_dir / "RELEASE_NOTES.md").is_file() else ""
         release = Release(
             tag=version, sha=tagged, notes_path=notes, suite_tests=final.tests,

@@ -46,6 +46,12 @@ def _secs(value: Any) -> str:
     return f"{value:.2f}s" if isinstance(value, int | float) and not isinstance(value, bool) else "?s"
 
 
+def _packages(items: Any) -> str:
+    """Each package as name==version and its hash's start: what a reader checks against an index."""
+    packages = [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
+    return ", ".join(f"{p.get('name')}=={p.get('version')} (sha256 {str(p.get('sha256') or '')[:12]})" for p in packages)
+
+
 def describe(event: Event) -> str:
     """One line saying what happened."""
     try:
@@ -83,7 +89,14 @@ def _describe(event: Event) -> str:
             return f"{str(d.get('sha') or '')[:10]} {what}".strip()
         case "git.tag":
             image = f" (image {d.get('image')} {str(d.get('image_id') or '')[:19]})" if d.get("image") else ""
-            return f"{d.get('tag')} at {str(d.get('sha') or '')[:10]}{image}"
+            packages = f", with {_packages(d.get('packages'))}" if d.get("packages") else ""
+            return f"{d.get('tag')} at {str(d.get('sha') or '')[:10]}{image}{packages}"
+        case "dependencies":
+            return f"{d.get('manifest')}: installed {_packages(d.get('packages'))}"
+        case "dependencies.refused":
+            return f"{d.get('manifest')} refused ({_names(d.get('requirements'))}): {shorten(d.get('reason'), 100)}"
+        case "stack":
+            return f"the product is built with the {d.get('stack')} stack ({d.get('image')})"
         case "image.build":
             source = "the deployer's Dockerfile" if d.get("dockerfile") == "Dockerfile" else "the default Dockerfile"
             if d.get("reused"):

@@ -1,4 +1,4 @@
-"""The release as a run page shows it: tag, image and smoke check, folded from the run's events.
+"""The release as a run page shows it: tag, image, packages and smoke check, folded from the run's events.
 
 The events may have been edited by hand: every field is read as text or left out.
 """
@@ -30,6 +30,8 @@ class ReleaseCard(BaseModel):
     smoke_default: bool = False
     smoke_output: str | None = None
     attempts: int = 0  # image builds and smoke checks tried
+    stack: str | None = None
+    packages: list[str] = []  # "name version sha256", the third-party packages in the released image
 
     @property
     def seen(self) -> bool:
@@ -59,6 +61,10 @@ class ReleaseCard(BaseModel):
                 self.tag, self.sha = _text(d.get("tag")), _text(d.get("sha"))
                 self.image = _text(d.get("image")) or self.image
                 self.image_id = _text(d.get("image_id")) or self.image_id
+                self.stack = _text(d.get("stack"))
+                items = d.get("packages") if isinstance(d.get("packages"), list) else []
+                self.packages = [" ".join(str(p.get(k, "")) for k in ("name", "version", "sha256"))
+                                 for p in items if isinstance(p, dict)]
 
     def _no_smoke(self) -> None:
         # A new attempt: its tag, if any, comes after it.
