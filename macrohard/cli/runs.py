@@ -111,11 +111,16 @@ def run(
         str | None,
         typer.Option("--from", metavar="RUN", help="Go on with an earlier run's product (run id, `latest` or folder): its next version."),
     ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option("--stack", metavar="NAME", help="Build the product with this stack (python, node); "
+                     "default: the product manager's choice."),
+    ] = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the company on SPEC with the configured model endpoint."""
     settings = settings_for(
-        config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces,
+        config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces, stack=stack,
         approve=_gates(approve), budget=_budget(max_tokens, max_cost, max_wall), acceptance=acceptance,
         acceptance_tags_anyway=tag_anyway or None,
     )

@@ -6,7 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from index import PackageIndex, make_wheel
+from package_index import PackageIndex, make_wheel
 
 from macrohard.config import DependencySettings
 from macrohard.dependencies.manifest import ManifestError, Requirements, read_requirements
