@@ -32,6 +32,19 @@ def write_canary(folder: Path, name: str) -> None:
     (folder / f"{name}.py").write_text(f"def {name}():\n    assert {a} == {b}\n")
 
 
+ACCEPTANCE_STACKS = ("python",)  # hidden tests, and their canary, are pytest files
+
+
+def unsupported(sha: str, stack: str) -> dict[str, Any] | None:
+    """The acceptance event's data when the product's stack cannot run hidden tests; None when it can."""
+    if stack in ACCEPTANCE_STACKS:
+        return None
+    reason = (f"hidden acceptance tests run on the {', '.join(ACCEPTANCE_STACKS)} stack only, and this product is "
+              f"built with the {stack} stack: none were run")
+    return {"sha": sha, "passed": False, "reason": reason, "tests": 0, "failures": 0, "errors": 0, "skipped": 0,
+            "missing": [], "forged": False, "exit_code": None, "event_id": None, "passed_ids": []}
+
+
 def judged(report: TestReport, canary: str, acceptance: Path) -> dict[str, Any]:
     """The verdict on the hidden tests alone, the canary taken out: the acceptance event's data."""
     canary_passed = any(canary in i for i in report.passed_ids)

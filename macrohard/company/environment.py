@@ -156,6 +156,9 @@ class ProductEnvironment:
 
 def _read_confined(root: Path, path: str) -> bytes | None:
     """A manifest in a worktree, read without following a link out of it (a role's process may plant one)."""
+    if (root / path).is_symlink():
+        # Git stores a link as its target's name: the verdict would read other requirements than the role's.
+        raise PackagesUnavailable(f"{path} is a link: write the requirements in {path} itself")
     try:
         fd, _ = Confined(root).open(path)
     except ToolError:

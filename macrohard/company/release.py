@@ -13,7 +13,7 @@ from pathlib import Path
 from macrohard.company import prompts
 from macrohard.company.deploy import ShipStage, release_context
 from macrohard.company.state import CompanyState
-from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, write_canary
+from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, unsupported, write_canary
 from macrohard.company.verdict import EXTRA_DIR
 from macrohard.deploy.product import image_version, product_name
 from macrohard.deploy.versions import ReleaseBase, release_base
@@ -118,6 +118,10 @@ class ReleaseStage(ShipStage):
         folder = self.settings.acceptance
         if folder is None:
             return None, None, None
+        refused = unsupported(sha, self.environment.stack.name)
+        if refused is not None:
+            self.transcript.append("acceptance", **{k: v for k, v in refused.items() if k != "passed_ids"})
+            return 0, 0, refused["reason"]
         canary = canary_name()
         with tempfile.TemporaryDirectory(prefix="macrohard-acceptance-") as tmp:
             extra = Path(tmp) / "acceptance"

@@ -14,11 +14,10 @@ import json
 import re
 import tomllib
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel
 
 MANIFESTS = ("requirements.txt", "pyproject.toml")
-# PEP 508 names; the rest of a requirement (extras, specifiers, markers) is pip's to read.
-_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)$")
 _FORBIDDEN = re.compile(r"(://|@\s*\S|^\s*[./~]|^\s*-)")
 MAX_REQUIREMENTS = 200
 
@@ -72,25 +71,40 @@ def _lines(text: str) -> list[str]:
 
 
 def _checked(requirements: list[str], source: str) -> list[str]:
+    """Each line parsed as a PEP 508 requirement and written out again as packaging prints it.
+
+    pip is never given the product's text: requirements-file syntax (a trailing backslash
+    joining lines, ${VAR} from the host's environment, per-line options such as
+    --no-binary that turn source builds back on) would apply to it. Only what packaging
+    parses, with no URL, goes on, and it goes to pip as arguments.
+    """
     if len(requirements) > MAX_REQUIREMENTS:
         raise ManifestError(f"{source} lists {len(requirements)} requirements, more than {MAX_REQUIREMENTS}")
     out = []
     for raw in requirements:
         line = raw.strip()
-        if _FORBIDDEN.search(line):
+        if _FORBIDDEN.search(line) or any(c in line for c in "\\$"):
             raise ManifestError(
-                f"{source}: {line!r} is not a plain requirement: options, URLs, paths and editable installs are not "
-                "allowed (the index comes from the user's configuration); write a name and a version, e.g. requests>=2.31"
+                f"{source}: {line!r} is not a plain requirement: options, URLs, paths, variables, line continuations "
+                "and editable installs are not allowed (the index comes from the user's configuration); write a name "
+                "and a version, e.g. requests>=2.31"
             )
-        if not _NAME.match(line):
-            raise ManifestError(f"{source}: {line!r} is not a requirement (a package name, then an optional version)")
-        out.append(" ".join(line.split()))
-    return sorted(set(out), key=lambda r: (canonical(_NAME.match(r).group(1)), r))  # type: ignore[union-attr]
+        try:
+            parsed = Requirement(line)
+        except InvalidRequirement as e:
+            raise ManifestError(f"{source}: {line!r} is not a requirement (a package name, then an optional version): "
+                                f"{e}") from None
+        if parsed.url:
+            raise ManifestError(f"{source}: {line!r} names a URL: only packages from the configured index are allowed")
+        out.append(str(parsed))
+    return sorted(set(out), key=lambda r: (canonical(Requirement(r).name), r))
 
 
 def requirement_name(requirement: str) -> str:
-    match = _NAME.match(requirement)
-    return canonical(match.group(1)) if match else requirement
+    try:
+        return canonical(Requirement(requirement).name)
+    except InvalidRequirement:
+        return requirement
 
 
 def node_dependencies(data: bytes) -> list[str]:

@@ -35,6 +35,7 @@ from macrohard.models import Package
 from macrohard.redact import without_userinfo
 
 DOWNLOAD_CHUNK = 1 << 20
+MAX_PACKAGES = 300  # a resolution beyond this is refused: every package is fetched, checked and installed on the host
 
 
 class Installed(BaseModel):
@@ -61,6 +62,8 @@ class DependencyStore:
         self._check_policy(requirements)
         with self._lock:
             packages = self._resolved(requirements)
+            # What they pull in too, every time: a resolution cached under another policy is no exception.
+            self._check_policy(requirements, [canonical(p.name) for p in packages])
             digest = hashlib.sha256("\n".join(f"{p.filename}:{p.sha256}" for p in packages).encode()).hexdigest()[:32]
             site = self.root / "sites" / digest
             if not (site / ".complete").is_file():
@@ -93,18 +96,19 @@ class DependencyStore:
         except (OSError, ValueError):
             pass
         packages = self._resolve(requirements)
-        self._check_policy(requirements, [canonical(p.name) for p in packages])  # what they pull in, too
+        if len(packages) > MAX_PACKAGES:
+            raise DependencyError(f"the requirements pull in {len(packages)} packages, more than {MAX_PACKAGES}: "
+                                  "depend on fewer")
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps([p.model_dump() for p in packages], indent=1))
         return packages
 
     def _resolve(self, requirements: Requirements) -> list[Package]:
         with tempfile.TemporaryDirectory(prefix="macrohard-resolve-") as tmp:
-            req = Path(tmp) / "requirements.txt"
-            req.write_text("\n".join(requirements.items) + "\n")
             report = Path(tmp) / "report.json"
+            # As arguments, never as a requirements file: see manifest._checked (each starts with a name, not "-").
             self._pip("install", "--dry-run", "--ignore-installed", "--report", str(report), "--target", str(Path(tmp) / "t"),
-                      *self._binary_only(), "-r", str(req))
+                      *self._binary_only(), *requirements.items)
             data = json.loads(report.read_text())
         packages = []
         for item in data.get("install", []):

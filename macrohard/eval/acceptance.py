@@ -22,7 +22,7 @@ from typing import Any
 
 from macrohard.agent.tools import TOOL_NAMES
 from macrohard.company.records import load_record
-from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, write_canary
+from macrohard.company.acceptance import ACCEPTANCE_HIDES, canary_name, judged, unsupported, write_canary
 from macrohard.company.environment import ProductEnvironment
 from macrohard.company.sandboxes import RunSandboxes
 from macrohard.company.territories import TerritoryGuard
@@ -87,6 +87,9 @@ def check_acceptance(
     guard = TerritoryGuard(roles, workspace, log)
     sandboxes = RunSandboxes(provider, log, run_id)
     environment = ProductEnvironment(settings, provider, workspace, log)  # the run's stack, as it recorded it
+    refused = unsupported(sha, environment.stack.name)
+    if refused is not None:
+        return log.append("acceptance", on=on, acceptance_sha256=digest, **refused).data
     verdicts = Verdicts(settings, workspace, sandboxes, log, guard.is_test_file, environment)
     canary = canary_name()
     try:

@@ -84,8 +84,9 @@ def test_a_manifest_is_read_inside_the_worktree_only(tmp_path, index):
     outside = tmp_path / "outside.txt"
     outside.write_text("textcase\n")
     (root / "requirements.txt").symlink_to(outside)
-    env.sync("T-1", root, role="engineer", ticket="T-1")  # a link out of the worktree declares nothing
-    assert not any((env.folder / "deps" / "T-1").iterdir())
+    with pytest.raises(ToolError, match="requirements.txt is a link"):  # out of the worktree, or in it
+        env.sync("T-1", root, role="engineer", ticket="T-1")
+    assert not (env.folder / "deps" / "T-1").exists()
     (root / "requirements.txt").unlink()
     (root / "requirements.txt").write_text("textcase\n")
     env.sync("T-1", root, role="engineer", ticket="T-1")

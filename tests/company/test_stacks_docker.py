@@ -19,12 +19,13 @@ pytestmark = pytest.mark.docker
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, config: str = "") -> tuple[Path, dict]:
+def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, config: str = "", *more: str
+                ) -> tuple[Path, dict]:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "macrohard.toml").write_text(config)
     example = EXAMPLES / name
     result = CliRunner().invoke(app, ["run", str(example / "spec.md"), "--script", str(example / "script.yaml"),
-                                      "--config", "macrohard.toml", "--workspaces", "ws"], catch_exceptions=False)
+                                      "--config", "macrohard.toml", "--workspaces", "ws", *more], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "ws").iterdir()
     return run_dir, json.loads((run_dir / "run.json").read_text())["release"]
@@ -36,9 +37,16 @@ def run_image(client: docker.DockerClient, image: str, command: list[str]) -> st
 
 
 def test_a_node_product_is_built_tested_and_released_on_the_node_stack(tmp_path, monkeypatch, docker_client, sandbox_image):
-    run_dir, release = run_example(tmp_path, monkeypatch, "node")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "test_cli.py").write_text("def test_cli():\n    assert True\n")
+    run_dir, release = run_example(tmp_path, monkeypatch, "node", "", "--acceptance", str(hidden),
+                                   "--tag-despite-acceptance")
     assert release["tag"] == "v0.1.0" and release["stack"] == "node" and release["packages"] == []
     events = list(read_events(run_dir / "transcript.jsonl"))
+    # Hidden tests are pytest files: on another stack none run, and the run says so rather than passing them.
+    accepted = next(e.data for e in events if e.kind == "acceptance")
+    assert not accepted["passed"] and "python stack only" in accepted["reason"] and release["acceptance_total"] == 0
     assert next(e for e in events if e.kind == "stack").data["image"] == "macrohard-sandbox-node:latest"
     # The verdicts read node --test's JUnit report: the tests are counted, not just an exit code.
     verdicts = [e.data for e in events if e.kind == "verdict"]

@@ -89,6 +89,31 @@ def test_manifests_give_plain_requirements_only():
     assert read_requirements({"requirements.txt": b"# deps\nrequests>=2.31  # http\nRich\n"}).items == ["requests>=2.31", "Rich"]
     assert read_requirements({"pyproject.toml": b'[project]\ndependencies = ["numpy<3"]\n'}).items == ["numpy<3"]
     assert read_requirements({}).items == []
-    for bad in ("-e .", "--index-url http://evil/simple", "pkg @ https://evil/pkg.whl", "./local", "git+https://x/y"):
+    for bad in ("-e .", "--index-url http://evil/simple", "pkg @ https://evil/pkg.whl", "./local", "git+https://x/y",
+                # What red-teaming got past a line filter to pip on the host, each a build of the role's code there:
+                "file:/work/evil", "git+file:/work/evil", "fi\\\nle:/work/evil", "evil --no-binary=evil",
+                "evil --only-binary=:none:", "evil --no-binary :all:",
+                "textcase==${HOME}"):  # pip would put the host's environment in its error, for the role to read
         with pytest.raises(ManifestError):
             read_requirements({"requirements.txt": bad.encode()})
+    with pytest.raises(ManifestError):
+        read_requirements({"pyproject.toml": b'[project]\ndependencies = ["evil --no-binary=:all:"]\n'})
+    # Extras, ranges and markers stay, written as packaging writes them.
+    assert read_requirements({"requirements.txt": b"Rich[jupyter] >= 13 ; python_version >= '3.8'\n"}).items == [
+        'Rich[jupyter]>=13; python_version >= "3.8"']
+
+
+def test_a_source_distribution_is_never_built_whatever_the_manifest_says(tmp_path, index):
+    # The index serves onlysource as an sdist whose setup.py would run; every way to ask for a build is refused
+    # before pip runs, and a plain request finds no wheel.
+    for line in (b"onlysource --no-binary=onlysource\n", b"onlysource --only-binary=:none:\n"):
+        with pytest.raises(ManifestError):
+            read_requirements({"requirements.txt": line})
+    with pytest.raises(DependencyError, match="No matching distribution"):
+        store(tmp_path, index).install(read_requirements({"requirements.txt": b"onlysource\n"}))
+
+
+def test_the_policy_holds_for_a_resolution_cached_before_it(tmp_path, index):
+    assert store(tmp_path, index).install(requirements("greetlib")).packages  # cached with no policy
+    with pytest.raises(DependencyError, match="textcase is denied"):
+        store(tmp_path, index, deny=["textcase"]).install(requirements("greetlib"))
