@@ -41,7 +41,7 @@ from macrohard.sandbox.container import (
     _remove_id,
 )
 from macrohard.sandbox.base import Extras
-from macrohard.sandbox.image import DockerFailure, build_stack_image, image_exists, one_line
+from macrohard.sandbox.image import DockerFailure, build_stack_image, image_exists, one_line, stack_image_current
 from macrohard.stacks import CACHE_DIR, DEPS_DIR, Stack
 
 __all__ = [
@@ -157,7 +157,7 @@ class DockerSandboxProvider:
         """The stack's sandbox image (or the configured one), built first if it is missing."""
         if self.settings.image != SandboxSettings().image or not stack.packages:
             return self.settings.image  # a configured image serves every stack; the base image, Python
-        if not image_exists(self.client, stack.image):
+        if not stack_image_current(self.client, stack):  # missing, or built from an older reporter
             build_stack_image(self.client, stack, self.settings.image)
         return stack.image
 

@@ -8,6 +8,7 @@ the same Dockerfile builds on top of it without touching the network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -79,6 +80,30 @@ def build_image(client: docker.DockerClient, tag: str, *, on_progress: Progress 
     return _docker_build(client, context, tag, base, on_progress)
 
 
+STACK_FILES_LABEL = "macrohard.stack-files"  # what a stack image was built from: rebuilt when that changes
+
+
+def stack_files_digest(stack: Stack) -> str:
+    """sha256 of a stack image's inputs: its Debian packages and the files it copies in (the reporter)."""
+    digest = hashlib.sha256(" ".join(stack.packages).encode())
+    folder = resource_dir("docker") / "stacks" / stack.name
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.is_file():
+            digest.update(f"\0{path.relative_to(folder)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def stack_image_current(client: docker.DockerClient, stack: Stack) -> bool:
+    """True when the engine has the stack's image, built from the files this version of macrohard has."""
+    try:
+        labels = client.images.get(stack.image).labels or {}
+    except ImageNotFound:
+        return False
+    except DockerFailure as e:
+        raise _engine_error(f"cannot look up image {stack.image}", e) from e
+    return labels.get(STACK_FILES_LABEL) == stack_files_digest(stack)
+
+
 def build_stack_image(client: docker.DockerClient, stack: Stack, base: str, *, on_progress: Progress = _silent) -> str:
     """Build a stack's sandbox image on the base sandbox image: its Debian packages (from Debian's
     mirror, as the base's own build does when a package is missing) and its files; its id."""
@@ -95,8 +120,8 @@ def build_stack_image(client: docker.DockerClient, stack: Stack, base: str, *, o
         if stack_dir.is_dir():
             shutil.copytree(stack_dir, context / "files")
             lines.append("COPY files/ /usr/local/lib/macrohard/")
-        lines += ["WORKDIR /workspace", f'LABEL org.opencontainers.image.title="macrohard-sandbox-{stack.name}"',
-                  'CMD ["sleep", "infinity"]']
+        lines += ["WORKDIR /workspace", f'LABEL org.opencontainers.image.title="macrohard-sandbox-{stack.name}" '
+                  f'{STACK_FILES_LABEL}="{stack_files_digest(stack)}"', 'CMD ["sleep", "infinity"]']
         (context / "Dockerfile").write_text("\n".join(lines) + "\n")
         return _docker_build(client, context, stack.image, base, on_progress)
 

@@ -76,3 +76,24 @@ def test_a_python_product_gets_its_package_from_pypi_into_the_sandbox_the_verdic
     # The user's image holds it too, and runs with no network.
     out = run_image(docker_client, release["image"], ["python3", "-m", "sizes", "docs/PRD.md"])
     assert out.endswith("  docs/PRD.md\n") and ("Bytes" in out or "kB" in out)
+
+
+def test_a_node_product_that_exits_as_it_loads_fails_the_test_files_it_cut_short(tmp_path, docker_client, sandbox_image):
+    from macrohard.company.verdict import parse_junit
+    from macrohard.config import SandboxSettings
+    from macrohard.sandbox.docker import DockerSandboxProvider
+    from macrohard.stacks import NODE
+
+    image = DockerSandboxProvider(SandboxSettings(), docker_client).ensure_image(NODE)  # built from today's reporter
+    (tmp_path / "test").mkdir()
+    (tmp_path / "add.js").write_text("process.exit(0);\nmodule.exports = (a, b) => a - b;\n")
+    (tmp_path / "test" / "add.test.js").write_text(
+        'const test = require("node:test"); const assert = require("node:assert");\n'
+        'test("adds", () => assert.strictEqual(require("../add.js")(1, 2), 3));\n')
+    (tmp_path / "out").mkdir()
+    command = NODE.test_command.format(report="/out/junit.xml")
+    docker_client.containers.run(image, ["sh", "-c", command], remove=True, network_mode="none", working_dir="/w",
+                                 volumes={str(tmp_path): {"bind": "/w", "mode": "ro"},
+                                          str(tmp_path / "out"): {"bind": "/out", "mode": "rw"}})
+    report = parse_junit(tmp_path / "out" / "junit.xml")
+    assert report is not None and report.tests == 1 and report.failures == 1 and not report.passed_ids

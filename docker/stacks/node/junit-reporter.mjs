@@ -28,6 +28,10 @@ export default async function* junit(source) {
       let outcome = '';
       if (data.skip !== undefined || data.todo !== undefined) {
         outcome = '<skipped/>';
+      } else if (data.nesting === 0 && data.file && data.name === data.file) {
+        // node reports a test file whose process ran no test as one test named by its path, passed
+        // when the process exited 0: product code that exits as it is loaded would pass every file.
+        outcome = '<failure message="the test file ran no test: its process ended before any test ran"></failure>';
       } else if (event.type === 'test:fail') {
         const error = data.details && data.details.error;
         outcome = `<failure message="${escape(error && error.message ? error.message : 'failed')}">${escape(error && error.stack ? error.stack : error || '')}</failure>`;
