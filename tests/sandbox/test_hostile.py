@@ -74,7 +74,8 @@ def alive(sandbox: DockerSandbox) -> None:
     """The sandbox still runs commands, and nothing an attack started is left in it."""
     result = sandbox.exec("echo alive; ps -eo user=,args=")
     assert result.exit_code == 0 and result.output.startswith("alive\n"), result.output
-    lines = [line.split(None, 1) for line in result.output.splitlines()[1:]]
+    # A process that is exiting shows no args: a row of one field. Blank rows are not processes.
+    lines = [(line.split(None, 1) + [""])[:2] for line in result.output.splitlines()[1:] if line.strip()]
     ours = [args for user, args in lines if user != "nobody"]
     # The runner, this shell and ps: nothing else.
     assert len(ours) == 3, ours
