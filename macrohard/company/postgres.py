@@ -17,7 +17,6 @@ from typing import Any
 
 from macrohard.company.checkpoints import serializer
 from macrohard.errors import ConfigError
-from macrohard.redact import without_userinfo
 
 RECORDS = """
 CREATE TABLE IF NOT EXISTS macrohard_runs (
@@ -50,8 +49,9 @@ class PostgresStore:
             return psycopg.Connection.connect(self.url, autocommit=True, prepare_threshold=None, row_factory=dict_row,
                                               connect_timeout=10)
         except psycopg.OperationalError as e:
-            why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"cannot reach the PostgreSQL database at {without_userinfo(self.url)}: {why}",
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # The URL as given: config.py refuses one with a password, and its user helps to tell what failed.
+            raise ConfigError(f"cannot reach the PostgreSQL database at {self.url}: {why}",
                               "check [storage] url in macrohard.toml, that the server runs, and PGPASSWORD") from None
 
     @contextmanager

@@ -388,6 +388,8 @@ class CompanyRun:
         if self._redactor is not None:
             data = self._redactor.value(data)
         data = _strip_userinfo(data)
+        if self.settings.storage.url:  # its user is needed to resume; a password is refused in it (config.py)
+            data["settings"]["storage"]["url"] = self.settings.storage.url
         self.paths.run_json.write_text(json.dumps(data, indent=2) + "\n")
         self.store.save_record(self.paths.run_dir, data)
 
