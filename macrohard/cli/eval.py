@@ -148,6 +148,7 @@ def _execute(run: Any, cluster: Any, json_out: Path | None) -> None:
         where = ""
     else:
         executor, where = cluster, f" on the Ray cluster at {cluster.address}"
+    again = f"macrohard eval resume {run.eval_id}" + (f" --executor ray --address {cluster.address}" if cluster else "")
     console.print(Text.assemble("Eval ", (run.eval_id, "bold"), plain(
         f": {len(run.suite.cases)} cases of {run.suite.path} ({run.report.model}), {parallel} at once{where}")),
         highlight=False)
@@ -156,7 +157,7 @@ def _execute(run: Any, cluster: Any, json_out: Path | None) -> None:
             report = run.execute(executor, progress)
         except KeyboardInterrupt:
             progress.__exit__(None, None, None)
-            errors.print(plain(f"stopped; go on with: macrohard eval resume {run.eval_id}", style="yellow"), highlight=False)
+            errors.print(plain(f"stopped; go on with: {again}", style="yellow"), highlight=False)
             sys.stdout.flush()
             sys.stderr.flush()
             # Cases' runs are checkpointed: do not wait for their threads.
@@ -167,8 +168,7 @@ def _execute(run: Any, cluster: Any, json_out: Path | None) -> None:
     console.print(f"results:  {run.folder / 'eval.json'}", highlight=False, markup=False)
     unfinished = [c.name for c in report.cases if c.status in (QUEUED, "paused", "running", "awaiting_approval")]
     if unfinished:
-        console.print(plain(f"unfinished: {', '.join(unfinished)}; go on with: macrohard eval resume {run.eval_id}",
-                            style="yellow"))
+        console.print(plain(f"unfinished: {', '.join(unfinished)}; go on with: {again}", style="yellow"))
         raise typer.Exit(int(ExitCode.PAUSED))
 
 
