@@ -87,6 +87,7 @@ class RayExecutor:
         self.parallel = parallel
         self.model_factory = model_factory
         self.retries = retries
+        self._connected = False
 
     def connect(self) -> int:
         """Join the cluster as a driver; the cases at once it will run. ConfigError, in words, when it cannot."""
@@ -107,6 +108,7 @@ class RayExecutor:
                               "start the nodes that have a Docker engine with "
                               f"`ray start --address ... --resources '{{\"{DOCKER}\": 2}}'`")
         self.parallel = self.parallel or slots
+        self._connected = True
         return self.parallel
 
     def run(self, jobs: Sequence[CaseJob], watch: CaseWatch) -> list[CaseResult]:
@@ -114,7 +116,7 @@ class RayExecutor:
 
         from macrohard.eval.ray_node import run_on_node
 
-        if self.parallel is None:
+        if not self._connected:  # never ray.remote before: Ray would start a cluster of its own here
             self.connect()
         task = ray.remote(run_on_node).options(num_cpus=0, resources={DOCKER: 1}, max_retries=0)
         mailbox = ray.remote(Mailbox).options(num_cpus=0).remote()
@@ -140,6 +142,7 @@ class RayExecutor:
                 if not watch.starting(job):
                     queue.clear()  # the eval is stopping: the rest stay queued, for `eval resume`
                     break
+                # A pause is the eval's (Ctrl-C): asked once at the mailbox, every running case takes it.
                 watch.control(job.case.name, RemotePause(mailbox))  # type: ignore[arg-type]
                 submit(job, 0, None)
             if not pending:

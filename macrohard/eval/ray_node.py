@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import threading
 from typing import Any
@@ -135,7 +136,9 @@ def run_on_node(job: CaseJob, mailbox: Any, model_factory: ModelFactory | None, 
         retries = 0
         if retry is not None:
             retries = int(retry["attempt"])
-            note_retry(job, node=node, **retry)
+            if not note_retry(job, node=node, **retry) and not (job.run_dir() / "run.json").is_file():
+                # The worker died while making the run's folder, before its record: nothing in it to go on from.
+                shutil.rmtree(job.run_dir(), ignore_errors=True)
         try:
             provider = provider_for(Settings.model_validate(job.settings).sandbox)
         except SandboxError as e:
