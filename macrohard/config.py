@@ -209,6 +209,32 @@ class DependencySettings(BaseModel):
         return Path(os.path.expanduser(v)) if isinstance(v, str) else v
 
 
+class StorageSettings(BaseModel):
+    """Where runs keep their state: SQLite in each run folder (the default), or a PostgreSQL database.
+
+    With a postgresql:// URL, LangGraph's checkpoints and the run records live in that
+    database, so any machine that sees the run folders (shared storage) and the database
+    can resume any run. The password never goes in the URL (it would be recorded with
+    the run's settings): libpq reads it from PGPASSWORD or ~/.pgpass.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (leave it out for SQLite in each run folder)")
+        if parts.password is not None:
+            raise ValueError("must not hold a password; put it in PGPASSWORD or ~/.pgpass")
+        return v
+
+
 class SecretsSettings(BaseModel):
     """Variables whose values are secrets whatever their names (beside the secret-named ones)."""
 
@@ -263,6 +289,7 @@ class Settings(BaseSettings):
     scripted_latency_s: float = Field(default=0.0, ge=0)
     recursion_limit: int = Field(default=400, ge=10)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @field_validator("test_command")
     @classmethod

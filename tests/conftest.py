@@ -16,6 +16,7 @@ import docker
 import pytest
 from pathlib import Path
 from llama_server import LlamaServer
+from postgres_server import PostgresServer
 
 from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
@@ -84,4 +85,22 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (the `llama` extra)")
     server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL server from Debian's package, on a Unix socket (tests marked postgres).
+
+    Skips only when psycopg or langgraph-checkpoint-postgres (the `postgres` extra) or the server is not installed.
+    """
+    pytest.importorskip("psycopg", reason="psycopg is not installed (the `postgres` extra)")
+    pytest.importorskip("langgraph.checkpoint.postgres", reason="langgraph-checkpoint-postgres is not installed (the `postgres` extra)")
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as e:
+        if "not installed" in str(e):
+            pytest.skip(str(e))
+        raise
+    yield server.url
     server.stop()

@@ -110,3 +110,16 @@ def test_a_parameter_that_cannot_be_dropped_is_refused(tmp_path, monkeypatch):
     (tmp_path / "macrohard.toml").write_text('[model]\ndrop = ["temprature"]\n')
     with pytest.raises(ConfigError, match="model.drop"):
         load_settings()
+
+
+def test_storage_is_sqlite_by_default_and_a_postgres_url_without_a_password(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().storage.url is None
+    (tmp_path / "macrohard.toml").write_text('[storage]\nurl = "postgresql://mh@db.internal:5432/macrohard"\n')
+    assert load_settings().storage.url == "postgresql://mh@db.internal:5432/macrohard"
+    for url, why in (("postgresql://mh:secret@db/macrohard", "must not hold a password"),
+                     ("mysql://mh@db/macrohard", "must be a postgresql:// URL")):
+        (tmp_path / "macrohard.toml").write_text(f'[storage]\nurl = "{url}"\n')
+        with pytest.raises(ConfigError, match=why) as e:
+            load_settings()
+        assert "secret" not in str(e.value)

@@ -96,8 +96,8 @@ def settings_for(config: Path | None, **flags: Any) -> Settings:
     return load_settings(config, overrides=flags)
 
 
-def resolve_run_dir(run: str, workspaces: Path) -> Path:
-    """A run id, `latest`, or the path of a run folder."""
+def resolve_run_dir(run: str, workspaces: Path, storage_url: str | None = None) -> Path:
+    """A run id, `latest`, or the path of a run folder; with `[storage] url`, also a run the database knows."""
     if run == "latest":
         runs = sorted(p for p in workspaces.glob("*/transcript.jsonl")) if workspaces.is_dir() else []
         if not runs:
@@ -106,4 +106,13 @@ def resolve_run_dir(run: str, workspaces: Path) -> Path:
     for candidate in (Path(run), workspaces / run):
         if (candidate / "transcript.jsonl").is_file():
             return candidate
+    if storage_url is not None and run != "latest":
+        from macrohard.company.storage import find_run
+
+        found = find_run(run, storage_url)
+        if found is not None:
+            if not (found / "transcript.jsonl").is_file():
+                raise ConfigError(f"run {run}'s folder {found} is not on this machine",
+                                  "put the workspaces folder on storage every machine mounts at the same path")
+            return found
     raise ConfigError(f"no run {run!r} in {workspaces}", "give a run id from that folder, `latest`, or a run folder's path")

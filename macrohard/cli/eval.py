@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from macrohard.cli.common import (
     ConfigOpt,
     ExitCode,
     ParallelOpt,
+    UsageMistake,
     WorkspacesOpt,
     at_least,
     console,
@@ -52,8 +54,24 @@ eval_app = typer.Typer(
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Also write the results to FILE as JSON.")]
 CasesAtOnceOpt = Annotated[
-    int, typer.Option("--parallel", metavar="N", callback=at_least(1),
-                      help="Cases at once (1 or more); each case's run works on --max-parallel tickets at once.")
+    int | None, typer.Option("--parallel", metavar="N", callback=at_least(1), show_default=False,
+                             help="Cases at once (1 or more; default: 1, or with --executor ray as many as the "
+                                  "cluster's nodes offer); each case's run works on --max-parallel tickets at once.")
+]
+
+
+class Where(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[
+    Where, typer.Option("--executor", help="Where the cases run: local (this process) or ray (tasks on the Ray "
+                        "cluster at --address, on its nodes that offer the `docker` resource).")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", metavar="HOST:PORT", show_default=False,
+                             help="The Ray cluster's head node, for --executor ray (default: $RAY_ADDRESS).")
 ]
 
 
@@ -100,23 +118,46 @@ def _providers() -> Any:
     return provider_for
 
 
-def _execute(run: Any, parallel: int, json_out: Path | None) -> None:
+def _cluster(where: Where, address: str | None, parallel: int | None) -> Any:
+    """The Ray executor, joined to its cluster before anything is made (None: the local one)."""
+    if where is Where.local:
+        if address is not None:
+            raise UsageMistake("--address is for --executor ray", "add --executor ray, or leave --address out")
+        return None
+    from macrohard.eval.ray_executor import RayExecutor
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise UsageMistake("--executor ray needs the cluster's address", "pass --address HOST:PORT, or set RAY_ADDRESS")
+    executor = RayExecutor(address, parallel, model_factory=driving.model_factory(None))
+    executor.connect()
+    return executor
+
+
+def _execute(run: Any, cluster: Any, json_out: Path | None) -> None:
     from macrohard.eval.executor import LocalExecutor
     from macrohard.eval.results import QUEUED
 
-    provider_for = _providers()
-    jobs = run.jobs()
-    for job in jobs:  # before the live view: building an image prints, and a bad engine is one error
-        provider_for(Settings.model_validate(job.settings))
-    executor = LocalExecutor(parallel, provider_for, model_factory=driving.model_factory(None))
+    parallel = run.report.parallel
+    if cluster is None:
+        provider_for = _providers()
+        jobs = run.jobs()
+        for job in jobs:  # before the live view: building an image prints, and a bad engine is one error
+            provider_for(Settings.model_validate(job.settings))
+        executor = LocalExecutor(parallel, provider_for, model_factory=driving.model_factory(None))
+        where = ""
+    else:
+        executor, where = cluster, f" on the Ray cluster at {cluster.address}"
+    again = f"macrohard eval resume {run.eval_id}" + (f" --executor ray --address {cluster.address}" if cluster else "")
     console.print(Text.assemble("Eval ", (run.eval_id, "bold"), plain(
-        f": {len(run.suite.cases)} cases of {run.suite.path} ({run.report.model}), {parallel} at once")), highlight=False)
+        f": {len(run.suite.cases)} cases of {run.suite.path} ({run.report.model}), {parallel} at once{where}")),
+        highlight=False)
     with EvalProgress(console, [c.name for c in run.suite.cases]) as progress, StopOnCtrlC(progress):
         try:
             report = run.execute(executor, progress)
         except KeyboardInterrupt:
             progress.__exit__(None, None, None)
-            errors.print(plain(f"stopped; go on with: macrohard eval resume {run.eval_id}", style="yellow"), highlight=False)
+            errors.print(plain(f"stopped; go on with: {again}", style="yellow"), highlight=False)
             sys.stdout.flush()
             sys.stderr.flush()
             # Cases' runs are checkpointed: do not wait for their threads.
@@ -127,8 +168,7 @@ def _execute(run: Any, parallel: int, json_out: Path | None) -> None:
     console.print(f"results:  {run.folder / 'eval.json'}", highlight=False, markup=False)
     unfinished = [c.name for c in report.cases if c.status in (QUEUED, "paused", "running", "awaiting_approval")]
     if unfinished:
-        console.print(plain(f"unfinished: {', '.join(unfinished)}; go on with: macrohard eval resume {run.eval_id}",
-                            style="yellow"))
+        console.print(plain(f"unfinished: {', '.join(unfinished)}; go on with: {again}", style="yellow"))
         raise typer.Exit(int(ExitCode.PAUSED))
 
 
@@ -138,7 +178,9 @@ def run_suite(
     suite: Annotated[Path, typer.Argument(metavar="SUITE", help="Folder of cases: CASE/spec.md, CASE/acceptance/, "
                                           "optional CASE/script.yaml and CASE/case.toml.", show_default=False)],
     json_out: JsonOpt = None,
-    parallel: CasesAtOnceOpt = 1,
+    parallel: CasesAtOnceOpt = None,
+    executor: ExecutorOpt = Where.local,
+    address: AddressOpt = None,
     max_parallel: ParallelOpt = None,
     live: Annotated[bool, typer.Option("--live", help="Ask the configured model for every case, even one with a script.")] = False,
     model: Annotated[str | None, typer.Option("--model", metavar="NAME", help="Ask this model (at the configured "
@@ -155,7 +197,9 @@ def run_suite(
 
     here = settings_for(config, workspaces=workspaces)
     options = EvalOptions(suite=suite, config=config, live=live, model=model, max_parallel=max_parallel)
-    _execute(EvalRun.start(options, here.workspaces, parallel), parallel, json_out)
+    cluster = _cluster(executor, address, parallel)
+    parallel = cluster.parallel if cluster is not None else parallel or 1
+    _execute(EvalRun.start(options, here.workspaces, parallel, executor.value), cluster, json_out)
 
 
 @eval_app.command(RESUME, cls=Command)
@@ -163,7 +207,9 @@ def run_suite(
 def resume_eval(
     eval_id: Annotated[str, typer.Argument(metavar="EVAL", help="Eval id, or `latest`.", show_default=False)],
     json_out: JsonOpt = None,
-    parallel: CasesAtOnceOpt = 1,
+    parallel: CasesAtOnceOpt = None,
+    executor: ExecutorOpt = Where.local,
+    address: AddressOpt = None,
     config: ConfigOpt = None,
     workspaces: WorkspacesOpt = None,
 ) -> None:
@@ -171,7 +217,9 @@ def resume_eval(
     from macrohard.eval.runner import EvalRun
 
     here = settings_for(config, workspaces=workspaces)
-    _execute(EvalRun.resume(eval_id, here.workspaces, parallel), parallel, json_out)
+    cluster = _cluster(executor, address, parallel)
+    parallel = cluster.parallel if cluster is not None else parallel or 1
+    _execute(EvalRun.resume(eval_id, here.workspaces, parallel, executor.value), cluster, json_out)
 
 
 @eval_app.command(COMPARE, cls=Command)

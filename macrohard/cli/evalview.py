@@ -38,7 +38,8 @@ class EvalProgress:
         self.console = console
         self.started = time.monotonic()
         self.rows: dict[str, dict[str, Any]] = {n: {"status": "queued", "now": "", "tickets": 0, "merged": 0,
-                                                    "calls": 0, "tokens": 0, "score": "", "since": None} for n in names}
+                                                    "calls": 0, "tokens": 0, "score": "", "since": None, "node": ""}
+                                                   for n in names}
         self.controls: dict[str, Any] = {}
         self.stopping: str | None = None
         self._lock = threading.Lock()
@@ -83,6 +84,11 @@ class EvalProgress:
         if stopping:
             control.request_pause(stopping)
 
+    def placed(self, name: str, node: str) -> None:
+        with self._lock:
+            self.rows.setdefault(name, {})["node"] = node
+        self._say(f"{name}: on node {node}")
+
     def event(self, name: str, event: Event) -> None:
         d = event.data
         with self._lock:
@@ -98,6 +104,8 @@ class EvalProgress:
                 row["merged"] += 1
             elif event.kind == "node" and event.ticket is None:
                 row["now"] = str(d.get("node"))
+            elif event.kind == "executor.retry":
+                row["now"] = f"retry {d.get('attempt')}: its worker on {d.get('previous_node') or '?'} died"
             elif event.kind in ("final.suite", "acceptance"):
                 row["now"] = f"{'final suite' if event.kind == 'final.suite' else 'acceptance'}: " \
                              f"{'pass' if d.get('passed') else 'FAIL'}"
@@ -113,12 +121,16 @@ class EvalProgress:
     def render(self) -> RenderableType:
         with self._lock:
             table = Table(box=None, pad_edge=False, header_style="bold")
-            for col in ("case", "status", "now", "tickets", "calls", "tokens", "acceptance", "time"):
+            # The node column only when cases run on a cluster: each case's node, as it lands.
+            nodes = any(row.get("node") for row in self.rows.values())
+            for col in ("case", "status", *(["node"] if nodes else []), "now", "tickets", "calls", "tokens", "acceptance",
+                        "time"):
                 table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=40 if col == "now" else None)
             for name, row in self.rows.items():
                 since = row.get("since")
                 wall = time.monotonic() - since if since else row.get("wall")
-                table.add_row(plain(name), Text(row["status"], style=STATUS_STYLE.get(row["status"], "")), plain(row["now"]),
+                table.add_row(plain(name), Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
+                              *([plain(row.get("node") or "")] if nodes else []), plain(row["now"]),
                               f"{row['merged']}/{row['tickets']}", str(row["calls"]), str(row["tokens"]),
                               row["score"] or "", f"{wall:.1f}s" if wall is not None else "")
             done = sum(1 for r in self.rows.values() if r["status"] not in ("queued", "running"))

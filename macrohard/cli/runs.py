@@ -168,7 +168,8 @@ def demo(
 def _open(run: str, config: Path | None, workspaces: Path | None, allow_weaker: bool = False, **overrides: Any) -> Any:
     from macrohard.company.run import CompanyRun, load_record
 
-    run_dir = resolve_run_dir(run, settings_for(config, workspaces=workspaces).workspaces)
+    here = settings_for(config, workspaces=workspaces)
+    run_dir = resolve_run_dir(run, here.workspaces, here.storage.url)
     script = load_record(run_dir).script
     return CompanyRun.open(run_dir, overrides, model_factory=model_factory(Path(script) if script else None),
                            allow_weaker_sandbox=allow_weaker)

@@ -1,8 +1,14 @@
-"""LangGraph checkpoints of a run: the SQLite connection, and reading the last state without the graph."""
+"""The default store of a run's state: LangGraph checkpoints in SQLite, in the run folder (state.sqlite).
+
+The record of the run is its run.json, which the run writes itself: this store keeps
+nothing else. The PostgreSQL store (company/postgres.py) is the other one.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,11 @@ CHECKPOINT_TYPES = [
 ]
 
 
+def serializer() -> JsonPlusSerializer:
+    """The checkpoints' serde, the same for every store: only CHECKPOINT_TYPES come back as objects."""
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
+
+
 def checkpoint_connection(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False)
     # synchronous=NORMAL: a checkpoint is not fsynced on every step, yet it survives a
@@ -30,16 +41,36 @@ def checkpoint_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def checkpoint_values(paths: RunPaths) -> dict[str, Any]:
-    """The graph state at a run's last checkpoint, read without building the graph."""
-    if not paths.state_db.is_file():
-        return {}
-    conn = sqlite3.connect(paths.state_db, check_same_thread=False)
-    try:
-        saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
-        found = saver.get_tuple({"configurable": {"thread_id": paths.run_dir.name, "checkpoint_ns": ""}})
-        return dict(found.checkpoint.get("channel_values", {})) if found else {}
-    finally:
-        conn.close()
+class SqliteStore:
+    """state.sqlite in the run folder; run.json is the record."""
 
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
 
+    def check(self) -> None:
+        pass  # a file in the run folder: nothing to reach
+
+    @contextmanager
+    def saver(self) -> Iterator[SqliteSaver]:
+        conn = checkpoint_connection(self.paths.state_db)
+        try:
+            yield SqliteSaver(conn, serde=serializer())
+        finally:
+            conn.close()
+
+    def save_record(self, run_dir: Path, record: dict[str, Any]) -> None:
+        pass  # run.json, which the run writes, is all there is
+
+    def find(self, run_id: str) -> Path | None:
+        return None  # runs are found by their folders in the workspaces
+
+    def values(self, run_id: str) -> dict[str, Any]:
+        if not self.paths.state_db.is_file():
+            return {}
+        conn = sqlite3.connect(self.paths.state_db, check_same_thread=False)
+        try:
+            found = SqliteSaver(conn, serde=serializer()).get_tuple(
+                {"configurable": {"thread_id": run_id, "checkpoint_ns": ""}})
+            return dict(found.checkpoint.get("channel_values", {})) if found else {}
+        finally:
+            conn.close()

@@ -7,8 +7,8 @@ reach its end (paused, awaiting_approval, crashed while running, failed on an er
 resumes from its last checkpoint; done and partial runs, and runs that failed in
 planning, have ended.
 
-The run folder's layout and records are in company/records.py, its checkpoints in
-company/checkpoints.py.
+The run folder's layout and records are in company/records.py; where its checkpoints
+(and a copy of its record) live, SQLite in the folder or PostgreSQL, in company/storage.py.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from macrohard.agent.tools import TOOL_NAMES
-from macrohard.company.checkpoints import CHECKPOINT_TYPES, checkpoint_connection, checkpoint_values
+from macrohard.company.checkpoints import CHECKPOINT_TYPES
+from macrohard.company.storage import RunStore, checkpoint_values, store_for
 from macrohard.company.records import (
     RunPaths, RunRecord, RunSummary, TicketLine, load_record, load_spec, new_run_id, summarize,
 )
@@ -112,6 +111,7 @@ class CompanyRun:
                 )
             self.settings = self.settings.model_copy(update={"acceptance": folder})
         self.roles = load_roles(self.settings.roles_dir, known_tools=set(TOOL_NAMES))
+        self.store: RunStore = store_for(self.settings.storage.url, paths)
         self.script = script.resolve() if script else None
         self.record = record
         self.replay = replay
@@ -208,6 +208,7 @@ class CompanyRun:
         """
         started = time.monotonic()
         resuming = self.record is not None
+        self.store.check()  # an unreachable database is one error, before anything is made
         if self.record is None:
             self.paths.run_dir.mkdir(parents=True, exist_ok=False)
             self.paths.spec.write_text(self.spec.text)
@@ -282,11 +283,10 @@ class CompanyRun:
             transcript=transcript, workspace=workspace, sandboxes=sandboxes, images=provider.product_images(),
             control=control, resumed=resuming, from_source=record.source is not None,
         )
-        conn = checkpoint_connection(self.paths.state_db)
         state: dict[str, Any] = {}
+        checkpoints = ExitStack()
         try:
-            saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
-            graph = compile_graph(company, saver)
+            graph = compile_graph(company, checkpoints.enter_context(self.store.saver()))
             config = {
                 "configurable": {"thread_id": self.run_id}, "recursion_limit": self.settings.recursion_limit,
                 # A step's branches: the tickets whose roles work, and the judge beside them.
@@ -325,7 +325,7 @@ class CompanyRun:
         finally:
             sandboxes.close()
             provider.prune({"macrohard.run": self.run_id})
-            conn.close()
+            checkpoints.close()
             record.finished_at = time.time() if record.status in ("done", "partial", "failed") else None
             record.active_s = control.active_s
             record.transcript_head = transcript.head
@@ -380,7 +380,7 @@ class CompanyRun:
                      cost_usd=report.totals.cost_usd, calls=report.totals.model_calls)
 
     def _checkpoint_tickets(self) -> dict[str, Ticket]:
-        return checkpoint_values(self.paths).get("tickets") or {}
+        return self.store.values(self.run_id).get("tickets") or {}
 
     def _write(self, record: RunRecord) -> None:
         # Redacted like the transcript: a failure message or a URL's userinfo may hold a secret.
@@ -388,7 +388,10 @@ class CompanyRun:
         if self._redactor is not None:
             data = self._redactor.value(data)
         data = _strip_userinfo(data)
+        if self.settings.storage.url:  # its user is needed to resume; a password is refused in it (config.py)
+            data["settings"]["storage"]["url"] = self.settings.storage.url
         self.paths.run_json.write_text(json.dumps(data, indent=2) + "\n")
+        self.store.save_record(self.paths.run_dir, data)
 
 
 def source_of_run(run_dir: Path) -> RepoSource:

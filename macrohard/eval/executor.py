@@ -4,9 +4,9 @@
 process or a cluster node) and a sandbox provider: it creates the case's run, or goes on
 with it when an earlier eval left it paused or crashed, and scores it. An executor runs
 a list of jobs; `LocalExecutor` runs `parallel` of them at once in threads of this
-process (a case is mostly waiting on models and containers). Another executor (a Ray
-cluster, say) only has to call `run_case` where the sandboxes are and hand the results
-and events back through the same CaseWatch.
+process (a case is mostly waiting on models and containers). `RayExecutor`
+(eval/ray_executor.py) calls `run_case` on cluster nodes, where the sandboxes are, and
+hands the results and events back through the same CaseWatch.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from macrohard.eval.scoring import score_run
 from macrohard.eval.suite import Case
 from macrohard.llm.base import ChatModel
 from macrohard.sandbox.base import SandboxProvider
-from macrohard.transcript.log import Event
+from macrohard.transcript.log import Event, TranscriptLog
 
 ModelFactory = Callable[[ModelSettings], ChatModel]
 
@@ -60,7 +60,11 @@ class CaseWatch(Protocol):
         ...
 
     def control(self, name: str, control: RunControl) -> None:
-        """A case's run control, to pause it."""
+        """A case's run control, to pause it (on a cluster: anything with `request_pause(reason)`)."""
+        ...
+
+    def placed(self, name: str, node: str) -> None:
+        """Where a case landed, when an executor spreads cases over machines."""
         ...
 
     def finished(self, result: CaseResult) -> None: ...
@@ -91,6 +95,23 @@ def open_or_create(job: CaseJob, model_factory: ModelFactory | None) -> CompanyR
     assert job.case.spec is not None
     return CompanyRun.create(job.case.spec, settings, script=script,
                              model_factory=model_factory if script is None else None, run_id=job.run_id)
+
+
+def note_retry(job: CaseJob, **why: Any) -> bool:
+    """Record in the case's run that an executor starts it again (its worker died); False: no run to go on with.
+
+    Only a run that will be resumed gets the event: an ended one is only scored again,
+    and its transcript ends where run.json says it does.
+    """
+    paths = RunPaths(run_dir=job.run_dir())
+    if not paths.run_json.is_file() or _ended(paths.run_dir):
+        return False
+    transcript = TranscriptLog(paths.transcript, job.run_id)
+    if transcript.repaired_bytes:  # the dead worker was cut off mid-write; the run's own open finds nothing left to say
+        transcript.append("transcript.repaired", dropped_bytes=transcript.repaired_bytes,
+                          reason="a torn last line from a process that was killed mid-write")
+    transcript.append("executor.retry", **why)
+    return True
 
 
 def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_factory: ModelFactory | None) -> CaseResult:

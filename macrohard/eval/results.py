@@ -45,6 +45,8 @@ class CaseResult(BaseModel):
     run_s: float = 0.0  # of which the run itself
     tamper: dict[str, int] = Field(default_factory=dict)  # events of the orchestrator catching a role at it, by kind
     tamper_events: int = 0
+    node: str | None = None  # where it ran, when an executor spreads cases over machines (a Ray node)
+    retries: int = 0  # times the executor started it again after the worker running it died
 
     @field_serializer("cost_usd")
     def _dollars(self, value: float) -> float:
@@ -108,6 +110,7 @@ class EvalReport(BaseModel):
     suite: Path
     model: str = ""  # what answered: the cases' scripts, or the configured endpoint
     parallel: int = 1  # cases at once
+    executor: str = "local"  # what ran the cases: local (threads of one process) or ray (tasks on a cluster)
     max_parallel: int | None = None  # tickets at once in each case's run, when the eval set it
     started_at: float
     finished_at: float | None = None

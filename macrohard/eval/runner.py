@@ -99,13 +99,14 @@ class EvalRun:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, options: EvalOptions, workspaces: Path, parallel: int) -> EvalRun:
+    def start(cls, options: EvalOptions, workspaces: Path, parallel: int, executor: str = "local") -> EvalRun:
         suite = load_suite(options.suite)  # errors name the suite as given
         options = options.model_copy(update={"suite": suite.path,
                                              "config": options.config.resolve() if options.config else None})
         eval_id = new_run_id()
         folder = eval_dir(workspaces, eval_id)
         report = EvalReport(eval_id=eval_id, suite=suite.path, model=describe_model(suite, options), parallel=parallel,
+                            executor=executor,
                             max_parallel=options.max_parallel, started_at=time.time(),
                             cases=[CaseResult(name=c.name, status=QUEUED) for c in suite.cases])
         folder.mkdir(parents=True)
@@ -115,7 +116,7 @@ class EvalRun:
         return run
 
     @classmethod
-    def resume(cls, eval_id: str, workspaces: Path, parallel: int) -> EvalRun:
+    def resume(cls, eval_id: str, workspaces: Path, parallel: int, executor: str = "local") -> EvalRun:
         if eval_id == "latest":
             found = sorted(p.parent.name for p in (workspaces / EVALS).glob(f"*/{EVAL_JSON}"))
             eval_id = found[-1] if found else eval_id
@@ -124,7 +125,8 @@ class EvalRun:
             raise ConfigError(f"no eval {eval_id!r} in {workspaces / EVALS}", "give an eval id that `macrohard eval` printed")
         options = EvalOptions.model_validate_json((folder / "options.json").read_text())
         report = EvalReport.model_validate_json((folder / EVAL_JSON).read_text())
-        return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "finished_at": None}))
+        return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "executor": executor,
+                                                                            "finished_at": None}))
 
     @property
     def eval_id(self) -> str:
@@ -149,7 +151,7 @@ class EvalRun:
                 continue
             jobs.append(CaseJob(case=case, run_id=self.run_id(case), settings=settings.model_dump(mode="json"),
                                 live=self.options.live or self.options.model is not None,
-                                scoring=self.folder / "scoring" / f"{case.name}.jsonl"))
+                                scoring=(self.folder / "scoring" / f"{case.name}.jsonl").resolve()))
         return jobs
 
     def execute(self, executor: CaseExecutor, watch: CaseWatch | None = None) -> EvalReport:
@@ -194,6 +196,10 @@ class _Recording:
     def control(self, name: str, control: RunControl) -> None:
         if self.watch is not None:
             self.watch.control(name, control)
+
+    def placed(self, name: str, node: str) -> None:
+        if self.watch is not None:
+            self.watch.placed(name, node)
 
     def finished(self, result: CaseResult) -> None:
         self.run._record(result)

@@ -42,6 +42,9 @@ class Watch:
     def control(self, name: str, control: object) -> None:
         pass
 
+    def placed(self, name: str, node: str) -> None:
+        pass
+
     def finished(self, result: object) -> None:
         with self.lock:
             self.times[result.name].append(time.monotonic())  # type: ignore[attr-defined]
