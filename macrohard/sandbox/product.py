@@ -27,6 +27,7 @@ from macrohard.deploy.product import PRODUCT_LABEL
 from macrohard.models import RunSpec
 from macrohard.sandbox import lifecycle
 from macrohard.sandbox.base import ImageBuild, ProductImage, SmokeResult
+from macrohard.sandbox.commit_image import commit_build, commit_plan
 from macrohard.sandbox.image import DockerFailure, one_line
 from macrohard.sandbox.smoke import DockerSmoke, Tail, engine_error
 
@@ -70,6 +71,9 @@ class DockerProductImages:
         # One LABEL instruction: the engine's `labels` option makes a build step (a container) per label.
         every = {**labels, lifecycle.OWNER_LABEL: lifecycle.owner_id()}
         labelled = dockerfile.rstrip("\n") + "\nLABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(every.items()))
+        plan = commit_plan(labelled)
+        if plan is not None:  # metadata and one COPY: one commit, not a layer per step (see commit_image.py)
+            return commit_build(self.client, plan, context, _context_files(context, name), tag)
         with tempfile.TemporaryFile() as tar:
             _context_tar(context, name, labelled + "\n", tar)
             try:
@@ -118,11 +122,15 @@ class DockerProductImages:
         return DockerSmoke(self.client, self.settings).run(image_id, run, labels=labels, timeout_s=timeout_s)
 
 
+def _context_files(context: Path, name: str) -> list[str]:
+    """context's files but those its .dockerignore names (and .dockerignore itself)."""
+    return sorted(p for p in exclude_paths(str(context), _ignore_patterns(context), dockerfile=name)
+                  if p != ".dockerignore")
+
+
 def _context_tar(context: Path, name: str, dockerfile: str, tar: IO[bytes]) -> None:
     """The build context: context's files but those its .dockerignore names, and the Dockerfile as `name`."""
-    files = sorted(p for p in exclude_paths(str(context), _ignore_patterns(context), dockerfile=name)
-                   if p != ".dockerignore")
-    create_archive(str(context), files=files, fileobj=tar, extra_files=[(name, dockerfile)])
+    create_archive(str(context), files=_context_files(context, name), fileobj=tar, extra_files=[(name, dockerfile)])
 
 
 def _ignore_patterns(context: Path) -> list[str]:

@@ -62,6 +62,9 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "tool" / "server.py").write_text(SERVER)
     (root / "secret.txt").write_text("left out by .dockerignore\n")
     (root / ".dockerignore").write_text("# not in the image\nsecret.txt\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (root / "run.sh").chmod(0o755)
+    (root / "latest").symlink_to("tool")
     return root
 
 
@@ -85,6 +88,23 @@ def test_the_image_is_built_with_its_labels_and_found_again_by_them(images, buil
     assert image.attrs["Config"]["User"] == "65534:65534" and image.attrs["Config"]["WorkingDir"] == "/app"
     assert [i.id for i in images.find(labels())] == [built]
     assert images.find(labels(commit="other")) == []
+
+
+def test_a_default_image_is_one_commit_holding_what_copy_would(images, built, docker_client, sandbox_image):
+    image = docker_client.images.get(built)
+    base = docker_client.images.get(sandbox_image)
+    assert len(image.attrs["RootFS"]["Layers"]) == len(base.attrs["RootFS"]["Layers"]) + 1  # one layer, not a step each
+    assert "PYTHONPATH=/app" in image.attrs["Config"]["Env"] and image.attrs["Config"]["Cmd"][-1] == "python3 -m tool hello"
+    listing = docker_client.containers.run(built, ["sh", "-c", "stat -c '%U %a %F %n' /app /app/run.sh /app/latest /app/tool"
+                                                   " && ./run.sh"], remove=True, network_mode="none").decode()
+    assert listing.splitlines() == ["root 755 directory /app", "root 755 regular file /app/run.sh",
+                                    "root 777 symbolic link /app/latest", "root 755 directory /app/tool", "run"]
+
+
+def test_a_dockerfile_beyond_one_plain_copy_is_built_by_the_engine(images, product, sandbox_image):
+    text = f"FROM {sandbox_image}\nCOPY --chown=65534:65534 . /app\nWORKDIR /app\n"
+    build = images.build(product, check(text, sandbox_image).text, tag=f"{RUN}-chown:0.1.0", labels=labels("c2"))
+    assert build.error is None and "Step 2/" in build.log, build.log
 
 
 def test_its_smoke_command_passes_and_runs_hardened(images, built):
