@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,13 +26,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from macrohard._resources import resource_dir
-from macrohard.config import Settings
 from macrohard.eval.executor import LocalExecutor
 from macrohard.eval.results import EvalReport
 from macrohard.eval.runner import EvalOptions, EvalRun
-from macrohard.sandbox.docker import DockerSandboxProvider, docker_client
-from macrohard.sandbox.image import build_image, image_exists
+from macrohard.sandbox.docker import DockerSandboxProvider
+from scripted_cases import scripted_case_provider
 
 SUITE = Path(__file__).resolve().parents[1] / "examples" / "suite"
 
@@ -66,15 +63,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/eval.json"))
     args = parser.parse_args()
 
-    # The cases' settings come from the environment too: the bundled roles (the scripts are
-    # written for them) and the scripted model's simulated latency.
-    os.environ["MACROHARD_ROLES_DIR"] = str(resource_dir("roles"))
-    os.environ["MACROHARD_SCRIPTED_LATENCY_S"] = str(args.latency)
-    client = docker_client()
-    settings = Settings()
-    if not image_exists(client, settings.sandbox.image):
-        build_image(client, settings.sandbox.image)
-    provider = DockerSandboxProvider(settings.sandbox, client)
+    provider = scripted_case_provider(args.latency)
     results = []
     with tempfile.TemporaryDirectory(prefix="macrohard-bench-eval-") as tmp:
         for p in args.parallel:

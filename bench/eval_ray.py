@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,14 +29,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from macrohard._resources import resource_dir
-from macrohard.config import Settings
 from macrohard.eval.executor import CaseExecutor, CaseJob, LocalExecutor
 from macrohard.eval.ray_executor import RayExecutor
 from macrohard.eval.results import CaseResult, EvalReport
 from macrohard.eval.runner import EvalOptions, EvalRun
-from macrohard.sandbox.docker import DockerSandboxProvider, docker_client
-from macrohard.sandbox.image import build_image, image_exists
+from scripted_cases import scripted_case_provider
 
 SUITE = Path(__file__).resolve().parents[1] / "examples" / "suite"
 
@@ -99,16 +95,7 @@ def main() -> int:
 
     from ray.cluster_utils import Cluster
 
-    # The cases' settings come from the environment too: the bundled roles (the scripts are
-    # written for them) and the scripted model's simulated latency. The cluster's workers
-    # inherit this process's environment, this checkout's PYTHONPATH with it.
-    os.environ["MACROHARD_ROLES_DIR"] = str(resource_dir("roles"))
-    os.environ["MACROHARD_SCRIPTED_LATENCY_S"] = str(args.latency)
-    client = docker_client()
-    settings = Settings()
-    if not image_exists(client, settings.sandbox.image):
-        build_image(client, settings.sandbox.image)
-    provider = DockerSandboxProvider(settings.sandbox, client)
+    provider = scripted_case_provider(args.latency)
     parallel = args.parallel or args.nodes * args.slots
 
     started = time.monotonic()
