@@ -382,6 +382,7 @@ def load_settings(
         where = ".".join(str(p) for p in first["loc"])
         source = str(config_file or CONFIG_FILE)
         raise ConfigError(
-            f"bad setting {where!r}: {first['msg']}",
+            # pydantic prefixes a validator's own message with "Value error, ": the message is enough.
+            f"bad setting {where!r}: {first['msg'].removeprefix('Value error, ')}",
             f"check {source} and MACROHARD_* environment variables",
         ) from e

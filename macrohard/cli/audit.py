@@ -22,6 +22,7 @@ from macrohard.cli.common import (
 )
 from macrohard.cli.show import clean, label, plain
 from macrohard.errors import ConfigError
+from macrohard.transcript.describe import KNOWN_KINDS
 from macrohard.transcript.audit import AuditReport, EventFilter, Totals, build_report, role_of, ticket_of
 from macrohard.transcript.log import Event, chain_head, read_events, verify_chain
 
@@ -89,7 +90,8 @@ def _check_filter(selected: EventFilter, events: list[Event]) -> None:
         if given is not None and given not in known:
             raise ConfigError(f"the run has no {name} {given!r}", f"its {plural} are: {', '.join(sorted(known))}")
     kinds = {e.kind for e in events}
-    if selected.kind is not None and not any(k == selected.kind or k.startswith(selected.kind + ".") for k in kinds):
+    known = any(k == selected.kind or k.startswith(f"{selected.kind}.") for k in KNOWN_KINDS)
+    if selected.kind is not None and not known and not any(k == selected.kind or k.startswith(selected.kind + ".") for k in kinds):
         prefixes = {k.split(".")[0] for k in kinds if "." in k}
         raise ConfigError(f"the run has no event of kind {selected.kind!r}",
                           f"its kinds are: {', '.join(sorted(kinds | prefixes))}")

@@ -161,7 +161,7 @@ def print_report(console: Console, report: EvalReport) -> None:
                       *cost, f"{c.wall_s:.1f}s", str(c.tamper_events))
     console.print(table)
     if any(c.acceptance_on == "main" for c in report.cases):
-        console.print("* on main, by the eval: the run stopped before its own acceptance stage", highlight=False, markup=False)
+        console.print("* scored on main by the eval: the run released nothing (see its reason)", highlight=False, markup=False)
     for c in report.cases:
         if c.reason:
             console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))

@@ -61,7 +61,7 @@ class ProgressView:
     def on_event(self, event: Event) -> None:
         line = self._apply(event)
         if line and self._live is None:
-            self.console.print(clean(line), highlight=False, markup=False)
+            self.console.print(clean(line), highlight=False, markup=False, soft_wrap=True)
 
     def _apply(self, event: Event) -> str | None:
         d, t = event.data, event.ticket

@@ -28,6 +28,7 @@ from macrohard.cli.drive import drive, model_factory
 from macrohard.cli.show import clean, plain
 from macrohard.config import Settings
 from macrohard.errors import ConfigError
+from macrohard.stacks import STACKS
 
 ApproveOpt = Annotated[
     list[str] | None,
@@ -119,6 +120,8 @@ def run(
     workspaces: WorkspacesOpt = None,
 ) -> None:
     """Run the company on SPEC with the configured model endpoint."""
+    if stack is not None and stack not in STACKS:
+        raise UsageMistake(f"--stack {stack!r} is not a stack: use one of {', '.join(sorted(STACKS))}")
     settings = settings_for(
         config, roles_dir=roles, max_parallel=max_parallel, max_attempts=max_attempts, workspaces=workspaces, stack=stack,
         approve=_gates(approve), budget=_budget(max_tokens, max_cost, max_wall), acceptance=acceptance,

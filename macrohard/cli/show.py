@@ -53,7 +53,7 @@ def print_summary(console: Console, summary: Any) -> None:
         table.add_row(plain(t.id), plain(t.title), plain(t.status), str(t.attempts), plain(t.reason or ""))
     console.print(table)
     if summary.failure:
-        console.print(label("failure:", "red", summary.failure))
+        console.print(label("failure:", "red", summary.failure), soft_wrap=True)
     cost = f" · ${summary.cost_usd:.4f}" if summary.cost_usd else ""
     # Lines that fit 80 columns: a terminal wraps a longer one back to column 0.
     console.print(
@@ -61,7 +61,7 @@ def print_summary(console: Console, summary: Any) -> None:
         f"{summary.usage.completion_tokens} out{cost}",
         highlight=False, markup=False,
     )
-    console.print(f"wall time {summary.wall_s:.1f}s", highlight=False, markup=False)
+    console.print(f"wall time {summary.wall_s:.1f}s", highlight=False, markup=False, soft_wrap=True)
     if summary.put_back:
         shown = ", ".join(summary.put_back[:6]) + (f" and {len(summary.put_back) - 6} more" if len(summary.put_back) > 6 else "")
         console.print(label("put back:", "yellow", f"{shown} (outside their territory or holding a secret; "
@@ -71,34 +71,34 @@ def print_summary(console: Console, summary: Any) -> None:
         accepted = (f" · hidden acceptance tests {release['acceptance_passed']}/{release['acceptance_total']} passed"
                     if release.get("acceptance_total") is not None else "")
         console.print(plain(f"release:    {release['tag']} on {str(release['sha'])[:12]} · final suite "
-                            f"{release.get('suite_tests', 0)} tests passed{accepted}"), soft_wrap=False)
+                            f"{release.get('suite_tests', 0)} tests passed{accepted}"), soft_wrap=True)
         if release.get("image"):
             console.print(plain(f"image:      {release['image']} ({str(release.get('image_id') or '')[:19]})"),
-                          soft_wrap=False)
+                          soft_wrap=True)
         packages = [p for p in release.get("packages") or [] if isinstance(p, dict)]
         if packages:
             console.print(plain("packages:   " + ", ".join(f"{p.get('name')} {p.get('version')}" for p in packages)
                                 + f" ({release.get('stack')} stack; sha256 of each in macrohard audit "
-                                f"{summary.run_id} --kind dependencies)"), soft_wrap=False)
+                                f"{summary.run_id} --kind dependencies)"), soft_wrap=True)
         smoke = release.get("smoke") or {}
         if smoke:
             default = " (the stack's default)" if smoke.get("default") else ""
             probe = f", {smoke['health_url']} answered" if smoke.get("health_url") else ""
             console.print(plain(f"smoke:      {smoke.get('kind')} `{smoke.get('command')}`{default} · exit code "
-                                f"{smoke.get('exit_code')}{probe}"), soft_wrap=False)
-            console.print(plain(f"try it:     docker run --rm {release['image']}"), soft_wrap=False)
-    console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False)
+                                f"{smoke.get('exit_code')}{probe}"), soft_wrap=True)
+            console.print(plain(f"try it:     docker run --rm {release['image']}"), soft_wrap=True)
+    console.print(f"repo:       {summary.repo}\ntranscript: {summary.transcript}", highlight=False, markup=False, soft_wrap=True)
     if summary.branch:
-        console.print(f"result:     branch {summary.branch}, changes in {summary.changes}", highlight=False, markup=False)
+        console.print(f"result:     branch {summary.branch}, changes in {summary.changes}", highlight=False, markup=False, soft_wrap=True)
     if summary.status == "paused":
-        console.print(label("paused:", "yellow", summary.paused_reason))
+        console.print(label("paused:", "yellow", summary.paused_reason), soft_wrap=True)
         limit = next((flag for budget, flag in BUDGET_FLAGS.items() if budget in (summary.paused_reason or "")), None)
-        console.print(f"resume it:  macrohard resume {summary.run_id}", highlight=False, markup=False)
+        console.print(f"resume it:  macrohard resume {summary.run_id}", highlight=False, markup=False, soft_wrap=True)
         if limit:
-            console.print(f"            (raise the limit with {limit} on resume)", highlight=False, markup=False)
+            console.print(f"            (raise the limit with {limit} on resume)", highlight=False, markup=False, soft_wrap=True)
     elif summary.status == "awaiting_approval":
         gate = (summary.awaiting or {}).get("gate")
         console.print(approval_panel(summary.awaiting or {}, f"waiting for approval of the {gate}"))
-        console.print(f"answer it:  macrohard approve {summary.run_id}", highlight=False, markup=False)
-        console.print(f"        or  macrohard reject {summary.run_id} --comment TEXT", highlight=False, markup=False)
-    console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False, markup=False)
+        console.print(f"answer it:  macrohard approve {summary.run_id}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"        or  macrohard reject {summary.run_id} --comment TEXT", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"audit it:   macrohard audit {summary.run_id}", highlight=False, markup=False, soft_wrap=True)

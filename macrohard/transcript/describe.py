@@ -17,6 +17,18 @@ LINE = 160  # the longest description
 TEXT = 80  # the longest quote of free text (a tool's result, a reason) inside one
 
 
+# Kinds of event a run may or may not record (a filter naming one is not a mistake when a run has none).
+KNOWN_KINDS = frozenset({
+    "model.request", "model.response", "model.overflow", "model.cut", "tool.call", "sandbox.exec", "sandbox.start",
+    "sandbox.stop", "git.commit", "git.merge", "git.tag", "dependencies", "dependencies.refused", "stack",
+    "image.build", "image.refused", "smoke", "verdict", "verdict.base", "verdict.refused", "main.suite", "final.suite",
+    "acceptance", "baseline", "territory.put_back", "secret.refused", "worktree.scrubbed", "dispute", "dispute.ruling",
+    "node", "plan", "agent.finished", "agent.nudged", "context.compacted", "ticket.failed", "ticket.blocked",
+    "merge.conflict", "approval.requested", "approval", "handback", "executor.retry", "run.started", "run.resumed",
+    "run.paused", "run.failed", "run.finished",
+})
+
+
 def shorten(value: object, width: int = TEXT) -> str:
     """Text on one line, cut at a word boundary with an ellipsis when longer than width."""
     text = " ".join(str(value).split())
@@ -144,7 +156,8 @@ def _describe(event: Event) -> str:
             return f"waits for a person to approve the {d.get('gate')}"
         case "approval":
             comment = f": {shorten(d['comment'])}" if d.get("comment") else ""
-            return f"{d.get('gate')} {d.get('decision')}d by {d.get('by')}{comment}"
+            decided = {"approve": "approved", "reject": "rejected"}.get(str(d.get("decision")), str(d.get("decision")))
+            return f"{d.get('gate')} {decided} by {d.get('by')}{comment}"
         case "run.started":
             return f"{d.get('spec_title')} on {d.get('model')}"
         case "run.resumed":

@@ -181,3 +181,8 @@ def test_a_hint_keeps_its_brackets(tmp_path):
     # "[model] model" is a TOML table, not markup: the hint must show it as written.
     line = one_error_line(invoke("run", "spec.md"))
     assert "set [model] model in macrohard.toml" in line
+
+
+def test_an_unknown_stack_on_the_command_line_is_a_usage_mistake():
+    result = invoke("run", "spec.md", "--stack", "cobol")
+    assert result.exit_code == 2 and result.output.strip() == "error: --stack 'cobol' is not a stack: use one of node, python"

@@ -251,3 +251,17 @@ def test_trace_to_the_console_says_how_many_spans(run_dir):
     result = runner.invoke(app, ["trace", "r1"])
     assert result.exit_code == 0 and '"name": "invoke_workflow macrohard"' in result.stdout
     assert result.stderr.strip().startswith("exported ") and result.stderr.strip().endswith(" spans")
+
+
+def test_a_kind_this_run_happens_not_to_have_is_an_empty_audit_not_an_error(run_dir):
+    result = runner.invoke(app, ["audit", "r1", "--kind", "dependencies"])  # the README's; no package was declared
+    assert result.exit_code == 0 and "0 of " in result.output, result.output
+
+
+def test_a_decision_is_worded_as_a_person_reads_it():
+    from macrohard.transcript.describe import describe
+    from macrohard.transcript.log import Event
+
+    event = Event(seq=1, id="e1", ts=0.0, kind="approval", run_id="r1", prev_hash="",
+                  data={"gate": "plan", "decision": "reject", "by": "ada", "comment": "split T-3"})
+    assert describe(event) == "plan rejected by ada: split T-3"

@@ -28,7 +28,7 @@ def test_eval_runs_the_bundled_suite_and_writes_json_that_compare_reads(cli, loc
     assert "7 cases of" in said and "2 at once" in said
     assert "slugify: started" in said and "slugify: done, acceptance 4/4, solved" in said  # progress, one line a case
     assert "solved 3 of 7" in said and "cheat-edits-tests: no ticket landed" in said
-    assert "* on main, by the eval" in said
+    assert "* scored on main by the eval: the run released nothing" in said
     report = json.loads((tmp_path / "a.json").read_text())
     assert [c["name"] for c in report["cases"]] == sorted(p.name for p in SUITE.iterdir() if p.is_dir())
     for case in report["cases"]:

@@ -7,7 +7,6 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from fakes import LocalSandboxProvider
@@ -42,6 +41,8 @@ def test_a_run_paused_on_one_machine_resumes_from_postgres_by_its_id_alone(tmp_p
     run = create(shared, storage={"url": postgres_url}, budget={"max_tokens": 5000})
     assert run.execute(LocalSandboxProvider()).status == "paused"
     assert not run.paths.state_db.exists()  # no SQLite: the checkpoints are in the database
+    import psycopg  # the `postgres` extra: the postgres_url fixture skips without it
+
     with psycopg.connect(postgres_url) as conn:
         status, run_dir, record = conn.execute("SELECT status, run_dir, record FROM macrohard_runs WHERE run_id = %s",
                                                (run.run_id,)).fetchone()
@@ -63,6 +64,8 @@ def test_a_run_paused_on_one_machine_resumes_from_postgres_by_its_id_alone(tmp_p
     assert verify_chain(found / "transcript.jsonl") is None
     assert [e.data["previous_status"] for e in read_events(found / "transcript.jsonl") if e.kind == "run.resumed"] == ["paused"]
     assert all(t.status.value == "merged" for t in checkpoint_values(run.paths)["tickets"].values())
+    import psycopg  # the `postgres` extra: the postgres_url fixture skips without it
+
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT status FROM macrohard_runs WHERE run_id = %s", (run.run_id,)).fetchone()[0] == "done"
 
