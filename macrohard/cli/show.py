@@ -50,7 +50,9 @@ def print_summary(console: Console, summary: Any) -> None:
     for col in ("ticket", "title", "status", "attempts", "reason"):
         table.add_column(col)
     for t in summary.tickets:
-        table.add_row(plain(t.id), plain(t.title), plain(t.status), str(t.attempts), plain(t.reason or ""))
+        # "in progress", as the live table says it (a status is a word, not an identifier)
+        table.add_row(plain(t.id), plain(t.title), plain(str(t.status).replace("_", " ")), str(t.attempts),
+                      plain(t.reason or ""))
     console.print(table)
     if summary.failure:
         console.print(label("failure:", "red", summary.failure), soft_wrap=True)
