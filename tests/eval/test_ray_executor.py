@@ -35,9 +35,16 @@ CASES = ("slugify", "cheat-edits-tests")  # an honest case (its worker is killed
 def ray_cluster() -> Iterator[str]:
     """A head node (no `docker`, as a head often is) and two worker nodes with one `docker` slot each."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is not installed (the `ray` extra)")
+    # A head started in this process installs Ray's own SIGTERM and SIGINT handlers here: the tests after these
+    # (and the sandbox lifecycle's handlers) must find this process's as they were.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1, resources={"docker": 1})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, resources={"docker": 1})
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     yield cluster.address
     cluster.shutdown()
 
