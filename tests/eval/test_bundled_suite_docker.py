@@ -22,7 +22,8 @@ def test_the_bundled_suite_end_to_end_with_a_pause_and_a_resume(tmp_path: Path, 
     child = pexpect.spawn(sys.executable, ["-m", "macrohard.cli", "eval", str(BUNDLED), "--parallel", "2",
                                            "--workspaces", "ws"], cwd=str(tmp_path), env=env, encoding="utf-8",
                           timeout=180, dimensions=(40, 100))
-    child.expect(r"1/7 cases")  # the live view's header, once a case has ended
+    # The live view's header once a case has ended; two cases may end between two refreshes, so not always 1/7.
+    child.expect(r"[1-6]/7 cases")
     child.sendintr()
     child.expect("Pausing the running cases")
     child.expect(pexpect.EOF)
