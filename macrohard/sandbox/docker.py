@@ -82,6 +82,18 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+def resource_limits(s: SandboxSettings) -> dict[str, Any]:
+    """The engine's options for [sandbox]'s memory, process and CPU limits (0 or none: no limit); the smoke check's too."""
+    options: dict[str, Any] = {}
+    if size_bytes(s.memory):
+        options["mem_limit"] = options["memswap_limit"] = s.memory
+    if s.pids_limit:
+        options["pids_limit"] = s.pids_limit
+    if s.cpus:
+        options["nano_cpus"] = int(s.cpus * 1e9)
+    return options
+
+
 class DockerSandboxProvider:
     """Starts hardened sandbox containers, and removes them and the leftovers of crashed runs."""
 
@@ -264,13 +276,7 @@ class DockerSandboxProvider:
         }
         if tmpfs:
             options["shm_size"] = tmpfs  # /dev/shm is the other writable tmpfs
-        if size_bytes(s.memory):
-            options["mem_limit"] = options["memswap_limit"] = s.memory
-        if s.pids_limit:
-            options["pids_limit"] = s.pids_limit
-        if s.cpus:
-            options["nano_cpus"] = int(s.cpus * 1e9)
-        return options
+        return {**options, **resource_limits(s)}
 
 
 def _volumes(workdir: Path, read_only: bool = False, output: Path | None = None) -> dict[str, dict[str, str]]:

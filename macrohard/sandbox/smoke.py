@@ -19,13 +19,13 @@ import requests
 from docker.errors import NotFound
 from docker.models.containers import Container
 
-from macrohard.config import SandboxSettings, size_bytes
+from macrohard.config import SandboxSettings
 from macrohard.errors import SandboxError
 from macrohard.models import RunSpec
 from macrohard.sandbox import lifecycle
 from macrohard.sandbox.base import SmokeResult
 from macrohard.sandbox.container import _remove_id
-from macrohard.sandbox.docker import SANDBOX_LABEL  # smoke containers are sandboxes: prune and a run's end remove them
+from macrohard.sandbox.docker import SANDBOX_LABEL, resource_limits  # smoke containers are sandboxes: prune and a run's end remove them
 from macrohard.sandbox.image import DockerFailure, one_line
 
 NOBODY = "65534:65534"
@@ -162,13 +162,7 @@ class DockerSmoke:
             "environment": {"HOME": "/tmp"},
             "init": True,
         }
-        if size_bytes(s.memory):
-            options["mem_limit"] = options["memswap_limit"] = s.memory
-        if s.pids_limit:
-            options["pids_limit"] = s.pids_limit
-        if s.cpus:
-            options["nano_cpus"] = int(s.cpus * 1e9)
-        options = {k: v for k, v in options.items() if v is not None}
+        options = {k: v for k, v in {**options, **resource_limits(s)}.items() if v is not None}
         try:
             container = self.client.containers.create(image, **options)
         except DockerFailure as e:

@@ -39,7 +39,9 @@ def run_image(client: docker.DockerClient, image: str, command: list[str]) -> st
 def test_a_node_product_is_built_tested_and_released_on_the_node_stack(tmp_path, monkeypatch, docker_client, sandbox_image):
     hidden = tmp_path / "hidden"
     hidden.mkdir()
-    (hidden / "test_cli.py").write_text("def test_cli():\n    assert True\n")
+    # A hidden test the product would pass, were it run: what fails the acceptance stage is that none can run.
+    (hidden / "test_cli.py").write_text(
+        "import pathlib\n\n\ndef test_cli():\n    assert 'slugify' in pathlib.Path('slug.js').read_text()\n")
     run_dir, release = run_example(tmp_path, monkeypatch, "node", "", "--acceptance", str(hidden),
                                    "--tag-despite-acceptance")
     assert release["tag"] == "v0.1.0" and release["stack"] == "node" and release["packages"] == []
