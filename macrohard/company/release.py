@@ -1,5 +1,5 @@
-"""The release's nodes: the deployer, the release (final suite, hidden acceptance tests,
-the product's image and its smoke check, tag) and the report. A mixin of Company
+"""The release's nodes: the deployer, the release (final suite and hidden acceptance tests,
+beside them the product's image and its smoke check; then the tag) and the report. A mixin of Company
 (company/graph.py), which provides what they use; the image and the smoke check are in
 company/deploy.py.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from macrohard.company import prompts
@@ -73,16 +74,21 @@ class ReleaseStage(ShipStage):
         smoke check; otherwise no tag (a failed image goes back to the deployer while it has attempts left)."""
         event_id = self._node("release")
         sha = self.workspace.head()
-        final = self._main_verdict(state.get("integrated_sha") or sha, None, prepare_next=False)
-        self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
-        if not final.passed:
-            return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}
-        accepted, total, failure = self._acceptance(sha)
-        if failure and not self.settings.acceptance_tags_anyway:
-            return {"status": "failed", "failure": f"no release: {failure}"}
         base = self._release_base(state)
         version = base.version
-        shipped = self._ship(self._run_spec(state), sha, version)
+        # The image is built from sha's objects and checked in a sandbox of its own, so it is made
+        # beside the final suite and the acceptance tests on the same commit instead of after them:
+        # the tag below still needs all three to pass. An image of a commit that fails is not tagged.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ship") as pool:
+            shipping = pool.submit(self._ship, self._run_spec(state), sha, version)
+            final = self._main_verdict(state.get("integrated_sha") or sha, None, prepare_next=False)
+            self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
+            accepted, total, failure = self._acceptance(sha) if final.passed else (None, None, None)
+            shipped = shipping.result()
+        if not final.passed:
+            return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}
+        if failure and not self.settings.acceptance_tags_anyway:
+            return {"status": "failed", "failure": f"no release: {failure}"}
         if not shipped.passed:
             failures = state.get("ship_failures", 0) + 1
             if shipped.retry and failures < self.settings.max_attempts:

@@ -90,7 +90,10 @@ def test_the_demo_is_tagged_after_its_image_passes_the_plans_smoke_command(tmp_p
 
     events = list(read_events(run.paths.transcript))
     kinds = [e.kind for e in events]
-    assert kinds.index("final.suite") < kinds.index("image.build") < kinds.index("smoke") < kinds.index("git.tag")
+    # The image is made beside the final suite, on the same commit; the tag needs both.
+    assert kinds.index("image.build") < kinds.index("smoke") < kinds.index("git.tag")
+    assert kinds.index("final.suite") < kinds.index("git.tag")
+    assert next(e for e in events if e.kind == "final.suite").data["sha"] == release["sha"]
     plan = next(e for e in events if e.kind == "plan")
     assert plan.data["run"] == {"kind": "cli", "command": command, "port": None, "health_path": "/",
                                 "stack": "python", "default": False}
@@ -99,6 +102,24 @@ def test_the_demo_is_tagged_after_its_image_passes_the_plans_smoke_command(tmp_p
     # The deployer was told how the release is checked, and that this is the first release.
     (prompt,) = deployer_prompts(run)
     assert "first release" in prompt and f"running `{command}`" in prompt and "textstats:0.1.0" in prompt
+
+
+def test_an_image_that_passes_its_smoke_check_is_not_tagged_when_the_final_suite_fails_beside_it(tmp_path):
+    # The tester's suite passes on main and fails once the deployer's notes exist: the final
+    # suite, on the commit to tag, fails while the image of that commit builds and starts.
+    no_notes = TEST + ("\n\ndef test_no_notes_yet():\n    import pathlib\n"
+                       "    assert not (pathlib.Path(__file__).parent.parent / 'RELEASE_NOTES.md').exists()\n")
+    script = product_script(describe={"kind": "cli", "command": "python3 -m tool --version"})
+    script["tester"]["T-1"][0]["calls"] = [write("tests/test_tool.py", no_notes)]
+    run, summary, provider = run_script(tmp_path, script)
+    assert summary.status == "failed" and summary.release is None and summary.release_tag is None
+    assert summary.failure.startswith("no release: the final suite failed on ")
+    assert tag_of(run, "v0.1.0") is None
+    events = list(read_events(run.paths.transcript))
+    final = next(e for e in events if e.kind == "final.suite")
+    smoke = next(e for e in events if e.kind == "smoke")
+    assert not final.data["passed"] and smoke.data["passed"]
+    assert "git.tag" not in [e.kind for e in events]
 
 
 def test_a_product_that_cannot_start_goes_back_to_the_deployer_then_ends_untagged_with_its_output(tmp_path):
