@@ -142,7 +142,8 @@ class EvalRun:
         options = EvalOptions.model_validate_json((folder / "options.json").read_text())
         report = EvalReport.model_validate_json((folder / EVAL_JSON).read_text())
         if report.kind != kind:
-            raise ConfigError(f"{eval_id} is a{'n' if report.kind == 'eval' else ''} {report.kind}, not a {kind}",
+            article = {"eval": "an eval", "batch": "a batch"}
+            raise ConfigError(f"{eval_id} is {article[report.kind]}, not {article[kind]}",
                               f"go on with it with `macrohard {report.kind} resume {eval_id}`")
         return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "executor": executor,
                                                                             "finished_at": None}))
