@@ -94,9 +94,10 @@ def describe_model(suite: Suite, options: EvalOptions) -> str:
         return configured
     runnable = [c for c in suite.cases if c.problem is None]
     scripted = sum(1 for c in runnable if c.script is not None)
+    theirs, others = ("the cases' scripts", "cases") if options.kind == "eval" else ("the case folders' scripts", "runs")
     if scripted == len(runnable):
-        return "the cases' scripts"
-    return configured if scripted == 0 else f"the cases' scripts; {configured} for cases without one"
+        return theirs
+    return configured if scripted == 0 else f"{theirs}; {configured} for {others} without one"
 
 
 class EvalRun:
