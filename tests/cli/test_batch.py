@@ -54,7 +54,7 @@ def test_batch_runs_spec_files_and_case_folders_and_reports_them_unscored(cli, l
     assert compared.exit_code == 1 and "out.json is a batch, whose runs are not scored" in one_line(compared.output)
 
 
-def test_batch_mistakes_are_one_line(cli, tmp_path):
+def test_batch_mistakes_are_one_line(cli, tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "one.md").write_text(SPEC)
     (tmp_path / "b").mkdir()
@@ -70,6 +70,9 @@ def test_batch_mistakes_are_one_line(cli, tmp_path):
     assert not (tmp_path / "workspaces").exists()  # nothing was started
     assert cli("batch", "a/one.md", "--parallel", "0").exit_code == 2
     assert cli("batch", "a/one.md", "--address", "h:1").exit_code == 2  # --address is for --executor ray
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    no_address = cli("batch", "a/one.md", "--executor", "ray")
+    assert no_address.exit_code == 2 and "--executor ray needs the cluster's address" in one_line(no_address.output)
     assert cli("batch", "resume", "nope").exit_code == 1
     helped = one_line(cli("batch", "--help").output)
     assert "resume" in helped and "Run many specs at once" in helped
