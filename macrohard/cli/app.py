@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from macrohard.cli import audit, export, images, replay, runs, serve
+from macrohard.cli.batch import batch_app
 from macrohard.cli.eval import eval_app
 from macrohard.cli.common import HELP_OPTIONS
 from macrohard.cli.helptext import Command
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(eval_app, name="eval")
+app.add_typer(batch_app, name="batch")
 
 
 def _show_version(asked: bool) -> None:

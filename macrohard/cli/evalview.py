@@ -1,5 +1,7 @@
 """What `macrohard eval` shows: live progress of the cases, their results, two evals side by side.
 
+`macrohard batch` shows the same, unscored: a run's `released` where an eval's acceptance is.
+
 Fed from the executor's threads (CaseWatch): a live table in a terminal, one line per
 case started and ended elsewhere (CI, pipes). Reasons and phases come from runs and
 models, so they are shown through `plain()`, never as markup.
@@ -26,16 +28,24 @@ STATUS_STYLE = {"done": "bold green", "partial": "yellow", "failed": "bold red",
                 "invalid": "bold red", "error": "bold red", "running": "cyan"}
 
 
+def _released(c: CaseResult) -> Text:
+    return Text("yes", style="green") if c.released else Text("no", style="red" if c.status != "queued" else "")
+
+
 def _acceptance(c: CaseResult) -> Text:
     shown = f"{c.acceptance_passed}/{c.acceptance_total}" + ("*" if c.acceptance_on == "main" else "")
     return Text(shown, style="green" if c.solved else "red" if c.acceptance_total else "")
 
 
 class EvalProgress:
-    """The cases as they go; `controls` holds each running case's RunControl, to pause them."""
+    """The cases as they go; `controls` holds each running case's RunControl, to pause them.
 
-    def __init__(self, console: Console, names: list[str]) -> None:
+    Unscored (a batch): its runs, whether each released where an eval shows acceptance.
+    """
+
+    def __init__(self, console: Console, names: list[str], scored: bool = True) -> None:
         self.console = console
+        self.scored = scored
         self.started = time.monotonic()
         self.rows: dict[str, dict[str, Any]] = {n: {"status": "queued", "now": "", "tickets": 0, "merged": 0,
                                                     "calls": 0, "tokens": 0, "score": "", "since": None, "node": ""}
@@ -113,18 +123,21 @@ class EvalProgress:
     def finished(self, result: CaseResult) -> None:
         with self._lock:
             row = self.rows.setdefault(result.name, {})
-            row.update(status=result.status, now=result.reason or "", score=_acceptance(result), since=None,
-                       wall=result.wall_s)
-        self._say(f"{result.name}: {result.status}, acceptance {result.acceptance_passed}/{result.acceptance_total}"
-                  + (", solved" if result.solved else "") + (f": {result.reason}" if result.reason else ""))
+            row.update(status=result.status, now=result.reason or "", since=None, wall=result.wall_s,
+                       score=_acceptance(result) if self.scored else _released(result))
+        if self.scored:
+            outcome = f"acceptance {result.acceptance_passed}/{result.acceptance_total}" + (", solved" if result.solved else "")
+        else:
+            outcome = "released" if result.released else "not released"
+        self._say(f"{result.name}: {result.status}, {outcome}" + (f": {result.reason}" if result.reason else ""))
 
     def render(self) -> RenderableType:
         with self._lock:
             table = Table(box=None, pad_edge=False, header_style="bold")
             # The node column only when cases run on a cluster: each case's node, as it lands.
             nodes = any(row.get("node") for row in self.rows.values())
-            for col in ("case", "status", *(["node"] if nodes else []), "now", "tickets", "calls", "tokens", "acceptance",
-                        "time"):
+            for col in ("case" if self.scored else "run", "status", *(["node"] if nodes else []), "now", "tickets", "calls",
+                        "tokens", "acceptance" if self.scored else "released", "time"):
                 table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=40 if col == "now" else None)
             for name, row in self.rows.items():
                 since = row.get("since")
@@ -134,7 +147,8 @@ class EvalProgress:
                               f"{row['merged']}/{row['tickets']}", str(row["calls"]), str(row["tokens"]),
                               row["score"] or "", f"{wall:.1f}s" if wall is not None else "")
             done = sum(1 for r in self.rows.values() if r["status"] not in ("queued", "running"))
-            head = f"eval · {done}/{len(self.rows)} cases · {time.monotonic() - self.started:.1f}s"
+            head = (f"{'eval' if self.scored else 'batch'} · {done}/{len(self.rows)} {'cases' if self.scored else 'runs'}"
+                    f" · {time.monotonic() - self.started:.1f}s")
             if self.stopping:
                 head += f" · stopping: {self.stopping}"
         return Group(Text(head), table)
@@ -145,8 +159,15 @@ def totals_line(t: EvalTotals) -> str:
             f"({t.pass_rate:.0%}) · tickets {t.tickets_merged}/{t.tickets_total} merged")
 
 
+def batch_totals_line(t: EvalTotals) -> str:
+    return f"released {t.released} of {t.cases} · tickets {t.tickets_merged}/{t.tickets_total} merged"
+
+
 def print_report(console: Console, report: EvalReport) -> None:
     """The results: a row per case (the reasons below it), then the totals; 80 columns hold case names of 20."""
+    if report.kind == "batch":
+        print_batch(console, report)
+        return
     costs = any(c.cost_usd for c in report.cases)
     table = Table(title=plain(f"Eval {report.eval_id}: {report.suite.name} ({report.model})"), title_justify="left",
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -167,6 +188,29 @@ def print_report(console: Console, report: EvalReport) -> None:
             console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
     t = report.totals
     console.print(totals_line(t), highlight=False, markup=False)
+    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost ${t.cost_usd:.4f} · "
+                  f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
+
+
+def print_batch(console: Console, report: EvalReport) -> None:
+    """A batch's results: a row per run, released or not (nothing is scored), the reasons, then the totals."""
+    costs = any(c.cost_usd for c in report.cases)
+    table = Table(title=plain(f"Batch {report.eval_id}: {report.suite.name} ({report.model})"), title_justify="left",
+                  header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ["run", "status", "released", "merged", "failed", "tokens", *(["cost"] if costs else []), "time", "tamper"]:
+        table.add_column(col, justify="left" if col in ("run", "status", "released") else "right",
+                         overflow="fold" if col == "run" else "ellipsis", no_wrap=col != "run")
+    for c in report.cases:
+        cost = [f"${c.cost_usd:.2f}"] if costs else []
+        table.add_row(plain(c.name), Text(c.status, style=STATUS_STYLE.get(c.status, "")), _released(c),
+                      f"{c.tickets_merged}/{c.tickets_total}", str(c.tickets_failed), str(c.tokens), *cost,
+                      f"{c.wall_s:.1f}s", str(c.tamper_events))
+    console.print(table)
+    for c in report.cases:
+        if c.reason:
+            console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
+    t = report.totals
+    console.print(batch_totals_line(t), highlight=False, markup=False)
     console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost ${t.cost_usd:.4f} · "
                   f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
 

@@ -2,7 +2,8 @@
 
 `run_case` is everything one case needs, given a job (plain data: it can cross to another
 process or a cluster node) and a sandbox provider: it creates the case's run, or goes on
-with it when an earlier eval left it paused or crashed, and scores it. An executor runs
+with it when an earlier eval left it paused or crashed, and scores it (a batch's run, with
+no acceptance tests, is reported unscored: released when its tag is in git). An executor runs
 a list of jobs; `LocalExecutor` runs `parallel` of them at once in threads of this
 process (a case is mostly waiting on models and containers). `RayExecutor`
 (eval/ray_executor.py) calls `run_case` on cluster nodes, where the sandboxes are, and
@@ -24,13 +25,14 @@ from macrohard.company.run import CompanyRun, RunPaths, load_record
 from macrohard.config import ModelSettings, Settings
 from macrohard.control import RunControl
 from macrohard.errors import ConfigError, MacrohardError, ScriptError
-from macrohard.eval.acceptance import check_acceptance
+from macrohard.eval.acceptance import check_acceptance, tested_commit
 from macrohard.eval.results import ERROR, INVALID, CaseResult
-from macrohard.eval.scoring import score_run
+from macrohard.eval.scoring import report_run, score_run
 from macrohard.eval.suite import Case
 from macrohard.llm.base import ChatModel
 from macrohard.sandbox.base import SandboxProvider
 from macrohard.transcript.log import Event, TranscriptLog
+from macrohard.workspace.git import GitWorkspace
 
 ModelFactory = Callable[[ModelSettings], ChatModel]
 
@@ -115,7 +117,7 @@ def note_retry(job: CaseJob, **why: Any) -> bool:
 
 
 def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_factory: ModelFactory | None) -> CaseResult:
-    """Run (or go on with) one case and score it; a case that cannot start is `invalid` or `error`, with why."""
+    """Run (or go on with) one case and score it (a batch's: report it); one that cannot start is `invalid` or `error`."""
     started = time.monotonic()
     name = job.case.name
     try:
@@ -141,10 +143,14 @@ def run_case(job: CaseJob, provider: SandboxProvider, watch: CaseWatch, model_fa
         return CaseResult(name=name, status="running", reason="its run is being driven by another macrohard process",
                           run_id=job.run_id, wall_s=time.monotonic() - started)
     settings = Settings.model_validate(record.settings)
-    assert job.case.acceptance is not None
+    if job.case.acceptance is None:  # a batch's run: reported, not scored
+        tested = tested_commit(GitWorkspace(job.run_dir(), settings.workspace))
+        result = report_run(name, job.run_dir(), settings, released=tested is not None and tested[1] == "release")
+        return result.model_copy(update={"wall_s": time.monotonic() - started})
 
     def check() -> dict[str, Any] | None:
-        return check_acceptance(job.run_dir(), job.run_id, settings, job.case.acceptance, provider, job.scoring)  # type: ignore[arg-type]
+        assert job.case.acceptance is not None
+        return check_acceptance(job.run_dir(), job.run_id, settings, job.case.acceptance, provider, job.scoring)
 
     result = score_run(name, job.run_dir(), settings, job.case.tests, check)
     return result.model_copy(update={"wall_s": time.monotonic() - started})

@@ -3,7 +3,9 @@
 They are the JSON of `macrohard eval --json FILE` and of the eval folder's eval.json,
 which `macrohard eval compare` and the viewer read back. A case's `status` is its run's
 (done, partial, failed, paused, ...), or `invalid` (the case could not be run; `reason`
-says why) or `error` (the harness failed on it; `reason` says how).
+says why) or `error` (the harness failed on it; `reason` says how). A batch (eval/batch.py)
+is the same report with `kind: "batch"`: its runs are not scored, so their acceptance
+fields stay empty and `released` is what counts.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class EvalTotals(BaseModel):
     cases: int = 0
     scored: int = 0  # cases that ran (not invalid, not queued)
     solved: int = 0
+    released: int = 0
     invalid: int = 0
     acceptance_passed: int = 0
     acceptance_total: int = 0
@@ -99,6 +102,7 @@ def totals_of(cases: Iterable[CaseResult]) -> EvalTotals:
         t.invalid += c.status == INVALID
         t.scored += c.status not in (INVALID, QUEUED)
         t.solved += c.solved
+        t.released += c.released
         for name in ("acceptance_passed", "acceptance_total", "tickets_total", "tickets_merged", "tickets_failed",
                      "tickets_blocked", "attempts", "model_calls", "tokens", "cost_usd", "wall_s", "tamper_events"):
             setattr(t, name, getattr(t, name) + getattr(c, name))
@@ -107,7 +111,8 @@ def totals_of(cases: Iterable[CaseResult]) -> EvalTotals:
 
 class EvalReport(BaseModel):
     eval_id: str
-    suite: Path
+    kind: Literal["eval", "batch"] = "eval"  # a batch: plain runs of specs, reported, not scored
+    suite: Path  # a batch: the folder its specs are in
     model: str = ""  # what answered: the cases' scripts, or the configured endpoint
     parallel: int = 1  # cases at once
     executor: str = "local"  # what ran the cases: local (threads of one process) or ray (tasks on a cluster)

@@ -9,7 +9,9 @@ Case runs sit beside every other run, so `macrohard runs`, `resume`, `audit`, `r
 and the viewer treat them as any run. eval.json is rewritten (atomically) as each case
 ends, so a reader (the viewer) sees the eval as it goes, and an eval that was stopped
 goes on with `macrohard eval resume EVAL`: ended runs are scored as they are, paused or
-crashed ones resumed, the rest started.
+crashed ones resumed, the rest started. A batch (eval/batch.py) is an EvalRun whose cases
+are the specs it was given, unscored, kept here too with `kind: "batch"`; resumed with
+`macrohard batch resume`, it goes on as a batch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -28,6 +30,7 @@ from macrohard.control import RunControl
 from macrohard.errors import ConfigError, MacrohardError
 from macrohard.eval.executor import CaseExecutor, CaseJob, CaseWatch
 from macrohard.eval.results import INVALID, QUEUED, CaseResult, EvalReport, totals_of
+from macrohard.eval.batch import load_specs
 from macrohard.eval.suite import Case, Suite, load_suite
 from macrohard.transcript.log import Event
 
@@ -38,11 +41,20 @@ EVAL_JSON = "eval.json"
 class EvalOptions(BaseModel):
     """How the eval was asked for: kept in eval.json, so a resumed eval runs its remaining cases alike."""
 
-    suite: Path
+    suite: Path  # a batch: the folder its specs are in
+    specs: list[Path] | None = None  # a batch's SPECs (spec files or case folders), absolute; None: an eval of suite
     config: Path | None = None
     live: bool = False  # the configured endpoint for every case, scripts or not
     model: str | None = None  # [model] model for every case
     max_parallel: int | None = None  # tickets at once in each case's run
+
+    @property
+    def kind(self) -> Literal["eval", "batch"]:
+        return "eval" if self.specs is None else "batch"
+
+    def cases(self, strict: bool = False) -> Suite:
+        """The eval's suite, or the batch's runs (strict: a SPEC's problem is an error, for a batch not started yet)."""
+        return load_suite(self.suite) if self.specs is None else load_specs(self.specs, strict=strict)
 
 
 def eval_dir(workspaces: Path, eval_id: str) -> Path:
@@ -82,9 +94,10 @@ def describe_model(suite: Suite, options: EvalOptions) -> str:
         return configured
     runnable = [c for c in suite.cases if c.problem is None]
     scripted = sum(1 for c in runnable if c.script is not None)
+    theirs, others = ("the cases' scripts", "cases") if options.kind == "eval" else ("the case folders' scripts", "runs")
     if scripted == len(runnable):
-        return "the cases' scripts"
-    return configured if scripted == 0 else f"the cases' scripts; {configured} for cases without one"
+        return theirs
+    return configured if scripted == 0 else f"{theirs}; {configured} for {others} without one"
 
 
 class EvalRun:
@@ -95,18 +108,19 @@ class EvalRun:
         self.workspaces = workspaces
         self.options = options
         self.report = report
-        self.suite = load_suite(options.suite)
+        self.suite = options.cases()
         self._lock = threading.Lock()
 
     @classmethod
     def start(cls, options: EvalOptions, workspaces: Path, parallel: int, executor: str = "local") -> EvalRun:
-        suite = load_suite(options.suite)  # errors name the suite as given
-        options = options.model_copy(update={"suite": suite.path,
+        suite = options.cases(strict=True)  # errors name the suite, or the specs, as given
+        specs = [p.resolve() for p in options.specs] if options.specs is not None else None
+        options = options.model_copy(update={"suite": suite.path, "specs": specs,
                                              "config": options.config.resolve() if options.config else None})
         eval_id = new_run_id()
         folder = eval_dir(workspaces, eval_id)
-        report = EvalReport(eval_id=eval_id, suite=suite.path, model=describe_model(suite, options), parallel=parallel,
-                            executor=executor,
+        report = EvalReport(eval_id=eval_id, kind=options.kind, suite=suite.path, model=describe_model(suite, options),
+                            parallel=parallel, executor=executor,
                             max_parallel=options.max_parallel, started_at=time.time(),
                             cases=[CaseResult(name=c.name, status=QUEUED) for c in suite.cases])
         folder.mkdir(parents=True)
@@ -116,15 +130,22 @@ class EvalRun:
         return run
 
     @classmethod
-    def resume(cls, eval_id: str, workspaces: Path, parallel: int, executor: str = "local") -> EvalRun:
+    def resume(cls, eval_id: str, workspaces: Path, parallel: int, executor: str = "local",
+               kind: Literal["eval", "batch"] = "eval") -> EvalRun:
+        """The eval (kind batch: the batch) eval_id, or `latest` of that kind, to go on with."""
         if eval_id == "latest":
-            found = sorted(p.parent.name for p in (workspaces / EVALS).glob(f"*/{EVAL_JSON}"))
+            found = sorted(p.parent.name for p in (workspaces / EVALS).glob(f"*/{EVAL_JSON}") if _kind(p) == kind)
             eval_id = found[-1] if found else eval_id
         folder = eval_dir(workspaces, eval_id)
         if not (folder / EVAL_JSON).is_file():
-            raise ConfigError(f"no eval {eval_id!r} in {workspaces / EVALS}", "give an eval id that `macrohard eval` printed")
+            raise ConfigError(f"no {kind} {eval_id!r} in {workspaces / EVALS}",
+                              f"give a {kind} id that `macrohard {kind}` printed")
         options = EvalOptions.model_validate_json((folder / "options.json").read_text())
         report = EvalReport.model_validate_json((folder / EVAL_JSON).read_text())
+        if report.kind != kind:
+            article = {"eval": "an eval", "batch": "a batch"}
+            raise ConfigError(f"{eval_id} is {article[report.kind]}, not {article[kind]}",
+                              f"go on with it with `macrohard {report.kind} resume {eval_id}`")
         return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "executor": executor,
                                                                             "finished_at": None}))
 
@@ -177,6 +198,14 @@ class EvalRun:
         partial = path.with_suffix(".json.tmp")
         partial.write_text(self.report.model_dump_json(indent=2) + "\n")
         os.replace(partial, path)
+
+
+def _kind(eval_json: Path) -> str:
+    """An eval.json's kind, without reading it all (an unreadable one is no kind, and not picked as `latest`)."""
+    try:
+        return EvalReport.model_validate_json(eval_json.read_text()).kind
+    except (ValueError, OSError):
+        return ""
 
 
 class _Recording:

@@ -7,7 +7,8 @@ main's head when the run released nothing (planning failed, no ticket landed, th
 suite or the acceptance tests failed, a budget, an error), so what it merged still counts
 but is not solved. A case scores in full only when that verdict passed: every test of the
 acceptance files ran and passed, none skipped, deselected or cut short, and the report was
-not forged.
+not forged. A batch's run (no acceptance tests) is reported by the same records, unscored:
+`report_run`.
 """
 
 from __future__ import annotations
@@ -59,22 +60,17 @@ def acceptance_score(data: dict[str, Any], defined: int) -> tuple[int, int, bool
     return passed, total, verdict
 
 
-def score_run(name: str, run_dir: Path, settings: Settings, defined: int, check: Check) -> CaseResult:
-    """The result of a case whose run (in run_dir) has stopped, however it stopped."""
+def _facts(name: str, run_dir: Path, settings: Settings, acceptance: dict[str, Any] | None) -> CaseResult:
+    """What the run did, by the orchestrator's records: status, tickets, calls, tokens, cost, tamper."""
     paths = RunPaths(run_dir=run_dir)
     record = RunRecord.model_validate_json(paths.run_json.read_text())
     events = list(read_events(paths.transcript)) if paths.transcript.is_file() else []
     totals = build_report(events, settings.prices).totals
     tickets = list((checkpoint_values(paths).get("tickets") or {}).values())
     counts = {s: sum(1 for t in tickets if t.status.value == s) for s in ("merged", "failed", "blocked")}
-    data = check()
-    on = data.get("on") if data is not None else None
-    tamper = tamper_counts(events, data)
-    passed, total, verdict = acceptance_score(data, defined) if data is not None else (0, defined, False)
+    tamper = tamper_counts(events, acceptance)
     return CaseResult(
-        name=name, status=record.status, reason=_reason(record, data), run_id=record.run_id, released=on == "release",
-        solved=on == "release" and verdict and passed == total, acceptance_passed=passed, acceptance_total=total,
-        acceptance_on=on,  # type: ignore[arg-type]
+        name=name, status=record.status, run_id=record.run_id,
         tickets_total=len(tickets), tickets_merged=counts["merged"], tickets_failed=counts["failed"],
         tickets_blocked=counts["blocked"], attempts=sum(t.attempts for t in tickets),
         model_calls=totals.model_calls, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens,
@@ -83,15 +79,35 @@ def score_run(name: str, run_dir: Path, settings: Settings, defined: int, check:
     )
 
 
-def _reason(record: RunRecord, acceptance: dict[str, Any] | None) -> str | None:
+def score_run(name: str, run_dir: Path, settings: Settings, defined: int, check: Check) -> CaseResult:
+    """The result of a case whose run (in run_dir) has stopped, however it stopped."""
+    record = RunRecord.model_validate_json(RunPaths(run_dir=run_dir).run_json.read_text())
+    data = check()
+    on = data.get("on") if data is not None else None
+    passed, total, verdict = acceptance_score(data, defined) if data is not None else (0, defined, False)
+    return _facts(name, run_dir, settings, data).model_copy(update=dict(
+        reason=_reason(record, data), released=on == "release",
+        solved=on == "release" and verdict and passed == total, acceptance_passed=passed, acceptance_total=total,
+        acceptance_on=on,
+    ))
+
+
+def report_run(name: str, run_dir: Path, settings: Settings, released: bool) -> CaseResult:
+    """The result of a batch's run, not scored: what it did, and whether it released (its tag is in git)."""
+    record = RunRecord.model_validate_json(RunPaths(run_dir=run_dir).run_json.read_text())
+    return _facts(name, run_dir, settings, None).model_copy(update={
+        "reason": _reason(record, None, scored=False), "released": released})
+
+
+def _reason(record: RunRecord, acceptance: dict[str, Any] | None, scored: bool = True) -> str | None:
     parts: list[str] = []
     if record.failure:
         parts.append(record.failure)
     elif record.paused_reason:
         parts.append(f"paused: {record.paused_reason}")
-    if acceptance is None:
+    if scored and acceptance is None:
         parts.append("no acceptance tests ran: the run made no main branch")
-    elif not acceptance.get("passed") and acceptance.get("reason"):
+    elif acceptance is not None and not acceptance.get("passed") and acceptance.get("reason"):
         where = "the release" if acceptance.get("on") == "release" else "main, as the run released nothing"
         text = str(acceptance["reason"])
         if not any(text in p for p in parts):

@@ -12,6 +12,9 @@ cannot be run (no spec, no acceptance test, an acceptance file that does not par
 script or case.toml that cannot be read) carries the reason in `problem`, and the suite
 goes on without it. Nothing in a case is executed here: acceptance files are parsed,
 never imported.
+
+A batch (eval/batch.py) reads case folders too, unscored: an acceptance/ folder there is
+left out, and none is required.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ def _case_settings(path: Path, folder: Path) -> dict[str, Any]:
     return values
 
 
-def load_case(folder: Path) -> Case:
+def load_case(folder: Path, scored: bool = True) -> Case:
+    """The case in folder; unscored (a batch's run), any acceptance/ there is left out and none is asked for."""
     case = Case(name=folder.name, folder=folder.resolve())
     if not CASE_NAME.fullmatch(folder.name):
         return case.model_copy(update={"problem": "a case's folder name must be letters, digits, '.', '_' or '-' "
@@ -103,14 +107,10 @@ def load_case(folder: Path) -> Case:
     if not spec.is_file() or not spec.read_bytes().strip():
         return case.model_copy(update={"problem": f"the case has no {SPEC}" if not spec.is_file() else f"its {SPEC} is empty"})
     case = case.model_copy(update={"spec": spec.resolve()})
-    if not acceptance.is_dir() or not any(acceptance.rglob("*.py")):
-        return case.model_copy(update={"problem": f"the case has no acceptance tests (no .py file in {ACCEPTANCE}/)"})
-    tests, broken = count_tests(acceptance)
-    case = case.model_copy(update={"acceptance": acceptance.resolve(), "tests": tests})
-    if broken:
-        return case.model_copy(update={"problem": broken})
-    if tests == 0:
-        return case.model_copy(update={"problem": f"the case's {ACCEPTANCE}/ defines no test function (def test_...)"})
+    if scored:
+        case = _with_acceptance(case, acceptance)
+        if case.problem is not None:
+            return case
     try:
         if script.is_file():
             load_script(script)
@@ -119,6 +119,18 @@ def load_case(folder: Path) -> Case:
             case = case.model_copy(update={"settings": _case_settings(settings, folder)})
     except (ScriptError, ConfigError) as e:
         return case.model_copy(update={"problem": e.message})
+    return case
+
+
+def _with_acceptance(case: Case, acceptance: Path) -> Case:
+    if not acceptance.is_dir() or not any(acceptance.rglob("*.py")):
+        return case.model_copy(update={"problem": f"the case has no acceptance tests (no .py file in {ACCEPTANCE}/)"})
+    tests, broken = count_tests(acceptance)
+    case = case.model_copy(update={"acceptance": acceptance.resolve(), "tests": tests})
+    if broken:
+        return case.model_copy(update={"problem": broken})
+    if tests == 0:
+        return case.model_copy(update={"problem": f"the case's {ACCEPTANCE}/ defines no test function (def test_...)"})
     return case
 
 

@@ -2,7 +2,9 @@
 
 An eval's folder is found by a validated id and its eval.json must be a file inside it;
 what it says is shown as text (templates escape it), and a case's run is linked only
-when that run folder exists in the workspaces the viewer serves.
+when that run folder exists in the workspaces the viewer serves. A batch (`macrohard batch`)
+is kept and shown here too: its report says `kind: "batch"`, and its pages show which runs
+released instead of an acceptance score it never had.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`macrohard eval --executor ray` on a real local Ray cluster (a head and two worker nodes offering `docker`),
 with real Docker sandboxes: the per-case scores equal the local executor's, each case's node is shown and
 recorded, and a worker killed mid-case is replaced, its case resumed from its checkpoint with no commit lost or
-made twice; an unreachable cluster is one line of error."""
+made twice; `macrohard batch` of plain runs ends there as it does locally; an unreachable cluster is one line
+of error."""
 
 from __future__ import annotations
 
@@ -123,6 +124,34 @@ def test_a_suite_on_the_cluster_scores_as_locally_even_with_a_worker_killed_mid_
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
     assert docker_client.containers.list(all=True, filters={"label": f"macrohard.run={run.name}"}) == []
+
+
+def plain_runs(cases: list[dict]) -> dict[str, tuple]:
+    return {c["name"]: (c["status"], c["released"], c["tickets_total"], c["tickets_merged"], c["tickets_failed"],
+                        c["tickets_blocked"]) for c in cases}
+
+
+@pytest.mark.docker
+def test_a_batch_of_plain_runs_on_the_cluster_ends_as_locally(
+    tmp_path: Path, ray_cluster: str, sandbox_image: str, docker_client, bundled_roles
+) -> None:
+    """`macrohard batch` fans plain runs (no acceptance tests: an acceptance/ in a case folder is not run) out the same way."""
+    specs = [BUNDLED / name for name in CASES]
+    local = EvalRun.start(EvalOptions(suite=Path("."), specs=specs), tmp_path / "local", 2)
+    provider = DockerSandboxProvider(Settings().sandbox, docker_client)
+    expected = local.execute(LocalExecutor(2, lambda settings: provider))
+    assert [c.released for c in expected.cases] == [True, False]  # an honest run releases; the cheat lands nothing
+
+    proc = macrohard(tmp_path, "batch", *map(str, specs), "--executor", "ray", "--address", ray_cluster,
+                     "--workspaces", "ws", "--json", "out.json")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["kind"] == "batch" and report["executor"] == "ray" and report["parallel"] == 2
+    assert plain_runs(report["cases"]) == plain_runs([c.model_dump() for c in expected.cases])
+    assert all(c["node"] and c["acceptance_total"] == 0 and c["acceptance_on"] is None for c in report["cases"])
+    assert "released 1 of 2" in " ".join(out.split()) and "slugify: on node" in out
+    assert not (tmp_path / "ws" / "evals" / report["eval_id"] / "scoring").exists()  # nothing was scored
 
 
 def test_an_unreachable_cluster_is_one_line_of_error(tmp_path: Path) -> None:

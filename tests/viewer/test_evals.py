@@ -88,3 +88,22 @@ def test_unknown_and_unreadable_evals(evaluated, tmp_path):
     assert client.get("/evals/linked").status_code == 404  # a link out of the evals folder is not followed
     assert "No evals yet" in web(tmp_path / "none").get("/evals").text
     json.loads((evaluated[0] / "evals" / evaluated[1].eval_id / "eval.json").read_text())  # still intact
+
+
+def test_a_batch_shows_which_runs_released_and_no_acceptance_score(tmp_path, monkeypatch):
+    monkeypatch.setenv("MACROHARD_ROLES_DIR", str(resource_dir("roles")))
+    workspaces = tmp_path / "workspaces"
+    run = EvalRun.start(EvalOptions(suite=Path("."), specs=[SUITE / "slugify", SUITE / "cheat-edits-tests"]), workspaces, 2)
+    report = run.execute(LocalExecutor(2, lambda settings: LocalSandboxProvider()))
+    assert [c.released for c in report.cases] == [True, False]
+    client = web(workspaces)
+    listing = client.get("/evals").text
+    assert "batch</span>" in listing and "released 1" in listing and "not scored" in listing
+    assert "0/0" not in listing
+    page = client.get(f"/evals/{report.eval_id}").text
+    assert "<h1>Batch <code>" in page and "<strong>1</strong> of 2 runs released" in page
+    assert "acceptance" not in page and "0/0" not in page
+    for case in report.cases:
+        row = re.search(rf"<tr class=\"case-\w+\">\s*<td><strong>{re.escape(case.name)}</strong>.*?</tr>", page, re.S)
+        assert row and f'href="/runs/{case.run_id}"' in row.group(0)
+        assert ("case-released" in row.group(0)) == case.released
