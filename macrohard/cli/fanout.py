@@ -132,7 +132,8 @@ def execute(run: Any, cluster: Any, json_out: Path | None) -> None:
         executor, where = cluster, f" on the Ray cluster at {cluster.address}"
     again = f"macrohard {kind} resume {run.eval_id}" + (f" --executor ray --address {cluster.address}" if cluster else "")
     count = len(run.suite.cases)
-    what = f"{count} cases of {run.suite.path}" if kind == "eval" else f"{count} runs of specs in {run.suite.path}"
+    noun = ("case" if kind == "eval" else "run") + ("" if count == 1 else "s")
+    what = f"{count} {noun} of {run.suite.path}" if kind == "eval" else f"{count} {noun} of specs in {run.suite.path}"
     console.print(Text.assemble(kind.capitalize() + " ", (run.eval_id, "bold"), plain(
         f": {what} ({run.report.model}), {parallel} at once{where}")), highlight=False)
     names = [c.name for c in run.suite.cases]

@@ -18,7 +18,6 @@ from macrohard.errors import ConfigError
 from macrohard.eval.suite import CASE_NAME, SPEC, Case, Suite, load_case
 
 
-
 def load_spec(path: Path) -> Case:
     """The run SPEC asks for; what is wrong with it (missing, empty, a bad name) is in `problem`."""
     if path.is_dir():
