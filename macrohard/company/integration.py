@@ -65,9 +65,9 @@ class IntegrationStage(CompanyParts):
         self.transcript.append(
             "git.merge", role=ORCHESTRATOR, ticket=ticket.id, sha=sha, cause=event_id, detail=merge.detail
         )
-        # Its roles' sandbox (parked since its tester finished) stops before git removes the worktree.
-        with self.sandboxes.quiet(ticket.id):
-            self.workspace.remove_worktree(ticket.id)
+        # Its roles' sandbox (parked since its tester finished) stops before git removes the worktree,
+        # in the background: the next step need not wait for either.
+        self.sandboxes.retire(ticket.id, lambda: self.workspace.remove_worktree(ticket.id))
         return ticket.model_copy(update={"status": TicketStatus.MERGED, "merge_sha": sha, "last_failure": None})
 
     def _integrate_one(self, ticket: Ticket) -> Ticket:

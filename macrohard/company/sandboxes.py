@@ -160,6 +160,33 @@ class RunSandboxes:
             else:
                 self._submit_stop(key, pending)
 
+    def retire(self, key: str, after: Callable[[], None]) -> None:
+        """Stop `key`'s sandbox, then call `after` (remove its worktree), in the background.
+
+        For a ticket that is done for good (merged): nothing of it runs again, so its
+        cleanup need not hold up the next step. `after` runs only once no process of the
+        sandbox is left, as inside quiet(); close() waits for it, and what it raises is
+        recorded, not lost: a worktree left behind is only disk.
+        """
+        with self._lock:
+            boxes = [p for p in (self._boxes.pop(key, None),) if p is not None] + self._parked.pop(key, [])
+            earlier = list(self._stopping_keys.get(key, []))
+            retiring = self._pool.submit(self._retire, key, boxes, earlier, after)
+            self._stopping.append(retiring)
+            self._stopping_keys.setdefault(key, []).append(retiring)
+
+    def _retire(self, key: str, boxes: list[Future[Sandbox]], earlier: list[Future[None]],
+                after: Callable[[], None]) -> None:
+        for done in earlier:  # submitted before this one: running or done, never queued behind it
+            done.result()
+        for pending in boxes:
+            self._stop(key, pending)
+        try:
+            after()
+        except Exception as e:  # noqa: BLE001 - a cleanup in the background; the run goes on
+            self.transcript.append("sandbox.cleanup_failed", ticket=_ticket(key), sandbox=key,
+                                   error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+
     def flush(self) -> None:
         """Stop the parked sandboxes, in the background: the CPU has room now."""
         with self._lock:

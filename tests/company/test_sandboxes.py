@@ -1,0 +1,61 @@
+"""A run's sandboxes: retiring a ticket's (stop, then clean up) in the background, on the local fakes."""
+
+import threading
+from pathlib import Path
+
+from macrohard.company.sandboxes import RunSandboxes
+from macrohard.transcript.log import TranscriptLog, read_events
+
+from fakes import LocalSandbox, LocalSandboxProvider
+
+
+class SlowToStop(LocalSandbox):
+    """Stops only when the test lets it: what runs after the stop can be seen waiting for it."""
+
+    may_stop = threading.Event()
+
+    def stop(self) -> None:
+        assert self.may_stop.wait(10)
+        super().stop()
+
+
+class SlowProvider(LocalSandboxProvider):
+    def start(self, workdir, *, labels, read_only=False, output_dir=None, extras=None):
+        box = SlowToStop(workdir, labels, read_only, output_dir, extras)
+        self.started.append(box)
+        return box
+
+
+def sandboxes(tmp_path: Path, provider: LocalSandboxProvider) -> tuple[RunSandboxes, TranscriptLog]:
+    transcript = TranscriptLog(tmp_path / "transcript.jsonl", "run")
+    return RunSandboxes(provider, transcript, "run"), transcript
+
+
+def test_a_retired_sandbox_is_stopped_before_its_cleanup_runs_and_neither_holds_up_the_caller(tmp_path):
+    provider = SlowProvider()
+    boxes, transcript = sandboxes(tmp_path, provider)
+    boxes.exec("T-1", tmp_path, "true")
+    (box,) = provider.started
+    seen: list[bool] = []
+    boxes.retire("T-1", lambda: seen.append(box.stopped))
+    assert seen == []  # returned while the sandbox is still stopping
+    SlowToStop.may_stop.set()
+    boxes.close()  # waits for the retirement
+    assert seen == [True]  # the cleanup ran once no process of the sandbox was left
+    assert [e.data["sandbox"] for e in read_events(transcript.path) if e.kind == "sandbox.stop"] == ["T-1"]
+
+
+def test_a_parked_sandbox_is_retired_too_and_a_failed_cleanup_is_recorded_not_raised(tmp_path):
+    provider = LocalSandboxProvider()
+    boxes, transcript = sandboxes(tmp_path, provider)
+    boxes.exec("T-2", tmp_path, "true")
+    boxes.release("T-2", later=True)  # parked, as a ticket's sandbox is once its tester finished
+
+    def cleanup() -> None:
+        raise OSError("worktree busy")
+
+    boxes.retire("T-2", cleanup)
+    boxes.close()
+    assert provider.started[0].stopped
+    (failed,) = [e for e in read_events(transcript.path) if e.kind == "sandbox.cleanup_failed"]
+    assert failed.ticket == "T-2" and failed.data["error"] == "worktree busy"
