@@ -161,14 +161,20 @@ def audit(
         print(report.model_dump_json(indent=2))
         return
     _print_timeline(report)
-    console.print(_totals_table("By role", report.by_role))
-    console.print(_totals_table("By ticket", report.by_ticket))
-    console.print(_totals_table("Selected" if selected.active else "Run", {"total": report.totals}))
+    # Rows that count nothing (every one, for `--kind plan`) are left out, and a table with none.
+    tables = False
+    for title, groups in (("By role", report.by_role), ("By ticket", report.by_ticket),
+                          ("Selected" if selected.active else "Run", {"total": report.totals})):
+        counted = {name: t for name, t in groups.items() if t != Totals()}
+        if counted:
+            console.print(_totals_table(title, counted))
+            tables = True
     shown = f"{report.events} of {report.run_events} events selected" if selected.active else f"{report.events} events"
     console.print(plain(f"status: {report.status or 'unfinished'} · {shown}"), highlight=False)
-    console.print(plain("tokens: in/out · tools: calls/errors · sbx s: sandbox time, with start and stop"),
-                  style="dim", highlight=False)
-    console.print(plain("$: needs [prices] in macrohard.toml"), style="dim", highlight=False)
+    if tables:
+        console.print(plain("tokens: in/out · tools: calls/errors · sbx s: sandbox time, with start and stop"),
+                      style="dim", highlight=False)
+        console.print(plain("$: needs [prices] in macrohard.toml"), style="dim", highlight=False)
 
 
 @user_errors

@@ -265,3 +265,14 @@ def test_a_decision_is_worded_as_a_person_reads_it():
     event = Event(seq=1, id="e1", ts=0.0, kind="approval", run_id="r1", prev_hash="",
                   data={"gate": "plan", "decision": "reject", "by": "ada", "comment": "split T-3"})
     assert describe(event) == "plan rejected by ada: split T-3"
+
+
+def test_totals_show_only_what_the_selection_counts(run_dir):
+    # The finish counts nothing: no table of zeros for it, nor the tables' legend.
+    shown = runner.invoke(app, ["audit", "r1", "--kind", "run.finished"]).stdout
+    assert "By role" not in shown and "Selected" not in shown and "tokens: in/out" not in shown
+    assert "status: done · 1 of 8 events selected" in shown
+    # Sandbox commands of T-1: its row and the total, and no row for T-2 or the run's other events.
+    shown = runner.invoke(app, ["audit", "r1", "--kind", "sandbox", "--ticket", "T-1"]).stdout
+    assert "By ticket" in shown and "T-1" in shown and "T-2" not in shown and "(no ticket)" not in shown
+    assert "Selected" in shown and "tokens: in/out" in shown
