@@ -163,8 +163,10 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         if "plan" not in self.settings.approve or state.get("status") == "failed":
             return {"rejected": False}
         tickets = sorted(state.get("tickets", {}).values(), key=_order)
+        # Each ticket with what it must do: the criteria are what its verdict and tests are held to.
         summary = _read(self.workspace.repo_dir, PRD_PATH) + "\n\nTickets:\n" + "\n".join(
-            f"- {t.id}: {t.title}" + (f" (after {', '.join(t.depends_on)})" if t.depends_on else "") for t in tickets
+            f"- {t.id}: {t.title}" + (f" (after {', '.join(t.depends_on)})" if t.depends_on else "")
+            + "".join(f"\n    - {c}" for c in t.acceptance_criteria) for t in tickets
         )
         return self._gate("plan", summary)
 

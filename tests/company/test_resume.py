@@ -65,7 +65,9 @@ def test_gates_wait_without_a_person_and_go_on_when_approved(tmp_path, uninterru
     run = create(tmp_path, approve=["plan", "deploy"])
     first = run.execute(LocalSandboxProvider())
     assert first.status == "awaiting_approval" and first.awaiting["gate"] == "plan"
-    assert "T-3: Command line (after T-1, T-2)" in first.awaiting["summary"]
+    # Each ticket with its criteria: what the person approves it to be held to.
+    assert "T-3: Command line (after T-1, T-2)\n    - prints lines, words and the top N words of FILE, N defaulting to 3" \
+        in first.awaiting["summary"]
     with pytest.raises(ConfigError, match="waiting for approval of its plan"):
         CompanyRun.open(run.paths.run_dir).execute(LocalSandboxProvider())
 
