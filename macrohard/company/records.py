@@ -105,13 +105,15 @@ def load_spec(path: Path) -> Spec:
     if not path.is_file():
         raise ConfigError(f"spec file {path} does not exist", "give the path of a Markdown file describing what to build")
     data = path.read_bytes()
+    # A NUL byte is never in text: an image or an archive would otherwise go to the model as tokens of garbage.
+    if (nul := data.find(b"\x00")) >= 0:
+        raise ConfigError(f"spec file {path} is not text: it holds a NUL byte (at byte {nul})",
+                          "give a Markdown (or plain text) file describing what to build")
     try:
-        # A NUL byte is never in text: an image or an archive would otherwise go to the model as tokens of garbage.
-        text = "" if b"\x00" in data else data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if data.strip() and not text:
-        raise ConfigError(f"spec file {path} is not UTF-8 text", "give a Markdown (or plain text) file describing what to build")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"spec file {path} is not UTF-8 text (byte {e.start} cannot be decoded)",
+                          "save it as UTF-8, or give a Markdown (or plain text) file describing what to build") from None
     if not text.strip():
         raise ConfigError(f"spec file {path} is empty", "write what you want built in it, then run again")
     title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), path.stem)

@@ -107,11 +107,15 @@ def test_the_same_kind_of_mistake_gets_the_same_exit_code(cli, tmp_path):
 def test_a_binary_file_is_refused_as_a_spec(cli, tmp_path):
     (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     (tmp_path / "latin1.md").write_bytes("# Caf\xe9\n".encode("latin-1"))
-    for name in ("logo.png", "latin1.md"):
+    said = {
+        "logo.png": "error: spec file logo.png is not text: it holds a NUL byte (at byte 8) "
+                    "(give a Markdown (or plain text) file describing what to build)",
+        "latin1.md": "error: spec file latin1.md is not UTF-8 text (byte 5 cannot be decoded) "
+                     "(save it as UTF-8, or give a Markdown (or plain text) file describing what to build)",
+    }
+    for name, error in said.items():
         result = cli("run", name, "--script", str(DEMO / "script.yaml"))
-        assert result.exit_code == 1 and result.output.strip().splitlines() == [
-            f"error: spec file {name} is not UTF-8 text (give a Markdown (or plain text) file describing what to build)"
-        ]
+        assert result.exit_code == 1 and result.output.strip().splitlines() == [error], result.output
     assert not (tmp_path / "workspaces").exists()
 
 
