@@ -188,7 +188,7 @@ def print_report(console: Console, report: EvalReport) -> None:
             console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
     t = report.totals
     console.print(totals_line(t), highlight=False, markup=False)
-    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost ${t.cost_usd:.4f} · "
+    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost {dollars(t)} · "
                   f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
 
 
@@ -211,8 +211,15 @@ def print_batch(console: Console, report: EvalReport) -> None:
             console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
     t = report.totals
     console.print(batch_totals_line(t), highlight=False, markup=False)
-    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost ${t.cost_usd:.4f} · "
+    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost {dollars(t)} · "
                   f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
+
+
+def dollars(t: EvalTotals) -> str:
+    """What the calls cost, as audit shows it: — when no call had a price in the config (unknown, not free)."""
+    if t.model_calls and t.unpriced_calls == t.model_calls:
+        return "—"
+    return f"${t.cost_usd:.4f}" + (f" (+{t.unpriced_calls} calls unpriced)" if t.unpriced_calls else "")
 
 
 def _signed(value: float | None, fmt: str) -> str:

@@ -43,6 +43,7 @@ class CaseResult(BaseModel):
     completion_tokens: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    unpriced_calls: int = 0  # model calls whose model has no price in the config (their cost is unknown, not 0)
     wall_s: float = 0.0  # the case from start to scored
     run_s: float = 0.0  # of which the run itself
     tamper: dict[str, int] = Field(default_factory=dict)  # events of the orchestrator catching a role at it, by kind
@@ -79,6 +80,7 @@ class EvalTotals(BaseModel):
     model_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    unpriced_calls: int = 0
     wall_s: float = 0.0  # summed over cases (the eval's own wall time is EvalReport.wall_s)
     tamper_events: int = 0
 
@@ -104,7 +106,7 @@ def totals_of(cases: Iterable[CaseResult]) -> EvalTotals:
         t.solved += c.solved
         t.released += c.released
         for name in ("acceptance_passed", "acceptance_total", "tickets_total", "tickets_merged", "tickets_failed",
-                     "tickets_blocked", "attempts", "model_calls", "tokens", "cost_usd", "wall_s", "tamper_events"):
+                     "tickets_blocked", "attempts", "model_calls", "tokens", "cost_usd", "unpriced_calls", "wall_s", "tamper_events"):
             setattr(t, name, getattr(t, name) + getattr(c, name))
     return t
 

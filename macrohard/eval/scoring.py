@@ -75,6 +75,7 @@ def _facts(name: str, run_dir: Path, settings: Settings, acceptance: dict[str, A
         tickets_blocked=counts["blocked"], attempts=sum(t.attempts for t in tickets),
         model_calls=totals.model_calls, prompt_tokens=totals.prompt_tokens, completion_tokens=totals.completion_tokens,
         tokens=totals.prompt_tokens + totals.completion_tokens, cost_usd=totals.cost_usd,
+        unpriced_calls=totals.unpriced_calls,
         run_s=record.active_s, tamper=tamper, tamper_events=sum(tamper.values()),
     )
 
