@@ -195,6 +195,10 @@ class DependencySettings(BaseModel):
     platforms: list[str] = Field(default_factory=lambda: ["manylinux2014_x86_64", "manylinux_2_17_x86_64",
                                                           "manylinux_2_28_x86_64", "linux_x86_64"])
     timeout_s: float = Field(default=300.0, gt=0)
+    # Each wheel as fetched, and a set of packages as installed (its wheels' contents, read from
+    # their zip directories before anything is unpacked): the host's disk, and every product image.
+    max_wheel_mb: float = Field(default=512.0, gt=0)
+    max_installed_mb: float = Field(default=2048.0, gt=0)
 
     @field_validator("index_url")
     @classmethod

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ from macrohard.models import Package
 from macrohard.redact import without_userinfo
 
 DOWNLOAD_CHUNK = 1 << 20
+MB = 1 << 20
 MAX_PACKAGES = 300  # a resolution beyond this is refused: every package is fetched, checked and installed on the host
 
 
@@ -68,6 +70,7 @@ class DependencyStore:
             site = self.root / "sites" / digest
             if not (site / ".complete").is_file():
                 wheels = [self._wheel(p) for p in packages]
+                self._check_installed_size(wheels)
                 self._install(wheels, site)
             return Installed(digest=digest, site=site, packages=packages)
 
@@ -145,11 +148,32 @@ class DependencyStore:
             found = [f for f in Path(tmp).iterdir() if f.name == package.filename]
             if not found:
                 raise DependencyError(f"the index did not serve {package.filename} again for {package.name} {package.version}")
+            size_mb = found[0].stat().st_size / MB
+            if size_mb > self.settings.max_wheel_mb:
+                raise DependencyError(f"{package.filename} is {size_mb:.0f} MB, more than [dependencies] max_wheel_mb "
+                                      f"({self.settings.max_wheel_mb:g}): use a smaller package")
             got = _sha256(found[0])
             if got != package.sha256:
                 raise DependencyError(f"{package.filename}'s sha256 is {got}, not {package.sha256} as the index said: refused")
             os.replace(found[0], path)
         return path
+
+    def _check_installed_size(self, wheels: list[Path]) -> None:
+        """Refuse a set whose wheels unpack to more than the limit, from their zip directories (a zip bomb never
+        unpacks); a cached wheel over the per-wheel limit (the limit was lowered since) is refused too."""
+        total = 0.0
+        for wheel in wheels:
+            if wheel.stat().st_size / MB > self.settings.max_wheel_mb:
+                raise DependencyError(f"{wheel.name} is {wheel.stat().st_size / MB:.0f} MB, more than [dependencies] "
+                                      f"max_wheel_mb ({self.settings.max_wheel_mb:g}): use a smaller package")
+            try:
+                with zipfile.ZipFile(wheel) as z:
+                    total += sum(info.file_size for info in z.infolist()) / MB
+            except (zipfile.BadZipFile, OSError) as e:
+                raise DependencyError(f"{wheel.name} is not a readable wheel: {e}") from None
+        if total > self.settings.max_installed_mb:
+            raise DependencyError(f"the packages unpack to {total:.0f} MB, more than [dependencies] max_installed_mb "
+                                  f"({self.settings.max_installed_mb:g}): depend on fewer or smaller packages")
 
     def _install(self, wheels: list[Path], site: Path) -> None:
         site.parent.mkdir(parents=True, exist_ok=True)

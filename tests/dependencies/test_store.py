@@ -117,3 +117,16 @@ def test_the_policy_holds_for_a_resolution_cached_before_it(tmp_path, index):
     assert store(tmp_path, index).install(requirements("greetlib")).packages  # cached with no policy
     with pytest.raises(DependencyError, match="textcase is denied"):
         store(tmp_path, index, deny=["textcase"]).install(requirements("greetlib"))
+
+
+def test_a_wheel_over_its_size_limit_or_a_set_that_unpacks_too_large_is_refused(tmp_path, index):
+    # 2 MB of zeros: a small download that unpacks large, as a zip bomb does.
+    index.add(make_wheel(tmp_path, "bulky", "1.0", {"bulky/__init__.py": "", "bulky/data.txt": "0" * (2 << 20)}))
+    with pytest.raises(DependencyError, match=r"bulky-1.0-py3-none-any.whl is \d+ MB, more than \[dependencies\] "
+                                              r"max_wheel_mb \(0.001\)"):
+        store(tmp_path, index, max_wheel_mb=0.001).install(requirements("bulky"))
+    with pytest.raises(DependencyError, match=r"the packages unpack to 2 MB, more than \[dependencies\] "
+                                              r"max_installed_mb \(1\)"):
+        store(tmp_path, index, max_installed_mb=1).install(requirements("bulky"))
+    assert not list((tmp_path / "cache" / "sites").glob("*/bulky"))  # nothing was unpacked
+    assert store(tmp_path, index).install(requirements("bulky")).packages[0].name == "bulky"
