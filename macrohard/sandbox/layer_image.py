@@ -162,7 +162,7 @@ def append_build(client: docker.DockerClient, plan: AppendPlan, context: Path, f
             except DockerFailure:
                 pass
             raise LoadRefused(f"it loaded {str(got['Id'])[7:19]}, not the image written ({image_id[7:19]})")
-    except (DockerFailure, LoadRefused) as e:
+    except (*DockerFailure, LoadRefused) as e:
         _refused = f"the engine did not load an appended layer: {one_line(e)}"
         raise LoadRefused(_refused) from e
     log = (f"one layer on {plan.base}: {len(files)} files into {plan.dest}; " + "; ".join(plan.changes) + "\n"
