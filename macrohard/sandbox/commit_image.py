@@ -8,6 +8,11 @@ absolute folder (the stack's default, and the image of a product's packages) is
 made instead as the builder would make it: a container created (never started) from
 the base image, the context put into it as a tar owned by root, and one commit whose
 changes are the Dockerfile's metadata. Anything else goes to the builder.
+
+The commit is itself the slow part there (the engine's naive diff walks the whole root
+file system), so when the metadata is literal the layer is appended instead, without a
+container (layer_image.py); the commit is for the rest, and for an engine that will not
+load an appended layer.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from macrohard.sandbox import lifecycle
 from macrohard.sandbox.base import ImageBuild, ProductImage, SmokeResult
 from macrohard.sandbox.commit_image import commit_build, commit_plan
 from macrohard.sandbox.image import DockerFailure, one_line
+from macrohard.sandbox.layer_image import LoadRefused, append_build, append_plan
 from macrohard.sandbox.smoke import DockerSmoke, Tail, engine_error
 
 
@@ -72,8 +73,17 @@ class DockerProductImages:
         every = {**labels, lifecycle.OWNER_LABEL: lifecycle.owner_id()}
         labelled = dockerfile.rstrip("\n") + "\nLABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(every.items()))
         plan = commit_plan(labelled)
-        if plan is not None:  # metadata and one COPY: one commit, not a layer per step (see commit_image.py)
-            return commit_build(self.client, plan, context, _context_files(context, name), tag)
+        if plan is not None:  # metadata and one COPY: one layer, not a layer per step (see commit_image.py)
+            files = _context_files(context, name)
+            literal = append_plan(labelled)
+            note = ""
+            if literal is not None:  # and that metadata literal: the layer written and loaded, not committed
+                try:
+                    return append_build(self.client, literal, context, files, tag)
+                except LoadRefused as e:
+                    note = f"{e}: one commit instead\n"
+            built = commit_build(self.client, plan, context, files, tag)
+            return built.model_copy(update={"log": note + built.log, "log_bytes": len(note) + built.log_bytes})
         with tempfile.TemporaryFile() as tar:
             _context_tar(context, name, labelled + "\n", tar)
             try:

@@ -90,7 +90,7 @@ def test_the_image_is_built_with_its_labels_and_found_again_by_them(images, buil
     assert images.find(labels(commit="other")) == []
 
 
-def test_a_default_image_is_one_commit_holding_what_copy_would(images, built, docker_client, sandbox_image):
+def test_a_default_image_is_one_layer_holding_what_copy_would(images, built, docker_client, sandbox_image):
     image = docker_client.images.get(built)
     base = docker_client.images.get(sandbox_image)
     assert len(image.attrs["RootFS"]["Layers"]) == len(base.attrs["RootFS"]["Layers"]) + 1  # one layer, not a step each
