@@ -123,12 +123,12 @@ class SandboxSettings(BaseModel):
     def _caps(cls, v: list[str]) -> list[str]:
         return [c.strip().upper().removeprefix("CAP_") for c in v if c.strip()]
 
-    def weakened(self, than: SandboxSettings | None = None) -> list[str]:
-        """One sentence per setting that is weaker than the hardened default (or than `than`)."""
+    def weakened(self, than: SandboxSettings | None = None, was: str = "the run started with") -> list[str]:
+        """One sentence per setting that is weaker than the hardened default (or than `than`, which `was` names)."""
         d = than or SandboxSettings()
         out: list[str] = []
         if than is not None:
-            return self._weaker_than(than)
+            return self._weaker_than(than, was)
         if self.network:
             out.append("network = true: sandboxed code can reach the host's network and the internet")
         if self.allow_root:
@@ -154,18 +154,19 @@ class SandboxSettings(BaseModel):
                 out.append(f"{name} = {shown!r}: limit raised above the default {getattr(d, name)!r}")
         return out
 
-    def _weaker_than(self, before: SandboxSettings) -> list[str]:
-        """What these settings allow that `before` did not: a resumed run must not quietly loosen its sandbox."""
+    def _weaker_than(self, before: SandboxSettings, was: str) -> list[str]:
+        """What these settings allow that `before` did not: a resumed run must not quietly loosen its sandbox
+        (nor a case.toml macrohard.toml's); `was` says whose `before` is: "the run started with"."""
         out: list[str] = []
         for flag, loose in (("network", True), ("allow_root", True), ("read_only", False),
                             ("no_new_privileges", False), ("init", False)):
             if getattr(self, flag) == loose and getattr(before, flag) != loose:
-                out.append(f"{flag} = {str(loose).lower()} (the run started with {str(not loose).lower()})")
+                out.append(f"{flag} = {str(loose).lower()} ({was} {str(not loose).lower()})")
         added = sorted(set(self.cap_add) - set(before.cap_add))
         if added:
             out.append(f"cap_add gains {added}")
         if self.image != before.image:
-            out.append(f"image = {self.image!r} (the run started with {before.image!r})")
+            out.append(f"image = {self.image!r} ({was} {before.image!r})")
         for name, now, then in (
             ("memory", size_bytes(self.memory), size_bytes(before.memory)),
             ("cpus", self.cpus, before.cpus),
@@ -174,7 +175,7 @@ class SandboxSettings(BaseModel):
             ("timeout_s", self.timeout_s, before.timeout_s),
         ):
             if then and (now == 0 or now > then):
-                out.append(f"{name} = {getattr(self, name)!r} (the run started with {getattr(before, name)!r})")
+                out.append(f"{name} = {getattr(self, name)!r} ({was} {getattr(before, name)!r})")
         return out
 
 

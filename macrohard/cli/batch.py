@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from macrohard.cli.common import HELP_OPTIONS, ConfigOpt, ParallelOpt, WorkspacesOpt, at_least, settings_for, user_errors
-from macrohard.cli.fanout import RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute
+from macrohard.cli.fanout import (
+    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute, note_gates,
+)
 from macrohard.cli.helptext import Command
 
 batch_app = typer.Typer(
@@ -31,7 +33,7 @@ ExecutorOpt = Annotated[
 @batch_app.command(RUN, cls=Command)
 @user_errors
 def run_batch(
-    specs: Annotated[list[Path], typer.Argument(metavar="SPEC...", show_default=False, help=(
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC", show_default=False, help=(
         "Spec files (NAME.md: the run is named NAME) or case folders (spec.md, optional script.yaml and case.toml; "
         "an acceptance/ folder there is not run)."))],
     json_out: JsonOpt = None,
@@ -56,6 +58,7 @@ def run_batch(
     from macrohard.eval.runner import EvalOptions, EvalRun
 
     here = settings_for(config, workspaces=workspaces)
+    note_gates(here, "batch")
     # suite: where the specs are, which the batch's start works out from them.
     options = EvalOptions(suite=Path("."), specs=specs, config=config, live=live, model=model,
                           max_parallel=max_parallel)

@@ -11,7 +11,9 @@ from macrohard.cli.common import (
     HELP_OPTIONS, ConfigOpt, ParallelOpt, WorkspacesOpt, at_least, console, settings_for, user_errors,
 )
 from macrohard.cli.evalview import print_comparison
-from macrohard.cli.fanout import RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute
+from macrohard.cli.fanout import (
+    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute, note_gates,
+)
 from macrohard.cli.helptext import Command
 
 COMPARE = "compare"
@@ -59,6 +61,7 @@ def run_suite(
     from macrohard.eval.runner import EvalOptions, EvalRun
 
     here = settings_for(config, workspaces=workspaces)
+    note_gates(here, "eval")
     options = EvalOptions(suite=suite, config=config, live=live, model=model, max_parallel=max_parallel)
     cluster = join_cluster(executor, address, parallel)
     parallel = cluster.parallel if cluster is not None else parallel or 1

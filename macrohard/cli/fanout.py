@@ -115,9 +115,11 @@ def cluster(where: Where, address: str | None, parallel: int | None) -> Any:
 
 
 def execute(run: Any, cluster: Any, json_out: Path | None) -> None:
-    """Run an EvalRun (an eval or a batch) on the cluster, or here; show it live, then its report. Exit 4 if unfinished."""
+    """Run an EvalRun (an eval or a batch) on the cluster, or here; show it live, then its report.
+
+    Exit 4 if some are unfinished (resume goes on), else 1 if some could not be run (`invalid`, `error`)."""
     from macrohard.eval.executor import LocalExecutor
-    from macrohard.eval.results import QUEUED
+    from macrohard.eval.results import ERROR, INVALID, QUEUED
 
     parallel = run.report.parallel
     kind = run.report.kind
@@ -152,6 +154,18 @@ def execute(run: Any, cluster: Any, json_out: Path | None) -> None:
         json_out.write_text(report.model_dump_json(indent=2) + "\n")
     console.print(f"results:  {run.folder / 'eval.json'}", highlight=False, markup=False)
     unfinished = [c.name for c in report.cases if c.status in (QUEUED, "paused", "running", "awaiting_approval")]
-    if unfinished:
+    if unfinished:  # first: resuming is what to do next, whatever else went wrong
         console.print(plain(f"unfinished: {', '.join(unfinished)}; go on with: {again}", style="yellow"))
         raise typer.Exit(int(ExitCode.PAUSED))
+    broken = [f"{c.name} ({c.status})" for c in report.cases if c.status in (INVALID, ERROR)]
+    if broken:  # a script or CI must not take a batch with runs that never ran for a success
+        errors.print(plain(f"not run: {', '.join(broken)}; see the reasons above", style="red"), highlight=False)
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def note_gates(settings: Settings, kind: str) -> None:
+    """Say once that macrohard.toml's `approve` gates are off: an eval's cases and a batch's runs go unattended."""
+    if settings.approve:
+        noun = "a batch's runs" if kind == "batch" else "an eval's cases"
+        errors.print(plain(f"note: approve = {list(settings.approve)} in the settings is not used: {noun} run "
+                           "unattended, with no gate", style="yellow"), highlight=False)

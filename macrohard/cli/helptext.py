@@ -14,13 +14,13 @@ from typing import Any
 
 from typer.core import TyperCommand
 
-_BRACED = re.compile(r"^\{(.+)\}$")
+_BRACED = re.compile(r"^\{(.+)\}(\.\.\.)?$")  # `{SPEC}...`: an argument that takes many
 _TYPE = re.compile(r"\s+<[^>]*>$")
 
 
 class Command(TyperCommand):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        return [_BRACED.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+        return [_BRACED.sub(r"\1\2", piece) for piece in super().collect_usage_pieces(ctx)]
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         arguments: list[tuple[str, str]] = []

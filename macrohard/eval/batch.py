@@ -14,27 +14,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from macrohard.company.records import load_spec as read_spec
 from macrohard.errors import ConfigError
 from macrohard.eval.suite import CASE_NAME, SPEC, Case, Suite, load_case
 
 
+SPEC_HINT = f"give spec files (NAME.md, not empty) or folders with a {SPEC}"
+
+
 def load_spec(path: Path) -> Case:
-    """The run SPEC asks for; what is wrong with it (missing, empty, a bad name) is in `problem`."""
+    """The run SPEC asks for; what is wrong with it (missing, empty, not text, a bad name) is in `problem`.
+
+    A spec file the user names may be a link (their choice); a case folder's own files may not (suite.py).
+    """
     if path.is_dir():
         case = load_case(path, scored=False)
         if case.problem is not None:
             return case.model_copy(update={"problem": f"{path}: {case.problem}"})
         return case
-    case = Case(name=path.stem, folder=path.parent.resolve())
+    case = Case(name=path.stem, folder=path.parent.resolve(), hint=SPEC_HINT)
     if not path.is_file():
         return case.model_copy(update={"problem": f"{path} is neither a spec file nor a case folder"})
     if not CASE_NAME.fullmatch(path.stem):
         return case.model_copy(update={"problem": f"{path}: a run is named after its spec file's stem, which must be "
                                                   "letters, digits, '.', '_' or '-' (at most 64), starting with a "
-                                                  "letter or digit"})
-    if not path.read_bytes().strip():
-        return case.model_copy(update={"problem": f"{path} is empty"})
-    return case.model_copy(update={"spec": path.resolve()})
+                                                  "letter or digit", "hint": "rename the file"})
+    try:
+        read_spec(path)
+    except ConfigError as e:
+        return case.model_copy(update={"problem": e.message, "hint": e.hint})
+    return case.model_copy(update={"spec": path.resolve(), "hint": None})
 
 
 def duplicates(cases: list[Case]) -> str | None:
@@ -55,9 +64,10 @@ def load_specs(paths: list[Path], strict: bool = True) -> Suite:
         raise ConfigError("a batch needs at least one spec", "give spec files (NAME.md) or case folders")
     cases = [load_spec(p) for p in paths]
     if strict:
-        problems = [c.problem for c in cases if c.problem is not None]
-        if problems:
-            raise ConfigError("; ".join(problems), f"give spec files (NAME.md, not empty) or folders with a {SPEC}")
+        refused = [c for c in cases if c.problem is not None]
+        if refused:
+            hints = list(dict.fromkeys(c.hint for c in refused if c.hint))  # each once, in order
+            raise ConfigError("; ".join(c.problem or "" for c in refused), "; ".join(hints) or None)
     clash = duplicates(cases)
     if clash is not None:
         raise ConfigError(clash, "rename one of them, or run them in two batches")

@@ -31,11 +31,13 @@ from macrohard.errors import ConfigError, MacrohardError
 from macrohard.eval.executor import CaseExecutor, CaseJob, CaseWatch
 from macrohard.eval.results import INVALID, QUEUED, CaseResult, EvalReport, totals_of
 from macrohard.eval.batch import load_specs
+from macrohard.eval.casetoml import CASE_SETTINGS
 from macrohard.eval.suite import Case, Suite, load_suite
 from macrohard.transcript.log import Event
 
 EVALS = "evals"
 EVAL_JSON = "eval.json"
+ARTICLE = {"eval": "an eval", "batch": "a batch"}
 
 
 class EvalOptions(BaseModel):
@@ -69,7 +71,11 @@ def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def case_settings(options: EvalOptions, case: Case, workspaces: Path) -> Settings:
-    """The case's settings: macrohard.toml (and the environment), its case.toml, then the eval's own."""
+    """The case's settings: macrohard.toml (and the environment), its case.toml, then the eval's own.
+
+    case.toml holds only the keys a case may set (eval/casetoml.py); of those, the sandbox
+    and the tree limits may be tightened, never loosened: a suite may come from anywhere.
+    """
     flags: dict[str, Any] = {"workspaces": workspaces.resolve(), "acceptance": case.acceptance, "approve": []}
     if options.max_parallel is not None:
         flags["max_parallel"] = options.max_parallel
@@ -78,9 +84,11 @@ def case_settings(options: EvalOptions, case: Case, workspaces: Path) -> Setting
     try:
         settings = load_settings(options.config, overrides=_merged(case.settings, flags))
     except ConfigError as e:
-        raise ConfigError(f"case {case.name}'s settings: {e.message}") from None
-    # A suite may come from anywhere: its case.toml may tighten the sandbox, never loosen it.
-    weaker = settings.sandbox.weakened(than=load_settings(options.config).sandbox)
+        raise ConfigError(f"case {case.name}'s settings: {e.message}", f"fix its {CASE_SETTINGS}") from None
+    base = load_settings(options.config)
+    weaker = settings.sandbox.weakened(than=base.sandbox, was="macrohard.toml has")
+    weaker += [f"workspace.{k} = {v} (macrohard.toml has {getattr(base.workspace, k)})"
+               for k, v in settings.workspace.model_dump().items() if v > getattr(base.workspace, k)]
     if weaker:
         raise ConfigError(f"case {case.name}'s case.toml weakens the sandbox: {'; '.join(weaker)}",
                           "set it in macrohard.toml if you mean it")
@@ -88,35 +96,58 @@ def case_settings(options: EvalOptions, case: Case, workspaces: Path) -> Setting
 
 
 def describe_model(suite: Suite, options: EvalOptions) -> str:
-    """What answers the cases: their scripts, the configured model, or both."""
+    """What answers the cases: their scripts, the configured model, the models their case.toml names, or a mix."""
     configured = options.model or load_settings(options.config).model.model or "the configured model"
-    if options.live or options.model:
+    if options.model:  # --model goes over every case.toml
         return configured
     runnable = [c for c in suite.cases if c.problem is None]
-    scripted = sum(1 for c in runnable if c.script is not None)
+    asking = [c for c in runnable if options.live or c.script is None]
+    own: dict[str, list[str]] = {}  # model: the cases whose case.toml names it
+    for c in asking:
+        named = (c.settings.get("model") or {}).get("model")
+        if isinstance(named, str):
+            own.setdefault(named, []).append(c.name)
     theirs, others = ("the cases' scripts", "cases") if options.kind == "eval" else ("the case folders' scripts", "runs")
-    if scripted == len(runnable):
-        return theirs
-    return configured if scripted == 0 else f"{theirs}; {configured} for {others} without one"
+    one = "case" if options.kind == "eval" else "run"
+    parts: list[str] = []
+    if len(asking) < len(runnable) or not runnable:
+        parts.append(theirs)
+    if len(asking) > sum(len(names) for names in own.values()):
+        parts.append(configured if len(parts) == 0 else f"{configured} for {others} without one")
+    parts += [f"{model} for {one if len(names) == 1 else others} {', '.join(names)}" for model, names in own.items()]
+    return "; ".join(parts)
 
 
 class EvalRun:
     """One eval of a suite; `start` a new one or `resume` one, then `execute`."""
 
-    def __init__(self, folder: Path, workspaces: Path, options: EvalOptions, report: EvalReport) -> None:
+    def __init__(self, folder: Path, workspaces: Path, options: EvalOptions, report: EvalReport,
+                 suite: Suite | None = None) -> None:
         self.folder = folder
         self.workspaces = workspaces
         self.options = options
         self.report = report
-        self.suite = options.cases()
+        self.suite = suite if suite is not None else options.cases()
         self._lock = threading.Lock()
 
     @classmethod
     def start(cls, options: EvalOptions, workspaces: Path, parallel: int, executor: str = "local") -> EvalRun:
+        """A new eval (or batch), checked in full before its folder is made: a refused one leaves nothing behind."""
         suite = options.cases(strict=True)  # errors name the suite, or the specs, as given
-        specs = [p.resolve() for p in options.specs] if options.specs is not None else None
+        # Absolute, not resolved: a SPEC that is a link keeps the name it was given, in this session and the next.
+        specs = [p.absolute() for p in options.specs] if options.specs is not None else None
         options = options.model_copy(update={"suite": suite.path, "specs": specs,
                                              "config": options.config.resolve() if options.config else None})
+        if options.kind == "batch":  # every run's settings too (a case.toml that loosens the sandbox, a bad value)
+            refused: list[ConfigError] = []
+            for case in suite.cases:
+                try:
+                    case_settings(options, case, workspaces)
+                except ConfigError as e:
+                    refused.append(e)
+            if refused:
+                hints = list(dict.fromkeys(e.hint for e in refused if e.hint))
+                raise ConfigError("; ".join(e.message for e in refused), "; ".join(hints) or None)
         eval_id = new_run_id()
         folder = eval_dir(workspaces, eval_id)
         report = EvalReport(eval_id=eval_id, kind=options.kind, suite=suite.path, model=describe_model(suite, options),
@@ -125,7 +156,7 @@ class EvalRun:
                             cases=[CaseResult(name=c.name, status=QUEUED) for c in suite.cases])
         folder.mkdir(parents=True)
         (folder / "options.json").write_text(options.model_dump_json(indent=2) + "\n")
-        run = cls(folder, workspaces, options, report)
+        run = cls(folder, workspaces, options, report, suite)
         run._write()
         return run
 
@@ -139,12 +170,11 @@ class EvalRun:
         folder = eval_dir(workspaces, eval_id)
         if not (folder / EVAL_JSON).is_file():
             raise ConfigError(f"no {kind} {eval_id!r} in {workspaces / EVALS}",
-                              f"give a {kind} id that `macrohard {kind}` printed")
+                              f"give {ARTICLE[kind]} id that `macrohard {kind}` printed")
         options = EvalOptions.model_validate_json((folder / "options.json").read_text())
         report = EvalReport.model_validate_json((folder / EVAL_JSON).read_text())
         if report.kind != kind:
-            article = {"eval": "an eval", "batch": "a batch"}
-            raise ConfigError(f"{eval_id} is {article[report.kind]}, not {article[kind]}",
+            raise ConfigError(f"{eval_id} is {ARTICLE[report.kind]}, not {ARTICLE[kind]}",
                               f"go on with it with `macrohard {report.kind} resume {eval_id}`")
         return cls(folder, workspaces, options, report.model_copy(update={"parallel": parallel, "executor": executor,
                                                                             "finished_at": None}))
@@ -187,7 +217,10 @@ class EvalRun:
 
     def _record(self, result: CaseResult) -> None:
         with self._lock:
-            if all(c.name != result.name for c in self.report.cases):
+            earlier = next((c for c in self.report.cases if c.name == result.name), None)
+            if earlier is not None and earlier.status != QUEUED:  # an earlier session's time on it counts too
+                result = result.model_copy(update={"wall_s": earlier.wall_s + result.wall_s})
+            if earlier is None:
                 self.report = self.report.model_copy(update={"cases": [*self.report.cases, result]})
             self.report = self.report.with_result(result)
             self._write()

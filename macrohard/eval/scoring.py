@@ -104,8 +104,8 @@ def _reason(record: RunRecord, acceptance: dict[str, Any] | None, scored: bool =
     parts: list[str] = []
     if record.failure:
         parts.append(record.failure)
-    elif record.paused_reason:
-        parts.append(f"paused: {record.paused_reason}")
+    elif record.paused_reason:  # the status beside it says paused already
+        parts.append(record.paused_reason)
     if scored and acceptance is None:
         parts.append("no acceptance tests ran: the run made no main branch")
     elif acceptance is not None and not acceptance.get("passed") and acceptance.get("reason"):

@@ -5,13 +5,13 @@
         spec.md        what to build (required)
         acceptance/    pytest files no role ever sees (required: at least one test function)
         script.yaml    the model's answers, to run offline on the scripted model (optional)
-        case.toml      settings for this case, the keys of macrohard.toml (optional)
+        case.toml      settings for this case, some keys of macrohard.toml (optional; eval/casetoml.py)
 
 Every folder of SUITE whose name does not start with `.` or `_` is a case. A case that
 cannot be run (no spec, no acceptance test, an acceptance file that does not parse, a
-script or case.toml that cannot be read) carries the reason in `problem`, and the suite
-goes on without it. Nothing in a case is executed here: acceptance files are parsed,
-never imported.
+script or case.toml that cannot be read, one of spec.md, script.yaml or case.toml that is a
+link) carries the reason in `problem`, and the suite goes on without it. Nothing in a case
+is executed here: acceptance files are parsed, never imported.
 
 A batch (eval/batch.py) reads case folders too, unscored: an acceptance/ folder there is
 left out, and none is required.
@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from macrohard.company.records import load_spec
 from macrohard.errors import ConfigError, ScriptError
+from macrohard.eval.casetoml import CASE_SETTINGS, read_case_toml
 from macrohard.llm.scripted import load_script
 
 CASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SPEC, ACCEPTANCE, SCRIPT, CASE_SETTINGS = "spec.md", "acceptance", "script.yaml", "case.toml"
-# What the eval decides for every case, so a case.toml may not set it.
-EVAL_OWNED = ("acceptance", "workspaces", "approve")
+SPEC, ACCEPTANCE, SCRIPT = "spec.md", "acceptance", "script.yaml"
 
 
 class Case(BaseModel):
@@ -45,6 +44,7 @@ class Case(BaseModel):
     settings: dict[str, Any] = {}  # from case.toml, paths in it made absolute
     tests: int = 0  # tests the acceptance files define (see count_tests)
     problem: str | None = None  # why the case cannot be run; None when it can
+    hint: str | None = None  # what to do about problem, for a command that refuses it up front
 
 
 class Suite(BaseModel):
@@ -84,41 +84,64 @@ def count_tests(folder: Path) -> tuple[int, str | None]:
     return count, None
 
 
-def _case_settings(path: Path, folder: Path) -> dict[str, Any]:
+def case_name(folder: Path) -> str:
+    """A case folder's name as given; `.` or `..` (a batch's SPEC) is named after the folder it stands for."""
+    return folder.name if folder.name not in ("", ".", "..") else folder.resolve().name
+
+
+def not_regular(path: Path) -> str | None:
+    """Why one of a case's files cannot be read as its own: a link (to anywhere on the host), or not a file."""
+    if path.is_symlink():
+        return f"{path.name} is a link; a case's files must be regular files in its folder"
+    if path.exists() and not path.is_file():
+        return f"{path.name} is not a regular file; a case's files must be regular files in its folder"
+    return None
+
+
+def _spec_problem(spec: Path) -> tuple[str, str] | None:
+    """(why the case's spec.md cannot be its spec, what to do), or None when it can."""
+    odd = not_regular(spec)
+    if odd is not None:
+        return odd, "copy the file into the case's folder"
+    if not spec.is_file():
+        return f"the case has no {SPEC}", f"write what to build in {SPEC}"
+    if not spec.read_bytes().strip():
+        return f"its {SPEC} is empty", f"write what to build in {SPEC}"
     try:
-        values = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{CASE_SETTINGS} is not valid TOML: {e}") from None
-    owned = sorted(set(values) & set(EVAL_OWNED))
-    if owned:
-        raise ConfigError(f"{CASE_SETTINGS} sets {', '.join(owned)}, which the eval decides for every case")
-    if isinstance(values.get("roles_dir"), str):
-        values["roles_dir"] = str((folder / values["roles_dir"]).resolve())
-    return values
+        load_spec(spec)
+    except ConfigError as e:
+        return e.message, e.hint or ""
+    return None
 
 
 def load_case(folder: Path, scored: bool = True) -> Case:
     """The case in folder; unscored (a batch's run), any acceptance/ there is left out and none is asked for."""
-    case = Case(name=folder.name, folder=folder.resolve())
-    if not CASE_NAME.fullmatch(folder.name):
+    case = Case(name=case_name(folder), folder=folder.resolve())
+    if not CASE_NAME.fullmatch(case.name):
         return case.model_copy(update={"problem": "a case's folder name must be letters, digits, '.', '_' or '-' "
-                                                  "(at most 64), starting with a letter or digit"})
+                                                  "(at most 64), starting with a letter or digit",
+                                       "hint": "rename the folder"})
     spec, acceptance, script, settings = (folder / n for n in (SPEC, ACCEPTANCE, SCRIPT, CASE_SETTINGS))
-    if not spec.is_file() or not spec.read_bytes().strip():
-        return case.model_copy(update={"problem": f"the case has no {SPEC}" if not spec.is_file() else f"its {SPEC} is empty"})
+    bad_spec = _spec_problem(spec)
+    if bad_spec is not None:
+        return case.model_copy(update={"problem": bad_spec[0], "hint": bad_spec[1] or None})
     case = case.model_copy(update={"spec": spec.resolve()})
     if scored:
         case = _with_acceptance(case, acceptance)
         if case.problem is not None:
             return case
+    for path in (script, settings):
+        odd = not_regular(path)
+        if odd is not None:
+            return case.model_copy(update={"problem": odd, "hint": "copy the file into the case's folder"})
     try:
         if script.is_file():
             load_script(script)
             case = case.model_copy(update={"script": script.resolve()})
         if settings.is_file():
-            case = case.model_copy(update={"settings": _case_settings(settings, folder)})
+            case = case.model_copy(update={"settings": read_case_toml(settings, folder)})
     except (ScriptError, ConfigError) as e:
-        return case.model_copy(update={"problem": e.message})
+        return case.model_copy(update={"problem": e.message, "hint": e.hint})
     return case
 
 

@@ -98,3 +98,48 @@ def test_the_live_view_of_a_batch_shows_released_not_acceptance():
     assert lines[-3].split() == ["run", "status", "now", "tickets", "calls", "tokens", "released", "time"]
     assert lines[-2].split()[:2] == ["a", "done"] and "yes" in lines[-2].split()
     assert "acceptance" not in text
+
+
+def test_a_batch_with_runs_that_could_not_run_exits_1(cli, local_sandbox, endpoint, tmp_path):
+    (tmp_path / "keep.md").write_text(SPEC)
+    (tmp_path / "gone.md").write_text(SPEC)
+    (tmp_path / "macrohard.toml").write_text('approve = ["plan"]\n')
+    started = cli("batch", "keep.md", "gone.md")
+    assert started.exit_code == 0, started.output
+    assert "note: approve = ['plan'] in the settings is not used: a batch's runs run unattended, with no gate" \
+        in one_line(started.output)
+    # As if the batch had been stopped before `gone` started, and its spec went missing since.
+    (tmp_path / "gone.md").unlink()
+    (folder,) = (tmp_path / "workspaces" / "evals").iterdir()
+    report = json.loads((folder / "eval.json").read_text())
+    report["cases"][1]["status"] = "queued"
+    (folder / "eval.json").write_text(json.dumps(report))
+    shutil.rmtree(tmp_path / "workspaces" / report["cases"][1]["run_id"])
+    again = cli("batch", "resume", "latest")
+    assert again.exit_code == 1, again.output
+    assert "not run: gone (invalid); see the reasons above" in one_line(again.output)
+
+
+def test_batch_wording(cli, tmp_path):
+    none = cli("batch", "resume", "latest")
+    assert none.exit_code == 1 and "(give a batch id that `macrohard batch` printed)" in one_line(none.output)
+    assert "(give an eval id that `macrohard eval` printed)" in one_line(cli("eval", "resume", "latest").output)
+    usage = cli("batch", "run", "--help").output
+    assert "batch run [OPTIONS] SPEC...\n" in usage and "{" not in usage
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "spec.md").write_bytes(b"\xff\xfe not utf-8\n")
+    (tmp_path / "shop" / "script.yaml").write_text("engineer: [unclosed\n")
+    bad = cli("batch", "shop")
+    assert bad.exit_code == 1 and "shop: spec file" in one_line(bad.output) and "is not UTF-8 text" in one_line(bad.output)
+    assert "give spec files" not in bad.output
+    (tmp_path / "shop" / "spec.md").write_text(SPEC)
+    script = cli("batch", "shop")
+    assert script.exit_code == 1 and "give spec files" not in script.output
+
+
+def test_batch_of_the_folder_it_is_in(cli, local_sandbox, tmp_path, monkeypatch):
+    shutil.copytree(SUITE / "slugify", tmp_path / "slugify")
+    monkeypatch.chdir(tmp_path / "slugify")
+    result = cli("batch", ".", "--workspaces", str(tmp_path / "ws"))
+    assert result.exit_code == 0, result.output
+    assert "slugify: done, released" in one_line(result.output)

@@ -95,3 +95,14 @@ def test_the_live_view_follows_each_case_and_ctrl_c_pauses_them():
     assert not view.starting(Job("b"))  # no more cases start
     view.finished(CaseResult(name="a", status="paused", reason="paused: paused by the user (Ctrl-C)"))
     assert "a: paused, acceptance 0/0: paused: paused by the user (Ctrl-C)" in console.export_text()
+
+
+def test_an_eval_with_cases_that_could_not_run_exits_1(cli, local_sandbox, tmp_path):
+    import shutil
+
+    shutil.copytree(SUITE / "slugify", tmp_path / "suite" / "slugify")
+    (tmp_path / "suite" / "nospec" / "acceptance").mkdir(parents=True)
+    result = cli("eval", "suite")
+    assert result.exit_code == 1, result.output
+    said = one_line(result.output)
+    assert "solved 1 of 2" in said and "not run: nospec (invalid); see the reasons above" in said

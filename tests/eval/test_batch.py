@@ -143,3 +143,88 @@ def test_a_resumed_batch_whose_spec_went_missing_reports_that_run_invalid(tmp_pa
     got = {c.name: c for c in report.cases}
     assert got["keep"].released and got["gone"].status == "invalid"
     assert "gone.md is neither a spec file nor a case folder" in got["gone"].reason
+
+
+def test_specs_that_are_links_keep_the_names_they_were_given_to_the_end(tmp_path, make_case, endpoint, bundled_roles):
+    from test_eval_runs import Watch
+
+    real = make_case("real")
+    (tmp_path / "shop").symlink_to(real)  # a folder given by a link: the run is `shop`, in every session
+    (tmp_path / "blog").symlink_to(real)  # a second link to it: another run of the same spec
+    spec = spec_file(tmp_path / "specs", "actual.md")
+    (tmp_path / "todo.md").symlink_to(spec)  # a spec file the user names may be a link: their choice
+    specs = [tmp_path / "shop", tmp_path / "blog", tmp_path / "todo.md"]
+    run = EvalRun.start(EvalOptions(suite=Path("."), specs=specs), tmp_path / "ws", parallel=1)
+    first = run.execute(executor(factory=endpoint), Watch(hold=("blog",)))
+    assert [(c.name, c.status) for c in first.cases] == [("shop", "done"), ("blog", "queued"), ("todo", "done")]
+    report = EvalRun.resume(run.eval_id, tmp_path / "ws", parallel=1, kind="batch").execute(executor(factory=endpoint))
+    assert [(c.name, c.status, c.released) for c in report.cases] == [
+        ("shop", "done", True), ("blog", "done", True), ("todo", "done", True)]
+
+
+@pytest.mark.parametrize("what, message, hint", [
+    ("latin-1 file", "is not UTF-8 text", "give a Markdown (or plain text) file describing what to build"),
+    ("nul byte file", "is not UTF-8 text", "give a Markdown (or plain text) file describing what to build"),
+    ("linked spec.md", "spec.md is a link; a case's files must be regular files in its folder",
+     "copy the file into the case's folder"),
+    ("bad script", "script", None),
+    ("loosened sandbox", "case loose's case.toml weakens the sandbox: network = true (macrohard.toml has false)",
+     "set it in macrohard.toml if you mean it"),
+    ("bad setting", "case bad's settings: bad setting 'max_attempts'", "fix its case.toml"),
+])
+def test_every_problem_is_refused_up_front_with_its_own_hint(tmp_path, make_case, what, message, hint):
+    def linked() -> Path:
+        folder = make_case("linked")
+        (tmp_path / "secret.txt").write_text("a host file\n")
+        (folder / "spec.md").unlink()
+        (folder / "spec.md").symlink_to(tmp_path / "secret.txt")
+        return folder
+
+    paths = {
+        "latin-1 file": lambda: [_bytes(tmp_path / "a.md", b"caf\xe9\n")],
+        "nul byte file": lambda: [_bytes(tmp_path / "b.md", b"# b\n\x00\n")],
+        "linked spec.md": lambda: [linked()],
+        "bad script": lambda: [make_case("s", script="engineer: [unclosed\n")],
+        "loosened sandbox": lambda: [make_case("loose", settings="[sandbox]\nnetwork = true\n")],
+        "bad setting": lambda: [make_case("bad", settings="max_attempts = 0\n")],
+    }[what]()
+    with pytest.raises(ConfigError) as raised:
+        EvalRun.start(EvalOptions(suite=Path("."), specs=paths), tmp_path / "ws", parallel=1)
+    assert message in raised.value.message
+    if hint is not None:
+        assert raised.value.hint == hint
+    assert raised.value.hint is None or "give spec files" not in raised.value.hint  # a spec-file hint for spec files only
+    assert not (tmp_path / "ws").exists()
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_a_run_keeps_its_time_across_sessions(tmp_path, make_case, bundled_roles):
+    from test_eval_runs import Watch
+
+    a, b = make_case("a"), make_case("b")
+    run = EvalRun.start(EvalOptions(suite=Path("."), specs=[a, b]), tmp_path / "ws", parallel=1)
+    first = run.execute(executor(), Watch(hold=("b",)))
+    spent = first.cases[0].wall_s
+    assert spent > 0
+    report = EvalRun.resume(run.eval_id, tmp_path / "ws", parallel=1, kind="batch").execute(executor())
+    assert report.cases[0].wall_s >= spent  # reported again, and its first session's time still counts
+    again = EvalRun.resume(run.eval_id, tmp_path / "ws", parallel=1, kind="batch").execute(executor())
+    assert again.cases[1].wall_s >= report.cases[1].wall_s > 0
+
+
+def test_a_paused_run_says_why_once(tmp_path, make_case, bundled_roles):
+    folder = make_case("tight", settings="[budget]\nmax_tokens = 1\n")
+    report = EvalRun.start(EvalOptions(suite=Path("."), specs=[folder]), tmp_path / "ws", parallel=1).execute(executor())
+    (c,) = report.cases
+    assert c.status == "paused" and c.reason is not None
+    assert c.reason.startswith("token budget reached") and "paused" not in c.reason
+
+
+def test_a_case_folder_given_as_dot_is_a_run_named_after_it(tmp_path, make_case, monkeypatch):
+    monkeypatch.chdir(make_case("shop"))
+    suite = load_specs([Path(".")])
+    assert [c.name for c in suite.cases] == ["shop"] and suite.cases[0].problem is None

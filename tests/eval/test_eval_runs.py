@@ -15,8 +15,8 @@ from fakes import LocalSandboxProvider
 from macrohard.eval.executor import CaseJob, LocalExecutor
 from macrohard.eval.results import EvalReport
 from macrohard.errors import ConfigError
-from macrohard.eval.runner import EvalOptions, EvalRun, case_settings
-from macrohard.eval.suite import load_case
+from macrohard.eval.runner import EvalOptions, EvalRun, case_settings, describe_model
+from macrohard.eval.suite import load_case, load_suite
 from macrohard.llm.scripted import ScriptedModel
 from macrohard.transcript.log import read_events
 
@@ -174,5 +174,22 @@ def test_a_case_may_tighten_the_sandbox_but_not_loosen_it(tmp_path, make_case):
     tight = load_case(make_case("tight", acceptance={"test_a.py": ACCEPTANCE}, settings='[sandbox]\nmemory = "512m"\n'))
     assert case_settings(options, tight, tmp_path / "ws").sandbox.memory == "512m"
     loose = load_case(make_case("loose", acceptance={"test_a.py": ACCEPTANCE}, settings="[sandbox]\nnetwork = true\n"))
-    with pytest.raises(ConfigError, match="case loose's case.toml weakens the sandbox: network = true"):
+    with pytest.raises(ConfigError, match=r"case loose's case.toml weakens the sandbox: network = true \(macrohard.toml has false\)"):
         case_settings(options, loose, tmp_path / "ws")
+
+
+def test_the_report_names_the_model_a_case_toml_asks_for(tmp_path, make_case, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MACROHARD_MODEL__MODEL", raising=False)
+    accept = {"test_a.py": ACCEPTANCE}
+    make_case("a", acceptance=accept, script=None, settings='[model]\nmodel = "gpt-x"\n')
+    make_case("b", acceptance=accept, script=None)
+    make_case("c", acceptance=accept, settings='[model]\nmodel = "gpt-y"\n')  # its script answers: gpt-y is not asked
+    suite = load_suite(tmp_path / "suite")
+    assert describe_model(suite, EvalOptions(suite=suite.path)) == \
+        "the cases' scripts; the configured model for cases without one; gpt-x for case a"
+    assert describe_model(suite, EvalOptions(suite=suite.path, live=True)) == \
+        "the configured model; gpt-x for case a; gpt-y for case c"
+    assert describe_model(suite, EvalOptions(suite=suite.path, model="other")) == "other"  # --model goes over case.toml
+    only = load_suite(make_case("d", acceptance=accept, script=None, settings='[model]\nmodel = "gpt-x"\n', suite="one").parent)
+    assert describe_model(only, EvalOptions(suite=only.path)) == "gpt-x for case d"

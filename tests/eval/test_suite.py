@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cases import ACCEPTANCE, BUNDLED
@@ -91,3 +93,42 @@ def test_the_bundled_suite_has_five_runnable_cases_each_with_a_script_and_a_chea
     assert len(suite.cases) >= 5
     assert all(c.problem is None and c.script is not None and c.tests >= 4 for c in suite.cases)
     assert any(c.name.startswith("cheat") for c in suite.cases)
+
+
+@pytest.mark.parametrize("name", ["spec.md", "script.yaml", "case.toml"])
+def test_a_case_file_that_is_a_link_is_refused_not_followed(make_case, tmp_path, name):
+    """A link would make a host file's text the run's spec (sent to the model, kept in the transcript)."""
+    folder = make_case("linked", acceptance={"test_a.py": ACCEPTANCE}, settings="max_attempts = 2\n")
+    host = tmp_path / "host-file"
+    host.write_text((folder / name).read_text())  # the same text: only the link is wrong
+    (folder / name).unlink()
+    (folder / name).symlink_to(host)
+    case = load_case(folder)
+    assert case.problem == f"{name} is a link; a case's files must be regular files in its folder"
+    assert case.spec is None or name != "spec.md"
+
+
+def test_a_case_file_that_is_a_folder_is_refused(make_case):
+    folder = make_case("odd", acceptance={"test_a.py": ACCEPTANCE}, script=None)
+    (folder / "script.yaml").mkdir()
+    assert load_case(folder).problem == "script.yaml is not a regular file; a case's files must be regular files in its folder"
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"# caf\xe9\n\nLatin-1, not UTF-8.\n", "is not UTF-8 text"),
+    (b"# one\n\x00\x01binary\n", "is not UTF-8 text"),
+])
+def test_a_spec_that_is_not_text_is_refused(make_case, data, problem):
+    folder = make_case("binary", acceptance={"test_a.py": ACCEPTANCE})
+    (folder / "spec.md").write_bytes(data)
+    case = load_case(folder)
+    assert case.problem is not None and problem in case.problem and case.spec is None
+
+
+def test_a_case_folder_given_as_dot_is_named_after_the_folder(make_case, monkeypatch):
+    folder = make_case("shop")
+    monkeypatch.chdir(folder)
+    assert load_case(Path("."), scored=False).name == "shop"
+    (folder / "notes").mkdir()
+    monkeypatch.chdir(folder / "notes")
+    assert load_case(Path(".."), scored=False).name == "shop"
