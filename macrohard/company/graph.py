@@ -212,15 +212,17 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
             # mostly idle round.
             key=lambda t: (-_dependants(t.id, tickets), _order(t)),
         )[: self.settings.max_parallel]
-        if ready:
-            # Main's first verdict finds its sandbox started (a run stopped at its plan starts none).
-            self.verdicts.prepare("verdict:main")
-            # The step's model calls leave the CPU room to stop what earlier steps released.
-            self.sandboxes.flush()
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
             self._node("dispatch", ticket=t.id, worktree=str(path))
+        if ready:
+            # After the worktrees, which the next roles wait for; containers starting and stopping
+            # would only slow git down. Main's first verdict finds its sandbox started (a run
+            # stopped at its plan starts none), and the step's model calls leave the CPU room to
+            # stop what earlier steps released.
+            self.verdicts.prepare("verdict:main")
+            self.sandboxes.flush()
         for t in updates.values():
             if t.status == TicketStatus.BLOCKED:
                 self.transcript.append("ticket.blocked", ticket=t.id, reason=t.failure_reason)
