@@ -163,8 +163,10 @@ def test_specs_that_are_links_keep_the_names_they_were_given_to_the_end(tmp_path
 
 
 @pytest.mark.parametrize("what, message, hint", [
-    ("latin-1 file", "is not UTF-8 text", "give a Markdown (or plain text) file describing what to build"),
-    ("nul byte file", "is not UTF-8 text", "give a Markdown (or plain text) file describing what to build"),
+    ("latin-1 file", "is not UTF-8 text (byte 3 cannot be decoded)",
+     "save it as UTF-8, or give a Markdown (or plain text) file describing what to build"),
+    ("nul byte file", "is not text: it holds a NUL byte (at byte 4)",
+     "give a Markdown (or plain text) file describing what to build"),
     ("linked spec.md", "spec.md is a link; a case's files must be regular files in its folder",
      "copy the file into the case's folder"),
     ("bad script", "script", None),

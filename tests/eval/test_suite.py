@@ -115,8 +115,8 @@ def test_a_case_file_that_is_a_folder_is_refused(make_case):
 
 
 @pytest.mark.parametrize("data, problem", [
-    (b"# caf\xe9\n\nLatin-1, not UTF-8.\n", "is not UTF-8 text"),
-    (b"# one\n\x00\x01binary\n", "is not UTF-8 text"),
+    (b"# caf\xe9\n\nLatin-1, not UTF-8.\n", "is not UTF-8 text (byte 5 cannot be decoded)"),
+    (b"# one\n\x00\x01binary\n", "is not text: it holds a NUL byte (at byte 6)"),
 ])
 def test_a_spec_that_is_not_text_is_refused(make_case, data, problem):
     folder = make_case("binary", acceptance={"test_a.py": ACCEPTANCE})
