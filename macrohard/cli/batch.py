@@ -9,7 +9,7 @@ import typer
 
 from macrohard.cli.common import HELP_OPTIONS, ConfigOpt, ParallelOpt, WorkspacesOpt, at_least, settings_for, user_errors
 from macrohard.cli.fanout import (
-    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute, note_gates,
+    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, fan_out, note_gates,
 )
 from macrohard.cli.helptext import Command
 
@@ -62,9 +62,7 @@ def run_batch(
     # suite: where the specs are, which the batch's start works out from them.
     options = EvalOptions(suite=Path("."), specs=specs, config=config, live=live, model=model,
                           max_parallel=max_parallel)
-    cluster = join_cluster(executor, address, parallel)
-    parallel = cluster.parallel if cluster is not None else parallel or 1
-    execute(EvalRun.start(options, here.workspaces, parallel, executor.value), cluster, json_out)
+    fan_out(executor, address, parallel, json_out, lambda n: EvalRun.start(options, here.workspaces, n, executor.value))
 
 
 @batch_app.command(RESUME, cls=Command)
@@ -82,6 +80,5 @@ def resume_batch(
     from macrohard.eval.runner import EvalRun
 
     here = settings_for(config, workspaces=workspaces)
-    cluster = join_cluster(executor, address, parallel)
-    parallel = cluster.parallel if cluster is not None else parallel or 1
-    execute(EvalRun.resume(batch_id, here.workspaces, parallel, executor.value, kind="batch"), cluster, json_out)
+    fan_out(executor, address, parallel, json_out,
+            lambda n: EvalRun.resume(batch_id, here.workspaces, n, executor.value, kind="batch"))

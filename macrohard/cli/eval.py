@@ -12,7 +12,7 @@ from macrohard.cli.common import (
 )
 from macrohard.cli.evalview import print_comparison
 from macrohard.cli.fanout import (
-    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, cluster as join_cluster, execute, note_gates,
+    RESUME, RUN, AddressOpt, JsonOpt, RunFirst, Where, fan_out, note_gates,
 )
 from macrohard.cli.helptext import Command
 
@@ -63,9 +63,7 @@ def run_suite(
     here = settings_for(config, workspaces=workspaces)
     note_gates(here, "eval")
     options = EvalOptions(suite=suite, config=config, live=live, model=model, max_parallel=max_parallel)
-    cluster = join_cluster(executor, address, parallel)
-    parallel = cluster.parallel if cluster is not None else parallel or 1
-    execute(EvalRun.start(options, here.workspaces, parallel, executor.value), cluster, json_out)
+    fan_out(executor, address, parallel, json_out, lambda n: EvalRun.start(options, here.workspaces, n, executor.value))
 
 
 @eval_app.command(RESUME, cls=Command)
@@ -83,9 +81,7 @@ def resume_eval(
     from macrohard.eval.runner import EvalRun
 
     here = settings_for(config, workspaces=workspaces)
-    cluster = join_cluster(executor, address, parallel)
-    parallel = cluster.parallel if cluster is not None else parallel or 1
-    execute(EvalRun.resume(eval_id, here.workspaces, parallel, executor.value), cluster, json_out)
+    fan_out(executor, address, parallel, json_out, lambda n: EvalRun.resume(eval_id, here.workspaces, n, executor.value))
 
 
 @eval_app.command(COMPARE, cls=Command)

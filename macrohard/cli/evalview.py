@@ -183,13 +183,7 @@ def print_report(console: Console, report: EvalReport) -> None:
     console.print(table)
     if any(c.acceptance_on == "main" for c in report.cases):
         console.print("* scored on main by the eval: the run released nothing (see its reason)", highlight=False, markup=False)
-    for c in report.cases:
-        if c.reason:
-            console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
-    t = report.totals
-    console.print(totals_line(t), highlight=False, markup=False)
-    console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost {dollars(t)} · "
-                  f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
+    _reasons_and_totals(console, report, totals_line(report.totals))
 
 
 def print_batch(console: Console, report: EvalReport) -> None:
@@ -206,11 +200,16 @@ def print_batch(console: Console, report: EvalReport) -> None:
                       f"{c.tickets_merged}/{c.tickets_total}", str(c.tickets_failed), str(c.tokens), *cost,
                       f"{c.wall_s:.1f}s", str(c.tamper_events))
     console.print(table)
+    _reasons_and_totals(console, report, batch_totals_line(report.totals))
+
+
+def _reasons_and_totals(console: Console, report: EvalReport, outcome: str) -> None:
+    """Under the table: why each case or run ended as it did, what came of them all, and what it took."""
     for c in report.cases:
         if c.reason:
             console.print(Text.assemble((f"{c.name}: ", "bold"), plain(c.reason, style=STATUS_STYLE.get(c.status, ""))))
     t = report.totals
-    console.print(batch_totals_line(t), highlight=False, markup=False)
+    console.print(outcome, highlight=False, markup=False)
     console.print(f"model calls {t.model_calls} · tokens {t.tokens} · cost {dollars(t)} · "
                   f"tamper events {t.tamper_events} · wall time {report.wall_s:.1f}s", highlight=False, markup=False)
 

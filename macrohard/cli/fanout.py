@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +113,13 @@ def cluster(where: Where, address: str | None, parallel: int | None) -> Any:
     executor = RayExecutor(address, parallel, model_factory=driving.model_factory(None))
     executor.connect()
     return executor
+
+
+def fan_out(where: Where, address: str | None, parallel: int | None, json_out: Path | None,
+            make: Callable[[int], Any]) -> None:
+    """Join the cluster first (or stay here), then make the EvalRun for as many at once as it offers, and execute it."""
+    joined = cluster(where, address, parallel)
+    execute(make(joined.parallel if joined is not None else parallel or 1), joined, json_out)
 
 
 def execute(run: Any, cluster: Any, json_out: Path | None) -> None:
