@@ -171,8 +171,8 @@ def main() -> int:
     provider = DockerSandboxProvider(settings.sandbox, client)
     results = []
     with tempfile.TemporaryDirectory(prefix="macrohard-bench-") as tmp:
-        for p in args.parallel:
-            folder = Path(tmp) / f"p{p}"
+        for i, p in enumerate(args.parallel):
+            folder = Path(tmp) / f"{i}-p{p}"  # a setting may be asked for twice (--parallel 4 4)
             folder.mkdir()
             results.append(run_once(folder, p, args.latency, provider))
 
