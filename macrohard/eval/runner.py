@@ -234,7 +234,7 @@ class EvalRun:
 
 
 def _kind(eval_json: Path) -> str:
-    """An eval.json's kind, without reading it all (an unreadable one is no kind, and not picked as `latest`)."""
+    """An eval.json's kind (an unreadable one is no kind, and not picked as `latest`)."""
     try:
         return EvalReport.model_validate_json(eval_json.read_text()).kind
     except (ValueError, OSError):

@@ -60,10 +60,10 @@ def acceptance_score(data: dict[str, Any], defined: int) -> tuple[int, int, bool
     return passed, total, verdict
 
 
-def _facts(name: str, run_dir: Path, settings: Settings, acceptance: dict[str, Any] | None) -> CaseResult:
+def _facts(name: str, run_dir: Path, settings: Settings, acceptance: dict[str, Any] | None,
+           record: RunRecord) -> CaseResult:
     """What the run did, by the orchestrator's records: status, tickets, calls, tokens, cost, tamper."""
     paths = RunPaths(run_dir=run_dir)
-    record = RunRecord.model_validate_json(paths.run_json.read_text())
     events = list(read_events(paths.transcript)) if paths.transcript.is_file() else []
     totals = build_report(events, settings.prices).totals
     tickets = list((checkpoint_values(paths).get("tickets") or {}).values())
@@ -86,7 +86,7 @@ def score_run(name: str, run_dir: Path, settings: Settings, defined: int, check:
     data = check()
     on = data.get("on") if data is not None else None
     passed, total, verdict = acceptance_score(data, defined) if data is not None else (0, defined, False)
-    return _facts(name, run_dir, settings, data).model_copy(update=dict(
+    return _facts(name, run_dir, settings, data, record).model_copy(update=dict(
         reason=_reason(record, data), released=on == "release",
         solved=on == "release" and verdict and passed == total, acceptance_passed=passed, acceptance_total=total,
         acceptance_on=on,
@@ -96,7 +96,7 @@ def score_run(name: str, run_dir: Path, settings: Settings, defined: int, check:
 def report_run(name: str, run_dir: Path, settings: Settings, released: bool) -> CaseResult:
     """The result of a batch's run, not scored: what it did, and whether it released (its tag is in git)."""
     record = RunRecord.model_validate_json(RunPaths(run_dir=run_dir).run_json.read_text())
-    return _facts(name, run_dir, settings, None).model_copy(update={
+    return _facts(name, run_dir, settings, None, record).model_copy(update={
         "reason": _reason(record, None, scored=False), "released": released})
 
 

@@ -53,6 +53,8 @@ def test_the_eval_list_and_page_show_every_case_with_its_score_and_run(evaluated
         assert client.get(f"/runs/{case.run_id}").status_code == 200
     assert "on main" in page.text and 'class="warn"' in page.text  # the cheat that edited tests: scored on main, tamper
     assert 'http-equiv="refresh"' not in page.text  # finished: no reloading
+    # Scripted calls have no price in the config: their cost is unknown, not $0, as the CLI says it.
+    assert "cost — (no price in the config)" in page.text and "$0.0000" not in page.text
     assert 'href="/evals"' in client.get("/").text  # the runs page leads to the evals
 
 
