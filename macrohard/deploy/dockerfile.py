@@ -36,7 +36,15 @@ WHY_NOT = {
 }
 COPY_FLAGS = ("--chown=",)
 _DIRECTIVE = re.compile(r"#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
-_ROOT = re.compile(r"(root|0)(:.*)?", re.IGNORECASE)
+_ODD_SPACE = re.compile(r"[^\S \t\r\n]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def is_root(user: str) -> bool:
+    """Whether a USER value (`name`, `uid`, `name:group`, `uid:gid`) is root or its group, as the runtime reads
+    it: `00`, `+0` and `-0` are uid 0 too (it reads digits as a number), `ROOT` is not the user root but is refused."""
+    parts = [p.strip() for p in user.strip().split(":")]
+    return any(p.lower() == "root" or (_NUMBER.fullmatch(p) is not None and int(p) == 0) for p in parts)
 
 
 class DockerfileRefused(Exception):
@@ -104,6 +112,10 @@ def check(text: str, base: str, own: Iterable[str] = ()) -> Dockerfile:
         raise DockerfileRefused([f"the Dockerfile is larger than {MAX_BYTES // 1024} KiB"])
     problems = [f"line {n}: parser directive `{line.strip()}`: the file is read as written, with no directive"
                 for n, line in enumerate(text.splitlines(), 1) if _DIRECTIVE.match(line.strip())]
+    # Characters that one reader takes for a space and another not (the engine splits on Unicode
+    # spaces, shlex and our own parsers on ASCII ones): a label or a variable could hide in them.
+    problems += [f"line {n}: holds a control or non-ASCII space character ({ord(odd[0]):#x}); write plain spaces"
+                 for n, line in enumerate(text.splitlines(), 1) if (odd := _ODD_SPACE.findall(line))]
     kept: list[str] = []
     has_user = False
     parsed = instructions(text)
@@ -128,7 +140,13 @@ def check(text: str, base: str, own: Iterable[str] = ()) -> Dockerfile:
     lines = [f"FROM {base}", *kept]
     if not has_user:
         lines.append(f"USER {PRODUCT_USER}")
-    return Dockerfile(text="\n".join(lines) + "\n", source="Dockerfile")
+    rendered = "\n".join(lines) + "\n"
+    # What is built must read back as exactly these instructions: nothing of one may run into the next
+    # (a line that ends in a backslash would take the USER or LABEL line after it).
+    if [(w, a) for _, w, a in instructions(rendered)] != [tuple(line.split(" ", 1)) for line in lines]:
+        raise DockerfileRefused(["the Dockerfile does not read back as the instructions checked; "
+                                 "write one instruction per line, with no backslash at the end of an instruction"])
+    return Dockerfile(text=rendered, source="Dockerfile")
 
 
 def _problem(word: str, args: str) -> str | None:
@@ -138,6 +156,8 @@ def _problem(word: str, args: str) -> str | None:
         return f"unknown or not allowed (allowed: FROM, {', '.join(sorted(ALLOWED))})"
     if not args:
         return "needs arguments"
+    if args.endswith("\\"):
+        return "ends in a backslash, which would join the next instruction to it"
     if "<<" in args and word == "COPY":
         return "heredocs are not allowed"
     if word == "COPY":
@@ -148,8 +168,8 @@ def _problem(word: str, args: str) -> str | None:
     if word == "USER":
         if "$" in args:
             return "names a variable; name the user or uid itself"
-        if _ROOT.fullmatch(args.strip()):
-            return "the product does not run as root; use a uid such as 65534"
+        if is_root(args):
+            return "the product does not run as root (user or group); use a uid such as 65534"
     if word == "LABEL":
         try:
             keys = [token.split("=", 1)[0] for token in shlex.split(args)]

@@ -36,8 +36,9 @@ from macrohard.sandbox.base import ImageBuild
 from macrohard.sandbox.commit_image import CommitPlan, _tar, commit_plan
 from macrohard.sandbox.image import DockerFailure, one_line
 
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e\n\t]")
 _PAIR = r'[A-Za-z0-9_][A-Za-z0-9_.\-/]*=(?:"[^"]*"|[^\s"\']*)'
-_PAIRS = re.compile(rf"{_PAIR}(?:\s+{_PAIR})*")
+_PAIRS = re.compile(rf"{_PAIR}(?:[ \t]+{_PAIR})*")
 _PORT = re.compile(r"([1-9][0-9]{0,4})(/(?:tcp|udp|sctp))?")
 _PLAIN = re.compile(r"[^\s\"']+")
 _refused: str | None = None  # why this process's engine would not load an appended layer, once it would not
@@ -63,7 +64,8 @@ class LoadRefused(Exception):
 def append_plan(dockerfile: str) -> AppendPlan | None:
     """commit_plan's plan, its metadata read; None when any of it is beyond the literal subset."""
     plan = commit_plan(dockerfile)
-    if plan is None or "$" in dockerfile or "\\" in dockerfile:
+    # Printable ASCII only: the engine takes any Unicode space for a separator, this reader does not.
+    if plan is None or "$" in dockerfile or "\\" in dockerfile or _NOT_PLAIN.search(dockerfile):
         return None
     settings = [_setting(word, args) for _, word, args in instructions(dockerfile)[1:] if word != "COPY"]
     if any(s is None for s in settings):

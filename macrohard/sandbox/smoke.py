@@ -20,6 +20,7 @@ from docker.errors import NotFound
 from docker.models.containers import Container
 
 from macrohard.config import SandboxSettings
+from macrohard.deploy.dockerfile import is_root
 from macrohard.errors import SandboxError
 from macrohard.models import RunSpec
 from macrohard.sandbox import lifecycle
@@ -140,7 +141,7 @@ class DockerSmoke:
         except DockerFailure as e:
             raise engine_error(f"cannot inspect image {image_id[:19]}", e) from e
         user = str(config.get("User") or "").strip()
-        return NOBODY if user.split(":")[0] in ("", "0", "root") else user
+        return NOBODY if not user or is_root(user) else user
 
     def _start(
         self, image: str, entrypoint: list[str], command: list[str] | None, user: str, labels: dict[str, str],

@@ -2,7 +2,7 @@
 
 import pytest
 
-from macrohard.deploy.dockerfile import DockerfileRefused, check, default, instructions
+from macrohard.deploy.dockerfile import PRODUCT_USER, DockerfileRefused, check, default, instructions, is_root
 
 BASE = "macrohard-sandbox:latest"
 
@@ -49,6 +49,14 @@ def test_a_dockerfile_within_the_subset_is_rendered_on_the_base_image_with_its_f
     ("VOLUME /data", "VOLUME: not allowed"),
     ("USER root", "not run as root"),
     ("USER 0:0", "not run as root"),
+    ("USER 00", "not run as root"),  # the runtime reads digits as a number: uid 0
+    ("USER +0", "not run as root"),
+    ("USER 65534:0", "not run as root"),  # root's group
+    ("USER 65534:ROOT", "not run as root"),
+    ("CMD python3 -m tool \\\\\n", "ends in a backslash"),  # it would take the USER line added after it
+    ("LABEL a=b\x1fmacrohard.deps=spoof", "control or non-ASCII space"),  # one label to shlex, two to the engine
+    ("LABEL a=b\u00a0macrohard.deps=spoof", "control or non-ASCII space"),
+    ("ENV A=b\x1fLD_PRELOAD=/app/x.so", "control or non-ASCII space"),
     ("USER $APP_USER", "names a variable"),
     ("LABEL macrohard.commit=0000", "are the orchestrator's"),
     ("COPY <<EOF /app/x\nhello\nEOF", "heredocs"),
@@ -103,3 +111,16 @@ def test_the_authors_own_files_may_not_stand_in_for_the_product_under_another_na
         assert any("a file you wrote" in p and p.startswith("line 2:") for p in caught.value.problems), line
     # Into a folder every file keeps its name; the product's own files may be renamed.
     check("COPY . /app\nCOPY RELEASE_NOTES.md /usr/share/doc/tool/\nCOPY app.py /srv/main.py\n", BASE, own)
+
+
+def test_the_checked_file_reads_back_as_the_instructions_checked():
+    # What is built is what was checked: each instruction one line, the added USER one of its own.
+    checked = check("FROM python\nWORKDIR /app\nENV A=1 \\\n  B=2\nCOPY . /app\nCMD python3 -m tool\n", "base")
+    assert instructions(checked.text) == [(1, "FROM", "base"), (2, "WORKDIR", "/app"), (3, "ENV", "A=1 B=2"),
+                                          (4, "COPY", ". /app"), (5, "CMD", "python3 -m tool"),
+                                          (6, "USER", PRODUCT_USER)]
+
+
+def test_root_is_read_as_the_runtime_reads_it():
+    assert all(is_root(u) for u in ("root", "0", "00", "-0", "+0", "0:0", "65534:0", "app:root", " ROOT "))
+    assert not any(is_root(u) for u in ("65534", "65534:65534", "app", "10", "rooty", "app:staff"))

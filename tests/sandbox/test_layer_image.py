@@ -84,6 +84,7 @@ def test_expose_and_label_forms():
     "EXPOSE 80-90", "EXPOSE 8000/TCP", "EXPOSE 0", "EXPOSE 65536", "EXPOSE 08000", "EXPOSE", "CMD [\"a\", 1]",
     "CMD [not json", "CMD []", "CMD --flag x", "ENTRYPOINT", "HEALTHCHECK CMD true", "STOPSIGNAL SIGINT",
     "COPY . /app",  # a second COPY
+    "LABEL a=b\x1fc=d", "LABEL a=b\u00a0c=d", "ENV A=\u00e9",  # not printable ASCII: the engine may split elsewhere
 ])
 def test_anything_beyond_the_literal_subset_is_not_appended(line):
     assert append_plan(f"FROM b\nWORKDIR /app\n{line}\nCOPY . /app\n") is None
