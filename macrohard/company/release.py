@@ -85,6 +85,9 @@ class ReleaseStage(ShipStage):
             self.transcript.append("final.suite", **final.model_dump(exclude={"output_tail", "ticket"}))
             accepted, total, failure = self._acceptance(sha) if final.passed else (None, None, None)
             shipped = shipping.result()
+        if final.sha != sha:  # what the image and the acceptance tests were made of must be what the suite tested
+            return {"status": "failed", "failure": f"no release: the final suite tested {str(final.sha)[:12]}, "
+                                                   f"not {sha[:12]}, the commit to tag"}
         if not final.passed:
             return {"status": "failed", "failure": f"no release: the final suite failed on {sha[:12]}: {final.reason}"}
         if failure and not self.settings.acceptance_tags_anyway:

@@ -177,10 +177,14 @@ class RunSandboxes:
 
     def _retire(self, key: str, boxes: list[Future[Sandbox]], earlier: list[Future[None]],
                 after: Callable[[], None]) -> None:
-        for done in earlier:  # submitted before this one: running or done, never queued behind it
-            done.result()
-        for pending in boxes:
-            self._stop(key, pending)
+        try:
+            for done in earlier:  # submitted before this one: running or done, never queued behind it
+                done.result()
+            for pending in boxes:
+                self._stop(key, pending)
+        except SandboxError as e:  # not stopped: nothing may touch its worktree while it may still run
+            self.transcript.append("sandbox.cleanup_failed", ticket=_ticket(key), sandbox=key, error=e.message)
+            return
         try:
             after()
         except Exception as e:  # noqa: BLE001 - a cleanup in the background; the run goes on

@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 from macrohard.company.sandboxes import RunSandboxes
+from macrohard.errors import SandboxError
 from macrohard.transcript.log import TranscriptLog, read_events
 
 from fakes import LocalSandbox, LocalSandboxProvider
@@ -59,3 +60,26 @@ def test_a_parked_sandbox_is_retired_too_and_a_failed_cleanup_is_recorded_not_ra
     assert provider.started[0].stopped
     (failed,) = [e for e in read_events(transcript.path) if e.kind == "sandbox.cleanup_failed"]
     assert failed.ticket == "T-2" and failed.data["error"] == "worktree busy"
+
+
+class FailsToStop(LocalSandbox):
+    def stop(self) -> None:
+        raise SandboxError("the engine did not answer")
+
+
+class FailingProvider(LocalSandboxProvider):
+    def start(self, workdir, *, labels, read_only=False, output_dir=None, extras=None):
+        box = FailsToStop(workdir, labels, read_only, output_dir, extras)
+        self.started.append(box)
+        return box
+
+
+def test_a_sandbox_that_cannot_be_stopped_keeps_its_worktree_and_says_so(tmp_path):
+    boxes, transcript = sandboxes(tmp_path, FailingProvider())
+    boxes.exec("T-3", tmp_path, "true")
+    cleaned: list[str] = []
+    boxes.retire("T-3", lambda: cleaned.append("removed"))
+    boxes.close()
+    assert cleaned == []  # it may still run: nothing touches its worktree
+    (failed,) = [e for e in read_events(transcript.path) if e.kind == "sandbox.cleanup_failed"]
+    assert failed.data["error"] == "the engine did not answer"
