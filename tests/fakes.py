@@ -39,6 +39,7 @@ class LocalSandbox:
         self.pauses = 0
         self.timeouts: list[float | None] = []
         self.warmed: list[str] = []
+        self.ends: list[bool] = []  # end_processes() calls: whether each kept the warm commands
         self.commands: list[str] = []
 
     def exec(self, command: str, *, timeout_s: float | None = None) -> ExecResult:
@@ -69,8 +70,8 @@ class LocalSandbox:
         # Only recorded: starting ahead saves time in a container, and exec runs the command either way.
         self.warmed.append(command)
 
-    def end_processes(self) -> None:
-        self.ended = True  # a local command leaves nothing running to end
+    def end_processes(self, *, keep_warm: bool = False) -> None:
+        self.ends.append(keep_warm)  # a local command leaves nothing running to end
 
     def idle(self) -> bool:
         # Never idle: commits freeze it, as a sandbox with a process left running is.

@@ -36,6 +36,7 @@ from macrohard.sandbox.base import Extras, SandboxProvider
 from macrohard.stacks import DEFAULT, Stack, stack_named
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace
+from macrohard.workspace.tree import empty_folder
 
 MAX_MANIFEST_BYTES = 256 * 1024
 
@@ -173,11 +174,7 @@ def _read_confined(root: Path, path: str) -> bytes | None:
 def _fill(target: Path, site: Path | None) -> None:
     """Make target (a mounted folder, so kept itself) hold exactly site's files: hard links where possible."""
     target.mkdir(parents=True, exist_ok=True)
-    for entry in target.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    empty_folder(target)
     if site is None:
         return
     for folder, dirs, files in os.walk(site):

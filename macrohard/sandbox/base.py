@@ -38,7 +38,8 @@ class Sandbox(Protocol):
         """Start `command` ahead, so exec(command) finds its start-up done.
 
         The command must read one line of standard input before it looks at the
-        workspace: it is held there until exec() releases it. Any other exec ends it.
+        workspace: it is held there until exec() releases it. Warmed twice, two wait,
+        for two execs of it. Any other exec ends them.
         """
         ...
 
@@ -49,8 +50,9 @@ class Sandbox(Protocol):
         """
         ...
 
-    def end_processes(self) -> None:
-        """End whatever its commands left running: it is set aside, to be removed later."""
+    def end_processes(self, *, keep_warm: bool = False) -> None:
+        """End whatever its commands left running: it is set aside, to be removed later;
+        `keep_warm`: but for warm commands still waiting (it runs again)."""
         ...
 
     def pause(self) -> None:

@@ -143,13 +143,14 @@ class DockerSandbox:
                 self._drop_channel()
                 return False
 
-    def end_processes(self) -> None:
-        """End every process the sandbox's commands left running (it is set aside, to be removed later)."""
+    def end_processes(self, *, keep_warm: bool = False) -> None:
+        """End every process the sandbox's commands left running (it is set aside, to be removed
+        later); `keep_warm`: except warm commands still waiting for their exec."""
         with self._lock:
             if self._stopped or self._paused or self._channel is None or not self._channel.alive():
                 return
             try:
-                self._channel.send(b'{"probe": "end"}\n')
+                self._channel.send(b'{"probe": "end", "keep_warm": true}\n' if keep_warm else b'{"probe": "end"}\n')
                 self._channel.frame(time.monotonic() + RUNNER_START_S, META_LIMIT)
             except (RunnerLost, Backstop, OSError):
                 self._drop_channel()

@@ -12,13 +12,16 @@ its standard input held open and answers at once; the next request for the same
 command writes one line to that input (the go) and supervises it from then on, its
 time limit counting from the go. Only a command that reads that line before it looks
 at the workspace may be warmed (the verdict's pytest imports pytest, then waits):
-its start-up happens while the orchestrator is still preparing the tree. Any other
-request ends a waiting warm command first.
+its start-up happens while the orchestrator is still preparing the tree. Up to
+MAX_HELD wait at once, each released by a request of its own (a verdict, then the
+same tests on another tree); any other request ends the waiting ones first.
 
 A request `{"probe": "idle"}` is answered with whether no process but the runner is
 left (a RESULT frame only): then nothing can change the workspace until the client
 starts a command, and the host may read it without freezing the container.
-`{"probe": "end"}` ends every process but the runner (a sandbox set aside for removal).
+`{"probe": "end"}` ends every process but the runner (a sandbox set aside for removal);
+with `"keep_warm": true`, the warm commands still waiting are spared (a sandbox between
+two runs).
 
 Inside the container, BOOTSTRAP reads this file's source from stdin and runs it, so
 it uses the standard library only and runs on Python 3.8 or later. The host imports
@@ -51,6 +54,7 @@ F_SETPIPE_SZ = 1031
 PR_SET_DUMPABLE = 4
 TICK_S = 0.05  # how often a running command's exit is checked while its output stays open
 KILL_ROUNDS = 3
+MAX_HELD = 2  # warm commands waiting at once
 SANDBOX_FLAG = "--sandbox"
 KEEP_ALIVE = b"sleep\x00infinity\x00"  # the sandbox container's command, under its init
 CAP_KILL = 5
@@ -143,8 +147,10 @@ def in_sandbox(argv: list[str]) -> bool:
     return SANDBOX_FLAG in argv and keep_alive and not caps & (1 << CAP_KILL)
 
 
-def kill_rest(keep: int) -> None:
-    """SIGKILL every process this user may signal except `keep`, inside a sandbox only.
+def kill_rest(keep: int, spare: frozenset[int] = frozenset()) -> None:
+    """SIGKILL every process this user may signal except `keep` and the process groups in
+    `spare` (warm commands: each leads a session of its own, which no other process can
+    join), inside a sandbox only.
 
     The container's init and keep-alive run as another uid, so they are out of
     reach; several rounds catch what forked while we were killing.
@@ -153,8 +159,15 @@ def kill_rest(keep: int) -> None:
         return
     for _ in range(KILL_ROUNDS):
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) not in (keep, 1):
+            if name.isdigit() and int(name) not in (keep, 1) and not (spare and _group(int(name)) in spare):
                 _signal(int(name), signal.SIGKILL)
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def others_alive(keep: int) -> bool:
@@ -308,6 +321,10 @@ class Command:
             self._proc = self._spawn(write_fd, held)
         finally:
             os.close(write_fd)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def waiting(self) -> bool:
         """Started held and still alive: ready for go()."""
@@ -506,48 +523,59 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     hello = {"pid": os.getpid(), "uid": os.getuid(), "sandboxed": SANDBOXED}
     _send(HELLO, json.dumps(hello).encode())
-    held: Command | None = None  # a warm command waiting for its go
+    held: list[Command] = []  # warm commands waiting for their go, oldest first
     for line in sys.stdin.buffer:
         try:
             request = json.loads(line)
             if request.get("probe") == "idle":
-                busy = held is not None or others_alive(os.getpid())
+                busy = bool(held) or others_alive(os.getpid())
                 _send(RESULT, json.dumps({"idle": not busy}).encode())
                 continue
             if request.get("probe") == "end":
-                # Nothing more will run here: end whatever earlier commands left running.
-                if held is not None:
-                    held.abandon()
-                    held = None
-                kill_rest(os.getpid())
+                # Nothing more will run here (or, keeping the warm ones, nothing of the last run goes on):
+                # end whatever earlier commands left running.
+                if request.get("keep_warm") is True:
+                    held = [c for c in held if c.waiting()]
+                else:
+                    _abandon(held)
+                    held = []
+                kill_rest(os.getpid(), frozenset(c.pid for c in held if c.pid is not None))
                 _send(RESULT, json.dumps({"ended": True}).encode())
                 continue
             command = Command(request)
         except (ValueError, KeyError, TypeError) as e:
             _send(ERROR, json.dumps({"error": f"bad request: {e}"}).encode())
             continue
-        if held is not None and not request.get("warm") and held.command == command.command and held.waiting():
-            command, held = held, None
+        match = None if request.get("warm") else next(
+            (c for c in held if c.command == command.command and c.waiting()), None)
+        if match is not None:
+            held.remove(match)
+            command = match
             command.go(request)
             answer = command.finish()
         else:
-            if held is not None:
-                held.abandon()
-                held = None
             if request.get("warm"):
+                if len(held) >= MAX_HELD:
+                    _abandon(held[:1])
+                    held = held[1:]
                 command.start(held=True)
-                held = command
+                held.append(command)
                 _send(OUTPUT, b"")
                 _send(RESULT, json.dumps({"exit_code": 0, "timed_out": False, "oom_killed": False, "total": 0,
                                           "head": 0, "notes": [], "warmed": True}).encode())
                 continue
+            _abandon(held)
+            held = []
             answer = command.run()
         _send(OUTPUT, bytes(command.cap.head) + command.cap.tail)
         _send(RESULT, json.dumps(answer).encode())
     # The client is gone: a held command must not go on by itself once its input closes.
-    if held is not None:
-        held.abandon()
+    _abandon(held)
 
+
+def _abandon(commands: list[Command]) -> None:
+    for command in commands:
+        command.abandon()
 
 if __name__ == "__main__":
     main()

@@ -143,6 +143,16 @@ def scrub(root: str | os.PathLike[str], limits: TreeLimits) -> Scrubbed:
     return Scrubbed(removed=removed, files=files, bytes=total)
 
 
+def empty_folder(path: str | os.PathLike[str]) -> None:
+    """Delete everything in the folder at path but keep the folder (a sandbox may have it
+    mounted): no link is followed, and no depth makes it fail."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _empty(fd)
+    finally:
+        os.close(fd)
+
+
 def _remove(entry: Entry) -> None:
     if stat.S_ISDIR(entry.mode):
         fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.folder)

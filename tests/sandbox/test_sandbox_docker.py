@@ -435,6 +435,32 @@ def test_a_warm_command_starts_ahead_and_is_released_by_its_exec(sandbox: Docker
 
 
 @pytest.mark.docker
+def test_two_warm_commands_serve_two_execs_and_outlive_an_end_that_keeps_them(sandbox: DockerSandbox) -> None:
+    # As a verdict's sandbox runs its tests twice (the verdict, then on the base): both start ahead,
+    # each a child of sh (which must survive with it), and each run leaves a process behind.
+    command = ("python3 -c 'import sys, time; started = time.time(); sys.stdin.readline(); print(started)'; "
+               "(sleep 3011 >/dev/null 2>&1 &)")
+    sandbox.warm(command)
+    sandbox.warm(command)
+    time.sleep(1.0)
+    asked = time.time()
+    first = sandbox.exec(command)
+    sandbox.end_processes(keep_warm=True)  # what the first run left is ended; the second's command waits on
+    second = sandbox.exec(command)
+    assert first.exit_code == second.exit_code == 0, (first.output, second.output)
+    assert float(first.output) < asked - 0.5 and float(second.output) < asked - 0.5
+    assert _processes(sandbox).count("sleep 3011") == 1  # only the second run's
+    # Without keep_warm, a waiting command is ended too: the exec then runs it afresh.
+    sandbox.warm(command)
+    sandbox.end_processes()
+    asked = time.time()
+    fresh = sandbox.exec(command)
+    assert float(fresh.output) >= asked and _processes(sandbox).count("sleep 3011") == 1
+    sandbox.end_processes()  # the module's sandbox is left as it was found: idle
+    assert sandbox.idle()
+
+
+@pytest.mark.docker
 def test_a_sandbox_is_idle_only_with_no_process_of_its_own_left(sandbox: DockerSandbox) -> None:
     assert sandbox.idle()  # the runner and the container's keep-alive do not count
     sandbox.exec("sleep 3008 >/dev/null 2>&1 &")
