@@ -37,9 +37,11 @@ def test_demo_builds_a_released_repo_in_docker(tmp_path, monkeypatch, docker_cli
     assert verify_chain(transcript) is None
     events = list(read_events(transcript))
     runs = [e for e in events if e.kind == "sandbox.exec" and e.ticket == "T-2" and e.role == "orchestrator"]
-    # The verdict fails, then passes; beside each, T-2's tests fail on its base, as they must.
-    assert [e.data["exit_code"] == 0 for e in runs if e.data["sandbox"] == "verdict:T-2"] == [False, True]
-    assert [e.data["exit_code"] == 0 for e in runs if e.data["sandbox"] == "base:T-2"] == [False, False]
+    # The verdict fails, then passes; after the pass, in the same sandbox, T-2's tests fail on its base, as they must.
+    assert [e.data["exit_code"] == 0 for e in runs] == [False, True, False]
+    on_base = {e.data["event_id"] for e in events if e.kind == "verdict.base" and e.ticket == "T-2"}
+    assert [e.id in on_base for e in runs] == [False, False, True]
+    assert {e.data["sandbox"] for e in runs} == {"verdict:T-2"}
     responses = [e for e in events if e.kind == "model.response"]
     assert responses and all(e.data["usage"]["prompt_tokens"] > 0 and "latency_s" in e.data for e in responses)
 

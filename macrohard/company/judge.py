@@ -23,11 +23,13 @@ class JudgeStage(CompanyParts):
     def judge(self, state: CompanyState) -> CompanyState:
         """Verdicts for the tickets sent here (side by side), then the passed ones into main."""
         waiting = sorted(state.get("tickets", {}).values(), key=lambda t: t.id)
-        with ThreadPoolExecutor(max_workers=max(1, len(waiting)), thread_name_prefix="verdict") as pool:
-            # A ticket already passed (its integration was interrupted) is not judged again.
-            judged = list(pool.map(lambda t: t if t.status == TicketStatus.PASSED else self._judge_one(t), waiting))
-        passed = [t for t in judged if t.status == TicketStatus.PASSED]
-        return {"tickets": {**{t.id: t for t in judged}, **self._integrate(passed)}}
+        # The next step waits for the judge: sandboxes starting ahead and stopping wait for it.
+        with self.sandboxes.urgent():
+            with ThreadPoolExecutor(max_workers=max(1, len(waiting)), thread_name_prefix="verdict") as pool:
+                # A ticket already passed (its integration was interrupted) is not judged again.
+                judged = list(pool.map(lambda t: t if t.status == TicketStatus.PASSED else self._judge_one(t), waiting))
+            passed = [t for t in judged if t.status == TicketStatus.PASSED]
+            return {"tickets": {**{t.id: t for t in judged}, **self._integrate(passed)}}
 
     def _judge_one(self, ticket: Ticket) -> Ticket:
         if self.resumed and (sha := self.workspace.find_merge(self.run_id, ticket.id, ORCHESTRATOR)):
@@ -40,16 +42,12 @@ class JudgeStage(CompanyParts):
         self._node("judge", ticket=ticket.id, attempt=ticket.attempts)
         base = self.workspace.merge_base(ticket.id)
         expect = self.verdicts.main_passing(base)
-        # The check of the tests on the base runs beside the verdict, in its own fresh sandbox:
-        # it is needed whenever the verdict passes, and it is off the critical path that way.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-check") as pool:
-            on_base = pool.submit(
-                self.verdicts.run, f"base:{ticket.id}", base, ticket=ticket.id,
-                layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)],
-            )
-            report = self.verdicts.run(f"verdict:{ticket.id}", f"ticket/{ticket.id}", ticket=ticket.id, expect=expect)
-            base_report = on_base.result()
-        if report.passed:
+        # Once the verdict passes, the ticket's tests run again on its base in the same sandbox.
+        report, base_report = self.verdicts.run_then_base(
+            f"verdict:{ticket.id}", f"ticket/{ticket.id}", base, ticket=ticket.id, expect=expect,
+            base_layers=[(f"ticket/{ticket.id}", self.guard.is_test_file)],
+        )
+        if report.passed and base_report is not None:
             report = self._tests_test(ticket, report, base, expect, base_report)
         self.transcript.append(
             "verdict", ticket=ticket.id, attempt=ticket.attempts, put_back=ticket.put_back,

@@ -57,8 +57,9 @@ class TicketPipeline(CompanyParts):
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
         if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {"ticket": ticket}
-        # Start the sandbox now; it is ready by the time the engineer's first answer is.
-        self.sandboxes.prepare(ticket.id, root)
+        # Start the sandbox now; it is ready by the time the engineer's first answer is (a verdict
+        # running meanwhile goes first: a command of the engineer's would not wait for it).
+        self.sandboxes.prepare(ticket.id, root, ahead=True)
         raised: list[Dispute] = []
         tools = [
             *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
@@ -84,9 +85,8 @@ class TicketPipeline(CompanyParts):
             return {}  # handoff fails the attempt
         root = self.workspace.worktree_path(ticket.id)
         self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
-        # The verdict's fresh sandboxes start while the tester works.
-        self.verdicts.prepare(f"verdict:{ticket.id}")
-        self.verdicts.prepare(f"base:{ticket.id}")
+        # The verdict's fresh sandbox starts while the tester works (once no verdict runs).
+        self.verdicts.prepare(f"verdict:{ticket.id}", ahead=True, runs=2)  # the verdict, then its tests on the base
         if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
             return {}
         self.sandboxes.prepare(ticket.id, root)
@@ -149,7 +149,6 @@ class TicketPipeline(CompanyParts):
             ticket = ticket.model_copy(update={"status": TicketStatus.AWAITING_VERDICT})
         else:
             self.verdicts.discard(f"verdict:{ticket.id}")
-            self.verdicts.discard(f"base:{ticket.id}")
             ticket = self._after_failure(ticket, failure, why)
         return {"ticket": ticket, "tickets": {ticket.id: ticket}}
 

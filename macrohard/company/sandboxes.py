@@ -4,7 +4,9 @@ Starting and stopping containers happens off the critical path: a ticket's sandb
 starts while its engineer's first model call is in flight, and stops in the
 background once the ticket is done. A stop can also be parked until the CPU has room
 (`release(later=True)`, then `flush()` when the next model calls start): two cores
-busy with verdicts should not also be removing containers.
+busy with verdicts should not also be removing containers. And while a verdict's
+commands run (`urgent()`), stops and the starts of sandboxes prepared for later
+verdicts wait (company/background.py), unless someone needs them meanwhile.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from macrohard.company.background import BackgroundPool
 from macrohard.errors import SandboxError
 from macrohard.sandbox.base import ExecResult, Extras, Sandbox, SandboxProvider
 from macrohard.transcript.log import TranscriptLog
@@ -32,30 +35,38 @@ class RunSandboxes:
         self._stopping: list[Future[None]] = []
         self._stopping_keys: dict[str, list[Future[None]]] = {}
         self._parked: dict[str, list[Future[Sandbox]]] = {}  # released, to be stopped at the next flush()
+        self._ran: set[str] = set()  # keys whose current sandbox has been given a command
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox")
+        self._pool = BackgroundPool(max_workers=8, thread_name_prefix="sandbox")
         # What a role's sandbox gets beside its workspace (its stack's image, packages, cache);
         # a verdict's sandbox is given its own.
         self.extras: Callable[[str], Extras] | None = None
 
     def prepare(
         self, key: str, workdir: Path, *, read_only: bool = False, output_dir: Path | None = None,
-        warm: Callable[[str], str] | None = None, extras: Extras | None = None,
+        warm: Callable[[str], str] | None = None, warm_runs: int = 1, extras: Extras | None = None,
+        ahead: bool = False,
     ) -> None:
         """Start `key`'s sandbox in the background, if it is not running yet.
 
         `warm` gives, from the sandbox's output path, a command to start ahead in it
-        (see Sandbox.warm): the exec of that command later finds its start-up done.
+        (see Sandbox.warm), `warm_runs` times: its execs later find their start-up done.
+        `ahead`: nothing needs it yet (a later verdict's), so it waits while a verdict runs.
         """
         with self._lock:
             # A parked sandbox of the same key (the ticket's last attempt) goes first.
-            self._stop_parked(key)
+            self._stop_parked(key, background=ahead)
             if key not in self._boxes:
-                self._boxes[key] = self._pool.submit(self._start, key, workdir, read_only, output_dir, warm, extras)
+                if warm is not None:
+                    self._ran.add(key)
+                else:
+                    self._ran.discard(key)
+                self._boxes[key] = self._pool.submit(
+                    self._start, key, workdir, read_only, output_dir, warm, warm_runs, extras, background=ahead, key=key)
 
     def _start(
         self, key: str, workdir: Path, read_only: bool, output_dir: Path | None, warm: Callable[[str], str] | None,
-        extras: Extras | None,
+        warm_runs: int, extras: Extras | None,
     ) -> Sandbox:
         started = time.perf_counter()
         if extras is None and self.extras is not None:
@@ -64,14 +75,15 @@ class RunSandboxes:
             workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key},
             read_only=read_only, output_dir=output_dir, extras=extras,
         )
-        if warm is not None:
-            box.warm(warm(box.output_path))
+        for _ in range(warm_runs if warm is not None else 0):
+            box.warm(warm(box.output_path))  # type: ignore[misc]
         self.transcript.append("sandbox.start", ticket=_ticket(key), sandbox=key, read_only=read_only,
                                duration_s=round(time.perf_counter() - started, 4))
         return box
 
     def output_path(self, key: str) -> str:
         """Where `key`'s output folder is seen from inside its sandbox."""
+        self._pool.want(key)
         with self._lock:
             pending = self._boxes[key]
         return pending.result().output_path
@@ -83,12 +95,19 @@ class RunSandboxes:
         A sandbox with processes left running is frozen for the block; one being stopped
         is waited for.
         """
+        self._pool.want(key)
         with self._lock:
             self._stop_parked(key)  # released: it stops now rather than be frozen
             pending = self._boxes.get(key)
             stopping = list(self._stopping_keys.get(key, []))
+            ran = key in self._ran
         for done in stopping:
             done.result()
+        if not ran:
+            # No command was ever given to it: nothing but the runner is in it, started or
+            # still starting, and nothing is given one while its ticket commits.
+            yield
+            return
         box = pending.result() if pending is not None and pending.exception() is None else None
         # Idle (no process of its own left), a sandbox cannot change a file until the
         # orchestrator starts a command, and none starts while its ticket commits: no
@@ -118,8 +137,10 @@ class RunSandboxes:
     ) -> tuple[ExecResult, str]:
         """Run a command in `key`'s sandbox; returns the result and its transcript event id."""
         self.prepare(key, workdir)
+        self._pool.want(key)
         with self._lock:
             pending = self._boxes[key]
+            self._ran.add(key)
         result = pending.result().exec(command, timeout_s=timeout_s)
         event = self.transcript.append(
             "sandbox.exec",
@@ -136,12 +157,14 @@ class RunSandboxes:
         )
         return result, event.id
 
-    def end_processes(self, key: str) -> None:
-        """End whatever commands left running in `key`'s sandbox (one role hands it to the next)."""
+    def end_processes(self, key: str, *, keep_warm: bool = False) -> None:
+        """End whatever commands left running in `key`'s sandbox (one role hands it to the next;
+        `keep_warm`: one run of a verdict's sandbox hands it to the next, whose command waits)."""
         with self._lock:
             pending = self._boxes.get(key)
-        if pending is not None:
-            _end_processes(pending)
+            ran = key in self._ran
+        if pending is not None and ran:  # given no command, it has nothing to end (it may still be starting)
+            _end_processes(pending, keep_warm)
 
     def release(self, key: str, *, later: bool = False) -> None:
         """Stop `key`'s sandbox in the background; `later`: at the next flush() instead.
@@ -171,7 +194,7 @@ class RunSandboxes:
         with self._lock:
             boxes = [p for p in (self._boxes.pop(key, None),) if p is not None] + self._parked.pop(key, [])
             earlier = list(self._stopping_keys.get(key, []))
-            retiring = self._pool.submit(self._retire, key, boxes, earlier, after)
+            retiring = self._pool.submit(self._retire, key, boxes, earlier, after, background=True, key=key)
             self._stopping.append(retiring)
             self._stopping_keys.setdefault(key, []).append(retiring)
 
@@ -191,18 +214,22 @@ class RunSandboxes:
             self.transcript.append("sandbox.cleanup_failed", ticket=_ticket(key), sandbox=key,
                                    error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
+    def urgent(self) -> AbstractContextManager[None]:
+        """A block of the run's critical path (a verdict's commands): background work waits meanwhile."""
+        return self._pool.urgent()
+
     def flush(self) -> None:
         """Stop the parked sandboxes, in the background: the CPU has room now."""
         with self._lock:
             for key in list(self._parked):
                 self._stop_parked(key)
 
-    def _stop_parked(self, key: str) -> None:
+    def _stop_parked(self, key: str, background: bool = True) -> None:
         for pending in self._parked.pop(key, []):
-            self._submit_stop(key, pending)
+            self._submit_stop(key, pending, background)
 
-    def _submit_stop(self, key: str, pending: Future[Sandbox]) -> None:
-        stopping = self._pool.submit(self._stop, key, pending)
+    def _submit_stop(self, key: str, pending: Future[Sandbox], background: bool = True) -> None:
+        stopping = self._pool.submit(self._stop, key, pending, background=background, key=key)
         self._stopping.append(stopping)
         self._stopping_keys.setdefault(key, []).append(stopping)
 
@@ -214,9 +241,10 @@ class RunSandboxes:
                 self._stop_parked(key)
             stopping = self._stopping + [self._pool.submit(self._stop, k, p) for k, p in remaining.items()]
             self._stopping, self._stopping_keys = [], {}
+        self._pool.release()  # nothing is urgent any more
         for done in stopping:
             done.result()
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown()
 
     def _stop(self, key: str, pending: Future[Sandbox]) -> None:
         if pending.exception() is not None:
@@ -226,9 +254,9 @@ class RunSandboxes:
         self.transcript.append("sandbox.stop", ticket=_ticket(key), sandbox=key, duration_s=round(time.perf_counter() - started, 4))
 
 
-def _end_processes(pending: Future[Sandbox]) -> None:
+def _end_processes(pending: Future[Sandbox], keep_warm: bool = False) -> None:
     if pending.exception() is None:
-        pending.result().end_processes()
+        pending.result().end_processes(keep_warm=keep_warm)
 
 
 def _pause(box: Sandbox) -> None:

@@ -22,7 +22,8 @@ import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -33,6 +34,7 @@ from macrohard.config import Settings
 from macrohard.models import TestReport
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace
+from macrohard.workspace.tree import empty_folder
 
 REPORT = "junit.xml"
 BASELINE = "baseline.json"  # the suite at the run's base, in the verdicts folder
@@ -165,16 +167,18 @@ class Verdicts:
         # Tests that already failed at the run's base, and how often: not blamed on any ticket (see baseline()).
         self.tolerated: dict[str, int] = self._recorded_baseline()
 
-    def prepare(self, key: str) -> None:
+    def prepare(self, key: str, *, ahead: bool = False, runs: int = 1) -> None:
         """Start a verdict's sandbox ahead of time, on a folder still empty (it is filled at run()),
-        with the test command started and waiting there when it can be (settings.warm_tests)."""
+        with the test command started and waiting there, once per run it will have (two for
+        run_then_base), when it can be (settings.warm_tests).
+        `ahead`: for a verdict of a later step, so it waits while other verdicts run."""
         with self._lock:
             if key in self._prepared:
                 return
             folder = self._prepared[key] = self._new_folder(key)
         warm = self._command if self.settings.warm_tests_for(self.environment.stack) else None
         self.sandboxes.prepare(key, folder / "tree", read_only=True, output_dir=folder / "output", warm=warm,
-                               extras=self.environment.verdict_extras(folder / "deps"))
+                               warm_runs=runs, extras=self.environment.verdict_extras(folder / "deps"), ahead=ahead)
 
     def _command(self, output_path: str) -> str:
         """The test command as it runs in a sandbox whose output folder is output_path."""
@@ -194,36 +198,78 @@ class Verdicts:
     ) -> TestReport:
         """Test ref's tree: without what exclude picks, with the files each layer picks from
         its own ref instead, and with the folder extra copied in (hidden acceptance tests)."""
+        with self._session(key) as folder:
+            return self._test(key, folder, ref, ticket=ticket, expect=expect, layers=layers, exclude=exclude, extra=extra)
+
+    def run_then_base(
+        self, key: str, ref: str, base: str, *, ticket: str, expect: Iterable[str],
+        base_layers: Iterable[tuple[str, Callable[[str], bool]]],
+    ) -> tuple[TestReport, TestReport | None]:
+        """The verdict on ref; when it passes, the same tests on base (with base_layers) in the same sandbox.
+
+        The second run only ever tells whether the ticket's tests fail without its change,
+        and it starts after the verdict has been read: the ticket's code, which ran in this
+        sandbox first, can change nothing but that answer, and it can make its tests fail
+        on base by itself anyway (a test may look for a file only the ticket adds). So the
+        check needs no sandbox of its own: one container per verdict, not two.
+        """
+        with self._session(key) as folder:
+            report = self._test(key, folder, ref, ticket=ticket, expect=expect)
+            if not report.passed:
+                return report, None
+            self._reset(key, folder)
+            return report, self._test(key, folder, base, ticket=ticket, layers=base_layers)
+
+    @contextmanager
+    def _session(self, key: str) -> Iterator[Path]:
+        """The folder of key's verdict (prepared, or new); its sandbox is released and the folder removed after."""
         with self._lock:
             folder = self._prepared.pop(key, None)
         if folder is None:
             folder = self._new_folder(key)
-        tree, output = folder / "tree", folder / "output"
-        sha = self.workspace.head(ref)
-        layers = list(layers)
         try:
-            # The base tree without what the layers bring, then each layer's files from its own ref.
-            picks = [pick for _, pick in layers] + ([exclude] if exclude else [])
-            self.workspace.export(sha, tree, (lambda p: not any(pick(p) for pick in picks)) if picks else None)
-            for layer_ref, pick in layers:
-                self.workspace.export(layer_ref, tree, pick)
-            if extra is not None:
-                # Links are copied as links: the sandbox resolves them, never the host.
-                shutil.copytree(extra, tree / EXTRA_DIR, symlinks=True)
-            try:
-                # The packages the commit's own manifest declares, read from git's objects.
-                self.environment.fill_commit(sha, folder / "deps")
-            except PackagesUnavailable as e:
-                return self._unavailable(ticket, sha, str(e))
-            self.sandboxes.prepare(key, tree, read_only=True, output_dir=output,
-                                   extras=self.environment.verdict_extras(folder / "deps"))
-            command = self._command(self.sandboxes.output_path(key))
-            result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
-            junit = parse_junit(output / REPORT)
+            # The run's critical path: sandboxes starting ahead and stopping wait meanwhile.
+            with self.sandboxes.urgent():
+                yield folder
         finally:
             # Stopped once the next model calls start, not beside the verdicts still running.
             self.sandboxes.release(key, later=True)
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _reset(self, key: str, folder: Path) -> None:
+        """Ready key's sandbox for another run: nothing of the last one left running (but the
+        test command still waiting, warmed for this run at prepare()), its tree and report gone
+        (the report folder was the sandbox's to write: cleared without following a link)."""
+        self.sandboxes.end_processes(key, keep_warm=True)
+        for part in ("tree", "output"):
+            empty_folder(folder / part)
+
+    def _test(
+        self, key: str, folder: Path, ref: str, *, ticket: str | None, expect: Iterable[str] = (),
+        layers: Iterable[tuple[str, Callable[[str], bool]]] = (), exclude: Callable[[str], bool] | None = None,
+        extra: Path | None = None,
+    ) -> TestReport:
+        tree, output = folder / "tree", folder / "output"
+        sha = self.workspace.head(ref)
+        layers = list(layers)
+        # The base tree without what the layers bring, then each layer's files from its own ref.
+        picks = [pick for _, pick in layers] + ([exclude] if exclude else [])
+        self.workspace.export(sha, tree, (lambda p: not any(pick(p) for pick in picks)) if picks else None)
+        for layer_ref, pick in layers:
+            self.workspace.export(layer_ref, tree, pick)
+        if extra is not None:
+            # Links are copied as links: the sandbox resolves them, never the host.
+            shutil.copytree(extra, tree / EXTRA_DIR, symlinks=True)
+        try:
+            # The packages the commit's own manifest declares, read from git's objects.
+            self.environment.fill_commit(sha, folder / "deps")
+        except PackagesUnavailable as e:
+            return self._unavailable(ticket, sha, str(e))
+        self.sandboxes.prepare(key, tree, read_only=True, output_dir=output,
+                               extras=self.environment.verdict_extras(folder / "deps"))
+        command = self._command(self.sandboxes.output_path(key))
+        result, event_id = self.sandboxes.exec(key, tree, command, role=ORCHESTRATOR)
+        junit = parse_junit(output / REPORT)
         passed, missing, reason = judge(result.exit_code, result.timed_out, junit, set(expect), self.tolerated)
         return TestReport(
             ticket=ticket, command=command, exit_code=result.exit_code, passed=passed, duration_s=result.duration_s,
@@ -299,3 +345,4 @@ class Verdicts:
         for part in ("tree", "output", "deps"):
             (folder / part).mkdir()
         return folder
+

@@ -1,6 +1,7 @@
 """A run's sandboxes: retiring a ticket's (stop, then clean up) in the background, on the local fakes."""
 
 import threading
+import time
 from pathlib import Path
 
 from macrohard.company.sandboxes import RunSandboxes
@@ -83,3 +84,55 @@ def test_a_sandbox_that_cannot_be_stopped_keeps_its_worktree_and_says_so(tmp_pat
     assert cleaned == []  # it may still run: nothing touches its worktree
     (failed,) = [e for e in read_events(transcript.path) if e.kind == "sandbox.cleanup_failed"]
     assert failed.data["error"] == "the engine did not answer"
+
+
+class SlowToStart(LocalSandboxProvider):
+    """Starts only when the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.may_start = threading.Event()
+
+    def start(self, workdir, *, labels, read_only=False, output_dir=None, extras=None):
+        assert self.may_start.wait(10)
+        return super().start(workdir, labels=labels, read_only=read_only, output_dir=output_dir, extras=extras)
+
+
+def test_a_sandbox_no_command_was_given_is_quiet_at_once_one_that_ran_one_is_frozen(tmp_path):
+    provider = SlowToStart()
+    boxes, _ = sandboxes(tmp_path, provider)
+    boxes.prepare("T-1", tmp_path)  # still starting: a role that wrote files only commits without waiting
+    threading.Timer(1.0, provider.may_start.set).start()
+    boxes.end_processes("T-1")
+    with boxes.quiet("T-1"):
+        assert provider.started == []
+    boxes.exec("T-1", tmp_path, "true")  # now a command ran in it: it is checked and, not idle, frozen
+    with boxes.quiet("T-1"):
+        assert provider.started[0].paused
+    assert not provider.started[0].paused
+    boxes.release("T-1")
+    boxes.prepare("T-1", tmp_path)  # a new sandbox for the key: no command in it yet
+    with boxes.quiet("T-1"):
+        pass
+    assert provider.started[-1].pauses == 0
+    boxes.close()
+
+
+def test_while_a_verdict_runs_stops_and_starts_ahead_wait_unless_needed(tmp_path):
+    provider = LocalSandboxProvider()
+    boxes, transcript = sandboxes(tmp_path, provider)
+    boxes.exec("T-1", tmp_path, "true")
+    with boxes.urgent():
+        boxes.release("T-1")  # a stop: held
+        boxes.prepare("verdict:T-2", tmp_path, ahead=True)  # a later verdict's: held
+        boxes.prepare("T-3", tmp_path)  # a role's: at once
+        time.sleep(0.2)
+        assert [b.labels["macrohard.ticket"] for b in provider.started] == ["T-1", "T-3"]
+        assert not provider.started[0].stopped
+        boxes.prepare("verdict:T-4", tmp_path, ahead=True)
+        boxes.exec("verdict:T-4", tmp_path, "true")  # needed now: it starts, urgent or not
+        assert [b.labels["macrohard.ticket"] for b in provider.started] == ["T-1", "T-3", "verdict:T-4"]
+    boxes.close()  # the block closed: what waited went ahead, in order
+    assert provider.started[0].stopped
+    assert [b.labels["macrohard.ticket"] for b in provider.started][-1] == "verdict:T-2"
+    assert [e.data["sandbox"] for e in read_events(transcript.path) if e.kind == "sandbox.stop"][0] == "T-1"
