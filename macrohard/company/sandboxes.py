@@ -235,13 +235,15 @@ class RunSandboxes:
 
     def close(self) -> None:
         """Stop every sandbox of the run and wait until they are gone."""
+        # Nothing is urgent any more; and what was held (starts among it) goes to the pool
+        # before the stops that wait on those starts, so no stop can wait behind its own start.
+        self._pool.release()
         with self._lock:
             remaining, self._boxes = dict(self._boxes), {}
             for key in list(self._parked):
-                self._stop_parked(key)
+                self._stop_parked(key, background=False)
             stopping = self._stopping + [self._pool.submit(self._stop, k, p) for k, p in remaining.items()]
             self._stopping, self._stopping_keys = [], {}
-        self._pool.release()  # nothing is urgent any more
         for done in stopping:
             done.result()
         self._pool.shutdown()
