@@ -238,11 +238,22 @@ class Verdicts:
 
     def _reset(self, key: str, folder: Path) -> None:
         """Ready key's sandbox for another run: nothing of the last one left running (but the
-        test command still waiting, warmed for this run at prepare()), its tree and report gone
-        (the report folder was the sandbox's to write: cleared without following a link)."""
+        test command still waiting, warmed for this run at prepare()), its tree and report gone.
+
+        The report folder is not walked: the waiting command's process group is spared, and
+        the first run's code can reach it (its input, or ptrace, through /proc: it is the same
+        user's), so something of that run may still be writing there, moving folders under a
+        walk. Only the report goes, by its name in the folder: a report the second run does not
+        write is then missing, not the first run's."""
         self.sandboxes.end_processes(key, keep_warm=True)
-        for part in ("tree", "output"):
-            empty_folder(folder / part)
+        empty_folder(folder / "tree")  # the host's own export, read-only in the sandbox
+        fd = os.open(folder / "output", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.unlink(REPORT, dir_fd=fd)
+        except OSError:
+            pass  # none, or a folder by that name: parse_junit() reads no report from it either way
+        finally:
+            os.close(fd)
 
     def _test(
         self, key: str, folder: Path, ref: str, *, ticket: str | None, expect: Iterable[str] = (),

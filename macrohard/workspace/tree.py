@@ -165,27 +165,41 @@ def _remove(entry: Entry) -> None:
         os.unlink(entry.name, dir_fd=entry.folder)
 
 
+class FolderMoved(OSError):
+    """A folder being emptied was moved meanwhile (by a process still writing there)."""
+
+
 def _empty(fd: int) -> None:
     """Delete everything in an open folder, without following links or recursing.
 
     One descriptor at a time: a folder is left through `..`, which cannot be a link,
     so however deep a planted tree is, no descriptor limit or recursion limit is hit.
+    But `..` is where the folder is now, not where it was entered from: a process still
+    writing the tree can move the folder up while it is being emptied, and as many `..`
+    as steps down would then climb above fd. So each `..` must be the very folder it
+    was entered from (compared by device and inode), or the emptying stops.
     """
     current = os.dup(fd)
     names: list[str] = []  # the path from fd down to current
+    above: list[tuple[int, int]] = []  # the identity of each folder on that path, fd's first
     try:
         while True:
             child = _clear_files(current)
             if child is not None:
                 inner = os.open(child, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+                here = os.fstat(current)
                 os.close(current)
                 current, names = inner, [*names, child]
+                above.append((here.st_dev, here.st_ino))
                 continue
             if not names:
                 return
             parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=current)
+            there = os.fstat(parent)
             os.close(current)
             current = parent
+            if (there.st_dev, there.st_ino) != above.pop():
+                raise FolderMoved(f"{'/'.join(names)} was moved while it was being emptied")
             os.rmdir(names.pop(), dir_fd=current)
     finally:
         os.close(current)

@@ -372,3 +372,77 @@ def test_a_test_hook_that_plants_files_after_the_suite_never_reaches_the_tag(tmp
     assert file_at(run, "v0.1.0", "calc/ops.py") == GOOD
     assert not (run.paths.repo / "backdoor.py").exists()
     assert "BAD" not in (run.paths.repo / "calc" / "ops.py").read_text()
+
+
+# Imported by the tests, in the verdict's pytest: releases the verdict sandbox's other warm pytest
+# (the base check's, held for later) through its standard input, opened by /proc, so that it runs
+# the ticket's code at once, in the process group the end between the two runs spares. There it
+# leaves a process that, once the host empties the report folder, moves the folder the host is in
+# up three levels (named after the host's path, from /proc/self/mountinfo): climbing back by `..`,
+# the host would empty the run's folder above the report folder.
+CLIMBS_OUT = GOOD + '''
+import os, sys, time
+
+MARK = "/tmp/.released"
+
+
+def _racer():
+    root = next(line.split()[3] for line in open("/proc/self/mountinfo") if line.split()[4] == "/output")
+    x = os.path.join("/output", *[p for p in root.split("/") if p][-3:], "X")  # verdicts/<verdict folder>/output/X
+    os.makedirs(x)
+    for i in range(20000):
+        open(os.path.join(x, "f%05d" % i), "w").close()
+    first = os.listdir(x)[0]
+    open("/tmp/.ready", "w").close()
+    end = time.time() + 10
+    while time.time() < end:
+        if not os.path.exists(os.path.join(x, first)):
+            os.rename(x, "/output/X")
+            return
+        time.sleep(0.0005)
+
+
+if os.path.isdir("/output") and not os.path.exists(MARK):
+    open(MARK, "w").close()
+    released = False
+    for p in os.listdir("/proc"):
+        try:
+            argv = open("/proc/%s/cmdline" % p, "rb").read().split(b"\\0")
+            if p.isdigit() and int(p) != os.getpid() and argv[0].endswith(b"python3") and b"pytest.main" in b" ".join(argv):
+                fd = os.open("/proc/%s/fd/0" % p, os.O_WRONLY | os.O_NONBLOCK)
+                os.write(fd, b"\\n")
+                os.close(fd)
+                released = True
+        except OSError:
+            pass
+    end = time.time() + 30
+    while released and not os.path.exists("/tmp/.ready") and time.time() < end:
+        time.sleep(0.05)
+elif os.path.isdir("/output") and not os.path.exists("/tmp/.ready"):
+    if os.fork() == 0:
+        try:
+            _racer()
+        finally:
+            os._exit(0)
+    os.wait()
+    os._exit(1)
+'''
+
+
+def test_a_verdicts_code_cannot_make_the_host_empty_what_lies_above_its_report_folder(tmp_path, docker_client, sandbox_image):
+    script = {
+        "product_manager": plan(TICKET),
+        "engineer": {"T-1": [*build(CLIMBS_OUT), {"say": "Nothing to change."}]},
+        "tester": {"T-1": [*writes_the_test(), {"say": "The tests stand."}]},
+        "deployer": {"release": [{"say": "Released."}]},
+    }
+    run, summary, events = run_script(tmp_path, script, docker_client, sandbox_image)
+    # Three levels above the report folder: the run's folder, emptied, would lose its repository and transcript.
+    assert (run.paths.repo / ".git").is_dir() and run.paths.transcript.exists(), \
+        "the host emptied the folders above a verdict's report folder"
+    # The verdict passed and its check on the base ran; the ticket merged like any other.
+    assert [e.data["passed"] for e in events if e.kind == "verdict"] == [True]
+    assert summary.status == "done", summary.failure
+    # The attack did run: the racer outlived the end between the two runs (the base run waited for it).
+    base = next(e for e in events if e.kind == "verdict.base")
+    assert next(e for e in events if e.id == base.data["event_id"]).data["duration_s"] > 5

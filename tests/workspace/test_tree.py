@@ -3,6 +3,7 @@ bounded, and every nested repository removed before host git runs."""
 
 import os
 import sys
+import threading
 
 import pytest
 
@@ -79,3 +80,44 @@ def test_a_wide_tree_keeps_few_descriptors_open(tmp_path):
     for _ in walk(tmp_path):
         peak = max(peak, len(os.listdir("/proc/self/fd")) - before)
     assert peak <= 4
+
+
+def test_emptying_a_folder_never_leaves_it_when_a_folder_is_moved_up_meanwhile(tmp_path):
+    # A verdict's report folder is the sandbox's to write while the host empties it. The
+    # sandbox builds run/verdicts/v-1/output/<v-1>/<output>/X (named after the host's own path,
+    # which /proc/self/mountinfo shows it) and, once the host is inside X, moves X up to the
+    # root: climbing by `..` as many levels as it went down would take the host out of the
+    # folder, emptying (as root) whatever lies above it.
+    from macrohard.workspace.tree import empty_folder
+
+    verdicts = tmp_path / "run" / "verdicts"
+    output = verdicts / "v-1" / "output"
+    x = output / "v-1" / "output" / "X"
+    x.mkdir(parents=True)
+    (verdicts / "main-abc.json").write_text("[]")
+    (tmp_path / "run" / "transcript.jsonl").write_text("{}\n")
+    for i in range(20000):
+        (x / f"f{i:05d}").touch()
+    first = os.listdir(x)[0]  # the host lists X in the same order: it unlinks this one first
+    moved = threading.Event()
+    did: list[bool] = []
+
+    def race() -> None:
+        while not moved.is_set():
+            if not (x / first).exists():
+                os.rename(x, output / "X")
+                did.append(True)
+                moved.set()
+
+    racer = threading.Thread(target=race, daemon=True)
+    racer.start()
+    try:
+        empty_folder(output)
+    except OSError:
+        pass  # refusing to go on is fine; going on above the folder is not
+    finally:
+        moved.set()
+        racer.join()
+    assert did  # the move happened while the host was inside X
+    assert (verdicts / "main-abc.json").exists() and (tmp_path / "run" / "transcript.jsonl").exists()
+    assert output.is_dir()
