@@ -34,7 +34,7 @@ from macrohard.config import Settings
 from macrohard.models import TestReport
 from macrohard.transcript.log import TranscriptLog
 from macrohard.workspace.git import GitWorkspace
-from macrohard.workspace.tree import empty_folder
+from macrohard.workspace.tree import empty_folder, remove_folder
 
 REPORT = "junit.xml"
 BASELINE = "baseline.json"  # the suite at the run's base, in the verdicts folder
@@ -234,7 +234,7 @@ class Verdicts:
         finally:
             # Stopped once the next model calls start, not beside the verdicts still running.
             self.sandboxes.release(key, later=True)
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_folder(folder)  # the report folder was the sandbox's to write: any depth, no link followed
 
     def _reset(self, key: str, folder: Path) -> None:
         """Ready key's sandbox for another run: nothing of the last one left running (but the
@@ -301,7 +301,7 @@ class Verdicts:
             folder = self._prepared.pop(key, None)
         if folder is not None:
             self.sandboxes.release(key)
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_folder(folder)  # the report folder was the sandbox's to write: any depth, no link followed
 
     def close(self) -> None:
         """Drop every prepared verdict (the run is over)."""

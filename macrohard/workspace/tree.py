@@ -153,6 +153,21 @@ def empty_folder(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def remove_folder(path: str | os.PathLike[str]) -> bool:
+    """Delete the folder at path and everything in it, as empty_folder does; whether it is gone.
+
+    For a folder a sandbox wrote (a verdict's report folder): what it holds may be deeper
+    than a recursive removal can go, or moved while it is removed; then it stays, and the
+    caller goes on (a leftover is only disk).
+    """
+    try:
+        empty_folder(path)
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
+
+
 def _remove(entry: Entry) -> None:
     if stat.S_ISDIR(entry.mode):
         fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.folder)

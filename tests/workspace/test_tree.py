@@ -2,13 +2,14 @@
 bounded, and every nested repository removed before host git runs."""
 
 import os
+import shutil
 import sys
 import threading
 
 import pytest
 
 from macrohard.models import TreeLimits
-from macrohard.workspace.tree import TreeTooLarge, scrub, walk
+from macrohard.workspace.tree import TreeTooLarge, remove_folder, scrub, walk
 
 
 def deep(root, name: str, levels: int) -> None:
@@ -121,3 +122,18 @@ def test_emptying_a_folder_never_leaves_it_when_a_folder_is_moved_up_meanwhile(t
     assert did  # the move happened while the host was inside X
     assert (verdicts / "main-abc.json").exists() and (tmp_path / "run" / "transcript.jsonl").exists()
     assert output.is_dir()
+
+
+def test_a_folder_deeper_than_the_recursion_limit_is_removed(tmp_path):
+    top = tmp_path / "report"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(sys.getrecursionlimit() + 200):
+        os.mkdir("a", dir_fd=fd)
+        inner = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    with pytest.raises(RecursionError):
+        shutil.rmtree(top)  # what verdicts used: it cannot remove this
+    assert remove_folder(top) and not top.exists()
