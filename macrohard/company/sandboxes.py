@@ -97,7 +97,7 @@ class RunSandboxes:
         """
         self._pool.want(key)
         with self._lock:
-            self._stop_parked(key)  # released: it stops now rather than be frozen
+            self._stop_parked(key, background=False)  # released: it stops now rather than be frozen
             pending = self._boxes.get(key)
             stopping = list(self._stopping_keys.get(key, []))
             ran = key in self._ran

@@ -136,3 +136,16 @@ def test_while_a_verdict_runs_stops_and_starts_ahead_wait_unless_needed(tmp_path
     assert provider.started[0].stopped
     assert [b.labels["macrohard.ticket"] for b in provider.started][-1] == "verdict:T-2"
     assert [e.data["sandbox"] for e in read_events(transcript.path) if e.kind == "sandbox.stop"][0] == "T-1"
+
+
+def test_quiet_stops_a_parked_sandbox_at_once_even_while_a_verdict_runs(tmp_path):
+    provider = LocalSandboxProvider()
+    boxes, _ = sandboxes(tmp_path, provider)
+    boxes.exec("T-1", tmp_path, "true")
+    boxes.release("T-1", later=True)  # parked, as after the ticket's tester
+    with boxes.urgent():
+        asked = time.monotonic()
+        with boxes.quiet("T-1"):  # its next attempt commits: the parked sandbox stops first, now
+            assert provider.started[0].stopped
+        assert time.monotonic() - asked < 2
+    boxes.close()
