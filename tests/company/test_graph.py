@@ -372,7 +372,8 @@ def test_a_custom_test_command_is_not_warmed_unless_asked(tmp_path):
 def test_a_report_folder_too_deep_for_a_recursive_removal_does_not_end_the_run(tmp_path):
     # The code under test may fill the verdict's report folder with a tree deeper than
     # Python's recursion limit; removing it afterwards must neither fail the run nor follow anything.
-    deep = '(cd "$(dirname {report})" && for i in $(seq 1500); do mkdir a && cd a || exit 1; done) && '
+    deep = ("python3 -c 'import os, sys; os.chdir(os.path.dirname(sys.argv[1]))\n"
+            "for _ in range(1500): os.mkdir(\"a\"); os.chdir(\"a\")' {report} && ")
     command = deep + "python3 -m pytest -q -p no:cacheprovider --junitxml={report}"
     run, summary, provider = run_demo(tmp_path, test_command=command)
     assert summary.status == "done", summary.failure
