@@ -4,7 +4,7 @@ On a small machine a run's sandbox work competes for the CPU: a verdict (the run
 critical path: the next step waits for its judge) shares two cores with containers
 starting ahead for later verdicts and stopping after earlier ones, which nothing waits
 for yet. Those are submitted as background work: while any urgent block is open
-(`urgent()`, around a verdict's test runs) they are held, and they go to the pool when
+(`urgent()`, around the judge and each verdict) they are held, and they go to the pool when
 the last one closes, when someone needs one of them (`want(key)`), or after
 MAX_HOLD_S at most (a suite of many minutes must not keep containers alive that long).
 """

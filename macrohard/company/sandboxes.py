@@ -4,9 +4,9 @@ Starting and stopping containers happens off the critical path: a ticket's sandb
 starts while its engineer's first model call is in flight, and stops in the
 background once the ticket is done. A stop can also be parked until the CPU has room
 (`release(later=True)`, then `flush()` when the next model calls start): two cores
-busy with verdicts should not also be removing containers. And while a verdict's
-commands run (`urgent()`), stops and the starts of sandboxes prepared for later
-verdicts wait (company/background.py), unless someone needs them meanwhile.
+busy with verdicts should not also be removing containers. And while the judge or a
+verdict runs (`urgent()`), stops and the starts of sandboxes nothing needs yet wait
+(company/background.py), unless someone needs them meanwhile.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class RunSandboxes:
 
         `warm` gives, from the sandbox's output path, a command to start ahead in it
         (see Sandbox.warm), `warm_runs` times: its execs later find their start-up done.
-        `ahead`: nothing needs it yet (a later verdict's), so it waits while a verdict runs.
+        `ahead`: nothing needs it yet (a later verdict's, a role's before its first command),
+        so it waits while the judge runs (see urgent()).
         """
         with self._lock:
             # A parked sandbox of the same key (the ticket's last attempt) goes first.
@@ -75,8 +76,9 @@ class RunSandboxes:
             workdir, labels={"macrohard.run": self.run_id, "macrohard.ticket": key},
             read_only=read_only, output_dir=output_dir, extras=extras,
         )
-        for _ in range(warm_runs if warm is not None else 0):
-            box.warm(warm(box.output_path))  # type: ignore[misc]
+        if warm is not None:
+            for _ in range(warm_runs):
+                box.warm(warm(box.output_path))
         self.transcript.append("sandbox.start", ticket=_ticket(key), sandbox=key, read_only=read_only,
                                duration_s=round(time.perf_counter() - started, 4))
         return box
@@ -215,7 +217,7 @@ class RunSandboxes:
                                    error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     def urgent(self) -> AbstractContextManager[None]:
-        """A block of the run's critical path (a verdict's commands): background work waits meanwhile."""
+        """A block of the run's critical path (the judge, a verdict): background work waits meanwhile."""
         return self._pool.urgent()
 
     def flush(self) -> None:

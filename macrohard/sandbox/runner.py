@@ -535,6 +535,7 @@ def main() -> None:
                 # Nothing more will run here (or, keeping the warm ones, nothing of the last run goes on):
                 # end whatever earlier commands left running.
                 if request.get("keep_warm") is True:
+                    _abandon([c for c in held if not c.waiting()])  # ended already: reaped, its output closed
                     held = [c for c in held if c.waiting()]
                 else:
                     _abandon(held)
