@@ -7,12 +7,17 @@ for yet. Those are submitted as background work: while any urgent block is open
 (`urgent()`, around the judge and each verdict) they are held, and they go to the pool when
 the last one closes, when someone needs one of them (`want(key)`), or after
 MAX_HOLD_S at most (a suite of many minutes must not keep containers alive that long).
+
+A ticket's branch is on the critical path too, between its model calls: from its step's
+start (or its last model answer) until its next model call is under way, its commits and
+prompts keep that call waiting, and at max_parallel 4 four branches cross such a stretch
+at once. `hold(name)` opens one, `go(name)` ends it; they count as urgent blocks.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +39,8 @@ class BackgroundPool:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
         self._lock = threading.Lock()
         self._urgent = 0
+        self._holds: set[str] = set()
+        self._gone = threading.Condition(self._lock)  # notified when the last hold goes
         self._held: list[_Held] = []
         self._timer: threading.Timer | None = None
 
@@ -45,7 +52,7 @@ class BackgroundPool:
             held = _Held(key, Future(), fn, args)
             self._held.append(held)
             if self._timer is None:
-                self._timer = threading.Timer(MAX_HOLD_S, self.release)
+                self._timer = threading.Timer(MAX_HOLD_S, self._held_too_long)
                 self._timer.daemon = True
                 self._timer.start()
             return held.future
@@ -63,6 +70,36 @@ class BackgroundPool:
                 if self._urgent == 0:
                     self._release()
 
+    def hold(self, names: Iterable[str], *, only: bool = False) -> None:
+        """Urgent until go(name), for each name; `only`: holds left from before are dropped first."""
+        with self._lock:
+            if only:
+                self._urgent -= len(self._holds)
+                self._holds = set()
+            new = set(names) - self._holds
+            self._holds |= new
+            self._urgent += len(new)
+            self._settle()
+
+    def go(self, name: str) -> None:
+        """Name's stretch is over (a no-op when it holds nothing)."""
+        with self._lock:
+            if name in self._holds:
+                self._holds.discard(name)
+                self._urgent -= 1
+                self._settle()
+
+    def wait_gone(self, timeout_s: float) -> None:
+        """Until no hold is left, or timeout_s."""
+        with self._gone:
+            self._gone.wait_for(lambda: not self._holds, timeout_s)
+
+    def _settle(self) -> None:
+        if not self._holds:
+            self._gone.notify_all()
+        if self._urgent == 0:
+            self._release()
+
     def want(self, key: str) -> None:
         """Key's held work is needed now: it goes to the pool, urgent blocks or not."""
         with self._lock:
@@ -71,8 +108,11 @@ class BackgroundPool:
             self._send(wanted)
 
     def release(self) -> None:
-        """Everything held goes to the pool, in the order it was submitted."""
+        """Everything held goes to the pool, in the order it was submitted; holds are dropped."""
         with self._lock:
+            self._urgent -= len(self._holds)
+            self._holds = set()
+            self._gone.notify_all()
             self._release()
 
     def _release(self) -> None:
@@ -81,6 +121,10 @@ class BackgroundPool:
             self._timer.cancel()
             self._timer = None
         self._send(held)
+
+    def _held_too_long(self) -> None:
+        with self._lock:
+            self._release()
 
     def shutdown(self) -> None:
         self.release()

@@ -212,6 +212,9 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
             # mostly idle round.
             key=lambda t: (-_dependants(t.id, tickets), _order(t)),
         )[: self.settings.max_parallel]
+        if ready:
+            # Until their engineers' calls are under way, the new tickets are the critical path.
+            self.sandboxes.before_calls([t.id for t in ready], step=True)
         for t in ready:
             path = self.workspace.worktree(t.id)
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
@@ -239,7 +242,7 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         ]
         waiting = {t.id: t for t in ordered if t.status in (TicketStatus.AWAITING_VERDICT, TicketStatus.PASSED)}
         if waiting:
-            sends.append(Send("judge", {"tickets": waiting}))
+            sends.append(Send("judge", {"tickets": waiting, "judge_alone": not sends}))
         if sends:
             return sends
         return "deployer" if any(t.status == TicketStatus.MERGED for t in tickets.values()) else "report"

@@ -17,19 +17,30 @@ from macrohard.company.state import CompanyState
 from macrohard.company.verdict import base_id
 from macrohard.models import TestReport, Ticket, TicketStatus
 
+AFTER_JUDGE = "after the judge"
+CALLS_WAIT_S = 0.5  # at most: a step whose tickets are slow to call does not keep its judge waiting longer
+
 
 class JudgeStage(CompanyParts):
 
     def judge(self, state: CompanyState) -> CompanyState:
         """Verdicts for the tickets sent here (side by side), then the passed ones into main."""
         waiting = sorted(state.get("tickets", {}).values(), key=lambda t: t.id)
+        # The step's tickets get to their model calls first: until then they are the critical path,
+        # while the judge has their calls' time (at least a second each) to run beside them.
+        self.sandboxes.wait_calls(CALLS_WAIT_S)
         # The next step waits for the judge: sandboxes starting ahead and stopping wait for it.
         with self.sandboxes.urgent():
             with ThreadPoolExecutor(max_workers=max(1, len(waiting)), thread_name_prefix="verdict") as pool:
                 # A ticket already passed (its integration was interrupted) is not judged again.
                 judged = list(pool.map(lambda t: t if t.status == TicketStatus.PASSED else self._judge_one(t), waiting))
             passed = [t for t in judged if t.status == TicketStatus.PASSED]
-            return {"tickets": {**{t.id: t for t in judged}, **self._integrate(passed)}}
+            integrated = self._integrate(passed)
+            if state.get("judge_alone"):
+                # No model call is under way beside this judge: the next step's first one (the deployer's,
+                # or the next attempts') is the critical path, and what the judge held back waits for it too.
+                self.sandboxes.before_calls([AFTER_JUDGE])
+            return {"tickets": {**{t.id: t for t in judged}, **integrated}}
 
     def _judge_one(self, ticket: Ticket) -> Ticket:
         if self.resumed and (sha := self.workspace.find_merge(self.run_id, ticket.id, ORCHESTRATOR)):

@@ -55,19 +55,24 @@ class TicketPipeline(CompanyParts):
         )
         root = self.workspace.worktree_path(ticket.id)
         self._node("engineer", ticket=ticket.id, attempt=ticket.attempts)
-        if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
-            return {"ticket": ticket}
-        # Start the sandbox now; it is ready by the time the engineer's first answer is (a verdict
-        # running meanwhile goes first: a command of the engineer's would not wait for it).
-        self.sandboxes.prepare(ticket.id, root, ahead=True)
-        raised: list[Dispute] = []
-        tools = [
-            *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
-            DisputeTest(raised, disputes.dispute_maker(self.transcript, ticket)),
-        ]
-        prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])),
-                                         environment=prompts.environment_block(self.environment.stack))
+        try:  # until the engineer's call is under way, background work waits (dispatch began the stretch)
+            if self._already_done("engineer", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+                return {"ticket": ticket}
+            # Start the sandbox now; it is ready by the time the engineer's first answer is (a verdict
+            # running meanwhile goes first: a command of the engineer's would not wait for it).
+            self.sandboxes.prepare(ticket.id, root, ahead=True)
+            raised: list[Dispute] = []
+            tools = [
+                *self._file_tools(root, "engineer"), self._shell(ticket.id, root, "engineer"),
+                DisputeTest(raised, disputes.dispute_maker(self.transcript, ticket)),
+            ]
+            prompt = prompts.engineer_prompt(ticket, *relevant_files(root, ticket, state.get("context_files", [])),
+                                             environment=prompts.environment_block(self.environment.stack))
+        finally:
+            self.sandboxes.calling(ticket.id)
         result = self._agent("engineer", tools, ticket.id, prompt, ticket.id, ticket.attempts)
+        # From its answer to the tester's first call, the ticket is on the critical path again.
+        self.sandboxes.before_calls([ticket.id])
         ticket = ticket.model_copy(update={"disputes": [*ticket.disputes, *raised]})
         ticket, lost, sha = self._ticket_commit(
             ticket, "engineer", f"{ticket.id}: {ticket.title} (attempt {ticket.attempts})", result
@@ -81,25 +86,28 @@ class TicketPipeline(CompanyParts):
 
     def tester(self, state: TicketState) -> TicketState:
         ticket = state["ticket"]
-        if state.get("nothing"):
-            return {}  # handoff fails the attempt
-        root = self.workspace.worktree_path(ticket.id)
-        self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
-        # The verdict's fresh sandbox starts while the tester works (once no verdict runs).
-        self.verdicts.prepare(f"verdict:{ticket.id}", ahead=True, runs=2)  # the verdict, then its tests on the base
-        if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
-            return {}
-        self.sandboxes.prepare(ticket.id, root)
-        open_disputes = disputes.open_for_tester(ticket)
-        ruled = list(open_disputes)
-        tools = [
-            *self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester"),
-            RuleDispute(ruled, "tester", disputes.ruling_recorder(self.transcript, "tester")),
-        ]
-        prompt = prompts.tester_prompt(
-            ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes,
-            environment=prompts.environment_block(self.environment.stack),
-        )
+        try:  # the stretch the engineer's answer began ends once the tester's call is under way
+            if state.get("nothing"):
+                return {}  # handoff fails the attempt
+            root = self.workspace.worktree_path(ticket.id)
+            self._node("tester", ticket=ticket.id, attempt=ticket.attempts)
+            # The verdict's fresh sandbox starts while the tester works (once no verdict runs).
+            self.verdicts.prepare(f"verdict:{ticket.id}", ahead=True, runs=2)  # the verdict, then its tests on the base
+            if self._already_done("tester", f"ticket/{ticket.id}", ticket.id, ticket.attempts):
+                return {}
+            self.sandboxes.prepare(ticket.id, root)
+            open_disputes = disputes.open_for_tester(ticket)
+            ruled = list(open_disputes)
+            tools = [
+                *self._file_tools(root, "tester"), self._shell(ticket.id, root, "tester"),
+                RuleDispute(ruled, "tester", disputes.ruling_recorder(self.transcript, "tester")),
+            ]
+            prompt = prompts.tester_prompt(
+                ticket, *relevant_files(root, ticket, state.get("context_files", [])), open_disputes,
+                environment=prompts.environment_block(self.environment.stack),
+            )
+        finally:
+            self.sandboxes.calling(ticket.id)
         result = self._agent("tester", tools, ticket.id, prompt, ticket.id, ticket.attempts)
         ticket = disputes.merged(ticket, ruled)
         ticket, lost, _ = self._ticket_commit(ticket, "tester", f"{ticket.id}: tests (attempt {ticket.attempts})", result)

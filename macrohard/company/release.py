@@ -47,22 +47,25 @@ class ReleaseStage(ShipStage):
         attempt = state.get("release_attempt", 0) + 1
         self._node("deployer", attempt=attempt)
         self.sandboxes.flush()  # the deployer's model calls leave the CPU room to stop them
-        # What was integrated: the final verdict may lose no test that passed here.
-        integrated = state.get("integrated_sha") or self.workspace.head()
-        if self._already_done("deployer", MAIN, None, attempt):
-            return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated,
-                    "version": self._release_base(state).version, "ship_failure": ""}
-        tickets = sorted(state.get("tickets", {}).values(), key=_order)
-        merged = [t for t in tickets if t.status == TicketStatus.MERGED]
-        unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
-        root = self.workspace.repo_dir
-        feedback = state.get("feedback") if state.get("rejected") else None
-        base = self._release_base(state)
-        version = base.version
-        prompt = prompts.release_prompt(version, merged, unfinished, feedback) + "\n\n" + release_context(
-            self._image_name(version), base, self._run_spec(state),
-            (root / "Dockerfile").is_file(), state.get("ship_failure") or None,
-        )
+        try:  # and they are all that runs: what waits (see judge()) goes once the first is under way
+            # What was integrated: the final verdict may lose no test that passed here.
+            integrated = state.get("integrated_sha") or self.workspace.head()
+            if self._already_done("deployer", MAIN, None, attempt):
+                return {"release_attempt": attempt, "rejected": False, "integrated_sha": integrated,
+                        "version": self._release_base(state).version, "ship_failure": ""}
+            tickets = sorted(state.get("tickets", {}).values(), key=_order)
+            merged = [t for t in tickets if t.status == TicketStatus.MERGED]
+            unfinished = [t for t in tickets if t.status != TicketStatus.MERGED]
+            root = self.workspace.repo_dir
+            feedback = state.get("feedback") if state.get("rejected") else None
+            base = self._release_base(state)
+            version = base.version
+            prompt = prompts.release_prompt(version, merged, unfinished, feedback) + "\n\n" + release_context(
+                self._image_name(version), base, self._run_spec(state),
+                (root / "Dockerfile").is_file(), state.get("ship_failure") or None,
+            )
+        finally:
+            self.sandboxes.calling(None)
         result = self._agent("deployer", self._file_tools(root, "deployer"), "release", prompt, attempt=attempt)
         self._commit(root, "deployer", f"Release notes for {version}", result, None, attempt)
         # The last release attempt's failure was told to this session: a later one is told only what comes next.

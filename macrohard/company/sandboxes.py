@@ -5,7 +5,8 @@ starts while its engineer's first model call is in flight, and stops in the
 background once the ticket is done. A stop can also be parked until the CPU has room
 (`release(later=True)`, then `flush()` when the next model calls start): two cores
 busy with verdicts should not also be removing containers. And while the judge or a
-verdict runs (`urgent()`), stops and the starts of sandboxes nothing needs yet wait
+verdict runs (`urgent()`), or a ticket is between a model answer and its next call
+(`before_calls()`), stops and the starts of sandboxes nothing needs yet wait
 (company/background.py), unless someone needs them meanwhile.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -219,6 +220,23 @@ class RunSandboxes:
     def urgent(self) -> AbstractContextManager[None]:
         """A block of the run's critical path (the judge, a verdict): background work waits meanwhile."""
         return self._pool.urgent()
+
+    def before_calls(self, keys: Iterable[str], *, step: bool = False) -> None:
+        """Until each key's next model call is under way (calling(key)), background work waits, as in
+        urgent(): from a step's start, or a role's last answer, to that call the ticket's commit and
+        prompt are the critical path. `step`: a new step starts, and what the last one left is dropped."""
+        self._pool.hold(keys, only=step)
+
+    def calling(self, key: str | None) -> None:
+        """key's model call is under way: the stretch before it is over (None: every stretch is)."""
+        if key is None:
+            self._pool.hold([], only=True)
+        else:
+            self._pool.go(key)
+
+    def wait_calls(self, timeout_s: float) -> None:
+        """Until every ticket of the step has its model call under way, or timeout_s."""
+        self._pool.wait_gone(timeout_s)
 
     def flush(self) -> None:
         """Stop the parked sandboxes, in the background: the CPU has room now."""

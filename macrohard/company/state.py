@@ -31,6 +31,7 @@ class CompanyState(TypedDict, total=False):
     status: str  # set by the last node: done, partial or failed
     failure: str
     integrated_sha: str  # main after the last integration: the final verdict may lose none of its tests
+    judge_alone: bool  # in the judge's own input only: no ticket's roles run in its step
 
 
 class TicketState(TypedDict, total=False):

@@ -335,10 +335,22 @@ def test_a_tickets_verdict_runs_beside_the_next_tickets_roles(tmp_path):
     for e in events:
         if e.kind == "node" and e.data.get("node") == "engineer":
             active.add(e.ticket)
-        elif e.kind == "node" and e.data.get("node") == "judge":
+        elif e.kind == "agent.finished" and e.role == "tester":
             active.discard(e.ticket)
         most = max(most, len(active))
     assert most == 1
+
+
+def test_what_the_last_judge_held_back_stops_only_once_the_deployer_is_on_its_way(tmp_path):
+    # The last judge runs alone: the sandboxes it retired stop beside the deployer's model call,
+    # not while the next step (dispatch, the deployer's prompt) is the critical path.
+    run, summary, _ = run_demo(tmp_path, max_parallel=1)
+    assert summary.status == "done"
+    events = list(read_events(run.paths.transcript))
+    last_merge = max(e.seq for e in events if e.kind == "git.merge")
+    deployer = next(e.seq for e in events if e.kind == "node" and e.data.get("node") == "deployer")
+    stops = [e.seq for e in events if e.kind == "sandbox.stop" and e.seq > last_merge]
+    assert stops and min(stops) > deployer
 
 
 def test_verdicts_start_their_test_command_ahead_and_release_that_same_command(tmp_path):

@@ -149,3 +149,24 @@ def test_quiet_stops_a_parked_sandbox_at_once_even_while_a_verdict_runs(tmp_path
             assert provider.started[0].stopped
         assert time.monotonic() - asked < 2
     boxes.close()
+
+
+def test_stops_flushed_at_a_steps_start_wait_until_its_tickets_calls_are_under_way(tmp_path):
+    provider = LocalSandboxProvider()
+    boxes, transcript = sandboxes(tmp_path, provider)
+    boxes.exec("T-1", tmp_path, "true")
+    boxes.release("T-1", later=True)  # parked at its handoff
+    boxes.before_calls(["T-2", "T-3"], step=True)  # dispatch: two tickets start
+    boxes.flush()
+    time.sleep(0.2)
+    assert not provider.started[0].stopped  # the tickets' commits and prompts go first
+    boxes.calling("T-2")
+    time.sleep(0.2)
+    assert not provider.started[0].stopped
+    boxes.calling(None)  # every stretch is over (the deployer's call)
+    deadline = time.monotonic() + 5
+    while not provider.started[0].stopped and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert provider.started[0].stopped
+    boxes.close()
+    assert [e.data["sandbox"] for e in read_events(transcript.path) if e.kind == "sandbox.stop"] == ["T-1"]
