@@ -326,6 +326,7 @@ class CompanyRun:
             sandboxes.close()
             provider.prune({"macrohard.run": self.run_id})
             checkpoints.close()
+            workspace.close()
             record.finished_at = time.time() if record.status in ("done", "partial", "failed") else None
             record.active_s = control.active_s
             record.transcript_head = transcript.head

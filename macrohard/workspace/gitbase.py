@@ -172,6 +172,9 @@ class GitBase:
         # Reentrant: locked operations call other locked helpers.
         self._lock = threading.RLock()
         self._repos: dict[str, gitpython.Repo] = {}
+        # One object reader for the run's repository (see Reading._objects), shared by every thread.
+        self._object_reader: gitpython.Repo | None = None
+        self._object_lock = threading.Lock()
 
     @property
     def repo_dir(self) -> Path:

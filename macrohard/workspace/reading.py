@@ -7,18 +7,20 @@ readers (blame, the viewer) run while the company writes, so they take no option
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import git as gitpython
+from git.objects import Commit
 
 from macrohard.errors import WorkspaceError
 from macrohard.workspace.gitbase import (
     _BASE_ENV,
     _NO_PROGRAMS,
     GitBase,
-    _branch_ref,
     _check_ticket_id,
     _first_line,
     _refuse_redirecting_env,
@@ -36,6 +38,9 @@ from macrohard.workspace.provenance import (
 )
 
 
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+
+
 class Reading(GitBase):
     def tree_files(self, ref: str) -> list[str]:
         """Every file path in ref's tree."""
@@ -50,13 +55,16 @@ class Reading(GitBase):
     def show(self, ref: str, path: str) -> bytes | None:
         """A file's content at ref; None when ref has no such file."""
         self._require_repo()
-        runner = gitpython.Git(str(self.repo_dir))
-        status, out, _ = runner.execute(
-            [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", "cat-file", "blob", f"{ref}:{path}"],
-            with_extended_output=True, with_exceptions=False, stdout_as_string=False, env=_BASE_ENV,
-            strip_newline_in_stdout=False,
-        )
-        return bytes(out) if status == 0 else None
+        with self._objects() as repo:
+            commit = self._commit_object(repo, ref)
+            if commit is None:
+                return None
+            try:
+                item = commit.tree / path
+            except KeyError:
+                return None
+            # A folder or a gitlink is no file (as `git cat-file blob ref:path` says too).
+            return bytes(item.data_stream.read()) if item.type == "blob" else None
 
     def export(self, ref: str, dest: Path, include: Callable[[str], bool] | None = None) -> int:
         """Write ref's tree into the empty or new folder dest, without filters; returns the file count.
@@ -65,31 +73,32 @@ class Reading(GitBase):
         attribute or filter of the product's can run anything. Gitlinks are left out.
         """
         self._require_repo()
-        sha = self.head(ref) if _branch_ref(ref) else self._rev(self.repo_dir, ref)
-        if sha is None:
-            raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+        with self._objects() as repo:
+            commit = self._commit_object(repo, ref)
+            if commit is None:
+                raise WorkspaceError(f"unknown git ref {ref!r}", hint="check the branch, tag or sha")
+            blobs = [(item.path, item.mode, item.binsha) for item in commit.tree.traverse()
+                     if item.type == "blob" and (include is None or include(item.path))]
         dest.mkdir(parents=True, exist_ok=True)
-        repo = gitpython.Repo(str(self.repo_dir))
         root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         count = 0
         try:
-            for item in repo.commit(sha).tree.traverse():
-                if item.type != "blob" or (include is not None and not include(item.path)):
-                    continue
+            for path, mode, binsha in blobs:
                 # Folders are made and entered by descriptor, never through a link: a link
                 # an earlier layer wrote (`tests -> /home/user`) must not carry a later
                 # layer's file onto the host. A path through a link is left out.
-                folder = open_folder(root, item.path.split("/")[:-1], create=True)
+                folder = open_folder(root, path.split("/")[:-1], create=True)
                 if folder is None:
                     continue
-                name = item.path.rsplit("/", 1)[-1]
+                name = path.rsplit("/", 1)[-1]
                 try:
-                    data = item.data_stream.read()
-                    if item.mode == 0o120000:
+                    with self._objects() as repo:  # one object at a time: other threads read between them
+                        data = repo.odb.stream(binsha).read()
+                    if mode == 0o120000:
                         os.symlink(data.decode("utf-8", errors="surrogateescape"), name, dir_fd=folder)
                     else:
                         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                     0o755 if item.mode & 0o111 else 0o644, dir_fd=folder)
+                                     0o755 if mode & 0o111 else 0o644, dir_fd=folder)
                         with os.fdopen(fd, "wb") as f:
                             f.write(data)
                     count += 1
@@ -99,8 +108,42 @@ class Reading(GitBase):
                     os.close(folder)
         finally:
             os.close(root)
-            repo.close()
         return count
+
+    @contextmanager
+    def _objects(self) -> Iterator[gitpython.Repo]:
+        """The run repository's object reader, for one thread at a time.
+
+        Kept open for the run: a verdict exports two trees and reads a manifest or two,
+        and a git process (or GitPython's two) per read is most of their cost. It reads
+        objects by id (`git cat-file --batch`), never a working tree; objects written
+        after it started are found too.
+        """
+        with self._object_lock:
+            if self._object_reader is None:
+                self._object_reader = gitpython.Repo(str(self.repo_dir))
+            yield self._object_reader
+
+    def _commit_object(self, repo: gitpython.Repo, ref: str) -> Commit | None:
+        """The commit ref names (a branch or a commit's full id read in-process), or None."""
+        sha = ref if _FULL_SHA.fullmatch(ref) else self._rev(self.repo_dir, ref)
+        if sha is None:
+            return None
+        try:
+            kind = repo.odb.info(bytes.fromhex(sha)).type
+        except ValueError:  # no such object
+            return None
+        if kind != b"commit":  # a tag's id, say: git peels it to its commit
+            peeled = self._rev(self.repo_dir, sha)
+            return None if peeled is None else repo.commit(peeled)
+        return repo.commit(sha)
+
+    def close(self) -> None:
+        """End the object reader's git processes (the next read starts them again)."""
+        with self._object_lock:
+            reader, self._object_reader = self._object_reader, None
+        if reader is not None:
+            reader.close()
 
     def find_work(self, ref: str, run_id: str, role: str, ticket: str | None, attempt: int) -> str | None:
         """The commit on ref that `role` made for this ticket and attempt in this run, if any."""

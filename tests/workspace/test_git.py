@@ -473,3 +473,27 @@ def test_an_export_never_writes_through_a_link_an_earlier_layer_made(ws: GitWork
     ws.export("ticket/T-1", dest, lambda p: p.startswith("tests/"))  # the layer the base check adds
     assert list(host.iterdir()) == []  # nothing reached the host folder
     assert (dest / "tests").is_symlink()
+
+
+def test_the_object_reader_sees_later_commits_and_reads_only_files(ws: GitWorkspace, tmp_path) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "pkg" / "a.py", "one\n")
+    os.symlink("a.py", wt / "pkg" / "link.py")
+    assert ws.commit(wt, "One", prov("e1", ticket="T-1"))
+    first = ws.head("ticket/T-1")
+    assert ws.show(first, "pkg/a.py") == b"one\n"  # the reader starts here
+    write(wt / "pkg" / "a.py", "two\n")
+    assert ws.commit(wt, "Two", prov("e2", ticket="T-1"))
+    second = ws.head("ticket/T-1")
+    git(ws.repo_dir, "gc", "--quiet")  # packed meanwhile: still found
+    assert ws.show("ticket/T-1", "pkg/a.py") == ws.show(second, "pkg/a.py") == b"two\n"
+    assert ws.show(second, "pkg/link.py") == b"a.py"  # a link's target, as git stores it
+    for missing in ("pkg", "pkg/a.py/x", "pkg/link.py/x", "nope.py", ""):
+        assert ws.show(second, missing) is None
+    assert ws.show("0" * 40, "pkg/a.py") is None and ws.show("ticket/T-9", "pkg/a.py") is None
+    ws.export(first, tmp_path / "one")
+    assert (tmp_path / "one" / "pkg" / "a.py").read_text() == "one\n"
+    with pytest.raises(WorkspaceError, match="unknown git ref"):
+        ws.export("0" * 40, tmp_path / "none")
+    ws.close()
+    assert ws.show(second, "pkg/a.py") == b"two\n"  # a read after close starts the reader again
