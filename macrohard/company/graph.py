@@ -215,8 +215,7 @@ class Company(PlanningStage, TicketPipeline, JudgeStage, IntegrationStage, Relea
         if ready:
             # Until their engineers' calls are under way, the new tickets are the critical path.
             self.sandboxes.before_calls([t.id for t in ready], step=True)
-        for t in ready:
-            path = self.workspace.worktree(t.id)
+        for t, path in zip(ready, self.workspace.worktrees([t.id for t in ready])):
             updates[t.id] = t.model_copy(update={"status": TicketStatus.IN_PROGRESS})
             self._node("dispatch", ticket=t.id, worktree=str(path))
         if ready:

@@ -22,6 +22,7 @@ and history; this module keeps the repository, its worktrees and commits.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from macrohard.errors import WorkspaceError
@@ -121,6 +122,24 @@ class GitWorkspace(Merges, Reading, GitBase):
                 self._run(self.repo_dir, "worktree", "prune")
                 self._run(self.repo_dir, *self._add_worktree(path, branch, base), hint=hint)
             return path
+
+    def worktrees(self, ticket_ids: list[str], base: str = MAIN) -> list[Path]:
+        """Several tickets' worktrees, as worktree() makes each, their git processes side by side.
+
+        A step of max_parallel 4 makes four, and one after another they held up its first
+        model calls. Each `git worktree add` registers its own folder and branch (git locks
+        a worktree while it is made); the lock keeps removals and main's changes out meanwhile.
+        """
+        with self._lock:
+            self._require_repo()
+            todo = [t for t in ticket_ids if not self._is_worktree(self.worktree_path(t))]
+            if len(todo) > 1:
+                self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+                commands = [self._add_worktree(self.worktree_path(t), f"ticket/{t}", base) for t in todo]
+                with ThreadPoolExecutor(max_workers=len(commands), thread_name_prefix="worktree") as pool:
+                    list(pool.map(lambda command: self._run(self.repo_dir, *command, check=False), commands))
+            # What did not come out as a worktree goes the single way, with its recovery and its error.
+            return [self.worktree(t, base) for t in ticket_ids]
 
     def _add_worktree(self, path: Path, branch: str, base: str) -> tuple[str, ...]:
         if self._rev(self.repo_dir, f"refs/heads/{branch}") is not None:

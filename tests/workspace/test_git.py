@@ -497,3 +497,22 @@ def test_the_object_reader_sees_later_commits_and_reads_only_files(ws: GitWorksp
         ws.export("0" * 40, tmp_path / "none")
     ws.close()
     assert ws.show(second, "pkg/a.py") == b"two\n"  # a read after close starts the reader again
+
+
+def test_several_worktrees_at_once_each_on_its_branch_the_stale_one_recovered(ws: GitWorkspace) -> None:
+    old = ws.worktree("T-2")
+    write(old / "kept.py", "x = 1\n")
+    assert ws.commit(old, "Earlier attempt", prov("e1", ticket="T-2"))
+    ws.remove_worktree("T-2")  # its branch stays: checked out again below
+    stale = ws.worktree("T-3")
+    for child in sorted(stale.rglob("*"), reverse=True):  # deleted by hand, still registered
+        child.unlink() if child.is_file() or child.is_symlink() else child.rmdir()
+    stale.rmdir()
+    ids = ["T-1", "T-2", "T-3", "T-4", "T-5"]
+    paths = ws.worktrees(ids)
+    assert paths == [ws.worktree_path(t) for t in ids]
+    for t, path in zip(ids, paths):
+        assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == f"ticket/{t}"
+        assert (path / ".gitignore").is_file()
+    assert (paths[1] / "kept.py").read_text() == "x = 1\n"
+    assert ws.worktrees(ids) == paths  # already there: nothing to make
