@@ -29,8 +29,9 @@ class IntegrationStage(CompanyParts):
         if report.passed and report.sha:
             self.verdicts.remember(report.sha, report.passed_ids)
         if prepare_next:
-            # The next integration (or the final suite) finds its fresh sandbox started.
-            self.verdicts.prepare("verdict:main")
+            # The next integration (or the final suite) finds its fresh sandbox started; nothing needs
+            # it before then, so this one's stop and the next one's start wait while the judge runs.
+            self.verdicts.prepare("verdict:main", ahead=True)
         return report
 
     def _integrate_batch(self, passed: list[Ticket]) -> dict[str, Ticket] | None:
