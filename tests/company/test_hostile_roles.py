@@ -138,14 +138,17 @@ ZOMBIE_LEADER = KEEPS_WEAKENED + (
 FORK_CHAIN = KEEPS_WEAKENED.replace("def keep():\n    end = time.time() + 60\n    while time.time() < end:\n", "def keep():\n    end = time.time() + 60\n    while time.time() < end:\n        if os.fork(): os._exit(0)\n") + "keep()\n"
 
 
-# Rewrites pytest's JUnit report at interpreter exit: every failure gone, exit code 0.
+# Rewrites pytest's JUnit report once it is written: every failure gone, exit code 0. The
+# verdict's command ends with os._exit (no atexit handler runs), but that is looked up in
+# the os module the product shares: the product's own stands in for it. (atexit too, for a
+# command that ends the usual way.)
 FORGES_THE_REPORT = BUGGY + (
-    "\n\ndef _forge():\n    import os, sys, xml.etree.ElementTree as ET\n"
+    "\n\nimport os as _os\n_real_exit = _os._exit\n\n\ndef _forge(*_):\n    import sys, xml.etree.ElementTree as ET\n"
     "    paths = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--junitxml=')]\n"
     "    try:\n        tree = ET.parse(paths[0])\n        for case in tree.getroot().iter('testcase'):\n"
     "            for child in list(case):\n                if child.tag in ('failure', 'error', 'skipped'):\n"
     "                    case.remove(child)\n        tree.write(paths[0])\n    except Exception:\n        pass\n"
-    "    os._exit(0)\n\n\nimport atexit\natexit.register(_forge)\n"
+    "    _real_exit(0)\n\n\nimport atexit\natexit.register(_forge)\n_os._exit = _forge\n"
 )
 
 
