@@ -120,9 +120,13 @@ class Reading(GitBase):
         after it started are found too.
         """
         with self._object_lock:
-            if self._object_reader is None:
-                self._object_reader = gitpython.Repo(str(self.repo_dir))
-            yield self._object_reader
+            reader = self._object_reader
+            if reader is not None and not _reading(reader):
+                reader.close()  # its git died (killed): the next read starts another
+                reader = None
+            if reader is None:
+                reader = self._object_reader = _object_reader(self.repo_dir)
+            yield reader
 
     def _commit_object(self, repo: gitpython.Repo, ref: str) -> Commit | None:
         """The commit ref names (a branch or a commit's full id read in-process), or None."""
@@ -242,3 +246,25 @@ class Reading(GitBase):
         return self._run(self.repo_dir, "diff", "--no-color", "--no-ext-diff", f"{MAIN}...{branch}")[1]
 
 
+def _object_reader(repo_dir: Path) -> gitpython.Repo:
+    """A Repo whose two persistent `git cat-file` processes are started here, not by GitPython:
+    out of the terminal's process group (a Ctrl-C that pauses the run must not kill the reader
+    that the rest of the step reads through, as for every git the run starts) and with only
+    the repository's own config."""
+    _refuse_redirecting_env()
+    repo = gitpython.Repo(str(repo_dir))
+    runner = repo.git
+    for attr, flag in (("cat_file_header", "--batch-check"), ("cat_file_all", "--batch")):
+        process = runner.execute(
+            [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", "cat-file", flag],
+            as_process=True, istream=subprocess.PIPE, env=_BASE_ENV, start_new_session=True,
+        )
+        setattr(runner, attr, process)  # what GitPython's object database then reads through
+    return repo
+
+
+def _reading(repo: gitpython.Repo) -> bool:
+    """Whether both of the reader's git processes still run."""
+    runner = repo.git
+    return all(p is not None and p.proc is not None and p.proc.poll() is None
+               for p in (runner.cat_file_header, runner.cat_file_all))

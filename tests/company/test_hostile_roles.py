@@ -138,14 +138,20 @@ ZOMBIE_LEADER = KEEPS_WEAKENED + (
 FORK_CHAIN = KEEPS_WEAKENED.replace("def keep():\n    end = time.time() + 60\n    while time.time() < end:\n", "def keep():\n    end = time.time() + 60\n    while time.time() < end:\n        if os.fork(): os._exit(0)\n") + "keep()\n"
 
 
-# Rewrites pytest's JUnit report at interpreter exit: every failure gone, exit code 0.
+# Rewrites pytest's JUnit report once it is written, from inside pytest: product code registers
+# a plugin (the run's Config is in the process it shares) whose session-end hook runs after the
+# report's, drops every failure and sets the exit status to 0. However the runner's process ends
+# (sys.exit and atexit, or os._exit since 51bb43d), nothing runs after this hook that could undo it.
 FORGES_THE_REPORT = BUGGY + (
-    "\n\ndef _forge():\n    import os, sys, xml.etree.ElementTree as ET\n"
-    "    paths = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--junitxml=')]\n"
-    "    try:\n        tree = ET.parse(paths[0])\n        for case in tree.getroot().iter('testcase'):\n"
+    "\n\nimport gc as _gc\nimport pytest as _pytest\n\n\nclass _Forger:\n"
+    "    @_pytest.hookimpl(trylast=True)\n    def pytest_sessionfinish(self, session):\n"
+    "        import sys, xml.etree.ElementTree as ET\n"
+    "        paths = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--junitxml=')]\n"
+    "        tree = ET.parse(paths[0])\n        for case in tree.getroot().iter('testcase'):\n"
     "            for child in list(case):\n                if child.tag in ('failure', 'error', 'skipped'):\n"
-    "                    case.remove(child)\n        tree.write(paths[0])\n    except Exception:\n        pass\n"
-    "    os._exit(0)\n\n\nimport atexit\natexit.register(_forge)\n"
+    "                    case.remove(child)\n        tree.write(paths[0])\n        session.exitstatus = 0\n\n\n"
+    "for _o in _gc.get_objects():\n    if type(_o).__name__ == 'Config' and hasattr(_o, 'pluginmanager'):\n"
+    "        _o.pluginmanager.register(_Forger())\n        break\n"
 )
 
 

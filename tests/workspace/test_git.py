@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -473,6 +475,46 @@ def test_an_export_never_writes_through_a_link_an_earlier_layer_made(ws: GitWork
     ws.export("ticket/T-1", dest, lambda p: p.startswith("tests/"))  # the layer the base check adds
     assert list(host.iterdir()) == []  # nothing reached the host folder
     assert (dest / "tests").is_symlink()
+
+
+def _object_readers() -> list[int]:
+    """This process's `git cat-file` children: the workspace's object reader."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"cat-file" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_ctrl_c_that_pauses_the_run_leaves_the_object_reader_working(ws: GitWorkspace) -> None:
+    # The first Ctrl-C pauses the run after its current step, and the terminal sends SIGINT to
+    # its whole foreground process group: the reader, kept for the run, must not be in it
+    # (like every git the run starts), or each read of that step fails (a broken pipe).
+    wt = ws.worktree("T-1")
+    write(wt / "a.py", "one\n")
+    assert ws.commit(wt, "One", prov("e1", ticket="T-1"))
+    sha = ws.head("ticket/T-1")
+    assert ws.show(sha, "a.py") == b"one\n"
+    readers = _object_readers()
+    assert readers
+    for pid in readers:
+        if os.getpgid(pid) == os.getpgrp():
+            os.kill(pid, signal.SIGINT)
+    assert ws.show(sha, "a.py") == b"one\n"
+    # And a reader that died all the same (killed, say) is started again at the next read.
+    for pid in _object_readers():
+        os.kill(pid, signal.SIGKILL)
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)  # dead, left for its parent to reap
+    assert ws.show(sha, "a.py") == b"one\n"
+    ws.export(sha, wt.parent / "out")
+    assert (wt.parent / "out" / "a.py").read_text() == "one\n"
+    ws.close()
 
 
 def test_the_object_reader_sees_later_commits_and_reads_only_files(ws: GitWorkspace, tmp_path) -> None:
