@@ -126,7 +126,14 @@ class Reading(GitBase):
                 reader = None
             if reader is None:
                 reader = self._object_reader = _object_reader(self.repo_dir)
-            yield reader
+            try:
+                yield reader
+            except BaseException:
+                # A read cut short (an interrupt, no memory for a blob) leaves the rest of that
+                # object in the pipe, which the next read would take for its own: start afresh.
+                self._object_reader = None
+                reader.close()
+                raise
 
     def _commit_object(self, repo: gitpython.Repo, ref: str) -> Commit | None:
         """The commit ref names (a branch or a commit's full id read in-process), or None."""

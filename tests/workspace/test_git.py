@@ -558,3 +558,20 @@ def test_several_worktrees_at_once_each_on_its_branch_the_stale_one_recovered(ws
         assert (path / ".gitignore").is_file()
     assert (paths[1] / "kept.py").read_text() == "x = 1\n"
     assert ws.worktrees(ids) == paths  # already there: nothing to make
+
+
+# The cut-short stream, collected after its reader closed, cannot drain itself: GitPython says so, harmlessly.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_read_cut_short_does_not_leave_the_next_read_the_rest_of_its_object(ws: GitWorkspace) -> None:
+    wt = ws.worktree("T-1")
+    write(wt / "big.txt", "b" * 200_000)
+    write(wt / "small.txt", "small\n")
+    assert ws.commit(wt, "Files", prov("e1", ticket="T-1"))
+    sha = ws.head("ticket/T-1")
+    with pytest.raises(KeyboardInterrupt):
+        with ws._objects() as repo:
+            stream = repo.odb.stream(repo.commit(sha).tree["big.txt"].binsha)
+            stream.read(10)  # the rest of the blob is still in the reader's pipe
+            raise KeyboardInterrupt
+    assert ws.show(sha, "small.txt") == b"small\n"
+    assert ws.show(sha, "big.txt") == b"b" * 200_000
