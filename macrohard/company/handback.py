@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from macrohard.company.parts import CompanyParts
 from macrohard.models import Ticket, TicketStatus
-from macrohard.transcript.log import Event, read_events
+from macrohard.transcript.log import Event
 
 RESULT_PREFIX = "macrohard/"
 CHANGES = "CHANGES.md"
@@ -27,7 +27,7 @@ class HandbackStage(CompanyParts):
         branch = RESULT_PREFIX + self.run_id
         head = self.workspace.head()
         self.workspace.branch(branch, head)
-        events = list(read_events(self.transcript.path))
+        events = self.transcript.events()  # the run's sandboxes may still be stopping, and saying so
         base = _base(events) or head
         text = change_summary(
             title=self.spec.title, run_id=self.run_id, branch=branch, base=base, head=head, status=status,

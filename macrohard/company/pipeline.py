@@ -17,7 +17,6 @@ from macrohard.company.parts import CompanyParts
 from macrohard.company import disputes, prompts
 from macrohard.company.state import TicketState
 from macrohard.models import Dispute, Ticket, TicketStatus
-from macrohard.transcript.log import read_events
 from macrohard.workspace.tree import TreeTooLarge
 
 
@@ -128,7 +127,7 @@ class TicketPipeline(CompanyParts):
             ListFiles(fs), ReadFile(fs), RuleDispute(ruled, "product_manager", disputes.ruling_recorder(self.transcript, "product_manager")),
         ]
         # A session per arbitration of this ticket: the scripted model counts them as sessions.
-        session = 1 + sum(1 for e in read_events(self.transcript.path) if e.kind == "node" and e.ticket == ticket.id
+        session = 1 + sum(1 for e in self.transcript.events() if e.kind == "node" and e.ticket == ticket.id
                           and e.data.get("node") == "arbitrate" and e.data.get("attempt") != ticket.attempts)
         self._agent("product_manager", tools, ticket.id, prompts.arbitration_prompt(ticket, pending), ticket.id, session)
         return {"ticket": disputes.merged(ticket, ruled)}

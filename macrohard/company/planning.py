@@ -26,7 +26,6 @@ from macrohard.company.state import CompanyState
 from macrohard.errors import MacrohardError
 from macrohard.models import PRD, RunSpec, TestReport, Ticket
 from macrohard.stacks import stack_named
-from macrohard.transcript.log import read_events
 from macrohard.workspace.provenance import MAIN
 
 PRD_PATH = "docs/PRD.md"  # where roles/product_manager.md asks for the PRD
@@ -162,14 +161,14 @@ class PlanningStage(CompanyParts):
         """A map of the code the plan changes, when the run started from one (else None)."""
         if not self.from_source:
             return None
-        baselines = [e for e in read_events(self.transcript.path) if e.kind == "baseline"]
+        baselines = [e for e in self.transcript.events() if e.kind == "baseline"]
         baseline = TestReport.model_validate({"ticket": None, "output_tail": "", **baselines[-1].data}) if baselines else None
         sha = self.workspace.head()
         return codebase_map(self.workspace, sha, baseline, self.settings.test_command, self.guard.is_test_file)
 
     def _plan_sessions(self) -> int:
         """Planning sessions that ended so far, also those of a process that failed or was killed."""
-        return sum(1 for e in read_events(self.transcript.path)
+        return sum(1 for e in self.transcript.events()
                    if e.kind == "agent.finished" and e.role == PM and e.data.get("task") == "plan")
 
     def _planned(
@@ -190,5 +189,5 @@ class PlanningStage(CompanyParts):
         }
 
     def _recorded_plan(self, attempt: int) -> PRD | None:
-        plans = [e for e in read_events(self.transcript.path) if e.kind == "plan" and e.data.get("attempt") == attempt]
+        plans = [e for e in self.transcript.events() if e.kind == "plan" and e.data.get("attempt") == attempt]
         return PRD.model_validate(plans[-1].data) if plans else None

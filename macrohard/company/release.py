@@ -170,9 +170,13 @@ class ReleaseStage(ShipStage):
                 for t in sorted(tickets, key=_order)
             )
         self.verdicts.close()
-        self.sandboxes.close()
         release = state.get("release")
-        self._hand_back(sorted(tickets, key=_order), status, release.tag if release else None)
+        # The sandboxes stop while the result is handed back (git's objects and the transcript
+        # only); the run finishes once both are done.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close") as pool:
+            closing = pool.submit(self.sandboxes.close)
+            self._hand_back(sorted(tickets, key=_order), status, release.tag if release else None)
+            closing.result()
         self.transcript.append(
             "run.finished", status=status, failure=failure,
             release=release.model_dump() if release else None,

@@ -84,6 +84,11 @@ class TranscriptLog:
         with self._lock:
             return ChainHead(seq=self._seq, hash=self._last_hash) if self._seq else None
 
+    def events(self) -> list[Event]:
+        """Every event so far, read while none is being written (the file may be appended to meanwhile)."""
+        with self._lock:
+            return list(read_events(self.path)) if self.path.exists() else []
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 

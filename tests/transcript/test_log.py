@@ -80,3 +80,23 @@ def test_a_torn_last_line_from_a_crash_is_cut_off_and_reported(tmp_path):
     again.append("run.resumed")
     assert verify_chain(path) is None
     assert TranscriptLog(path, "run-1").repaired_bytes == 0
+
+
+def test_events_read_while_others_append_are_whole_and_in_order(tmp_path):
+    log = TranscriptLog(tmp_path / "t.jsonl", "run-1")
+    assert log.events() == []
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            log.append("sandbox.stop", sandbox="x" * 20_000)  # lines long enough to be written in parts
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(50):
+            seqs = [e.seq for e in log.events()]
+            assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        stop.set()
+        thread.join()
