@@ -74,8 +74,7 @@ class BackgroundPool:
         """Urgent until go(name), for each name; `only`: holds left from before are dropped first."""
         with self._lock:
             if only:
-                self._urgent -= len(self._holds)
-                self._holds = set()
+                self._drop_holds()
             new = set(names) - self._holds
             self._holds |= new
             self._urgent += len(new)
@@ -94,6 +93,10 @@ class BackgroundPool:
         with self._gone:
             self._gone.wait_for(lambda: not self._holds, timeout_s)
 
+    def _drop_holds(self) -> None:
+        self._urgent -= len(self._holds)
+        self._holds = set()
+
     def _settle(self) -> None:
         if not self._holds:
             self._gone.notify_all()
@@ -110,10 +113,9 @@ class BackgroundPool:
     def release(self) -> None:
         """Everything held goes to the pool, in the order it was submitted; holds are dropped."""
         with self._lock:
-            self._urgent -= len(self._holds)
-            self._holds = set()
+            self._drop_holds()
             self._gone.notify_all()
-            self._release()
+            self._release()  # urgent blocks or not
 
     def _release(self) -> None:
         held, self._held = self._held, []

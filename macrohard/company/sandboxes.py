@@ -180,8 +180,9 @@ class RunSandboxes:
             if pending is None:
                 return
             if later:
-                # Set aside whole, but with nothing of its own left running meanwhile.
-                self._pool.submit(_end_processes, pending)
+                # Set aside whole, but with nothing of its own left running meanwhile: after its
+                # start, when that is still held back (a verdict that ended before its command).
+                self._pool.submit(_end_processes, pending, background=not pending.done(), key=key)
                 self._parked.setdefault(key, []).append(pending)
             else:
                 self._submit_stop(key, pending)

@@ -356,4 +356,3 @@ class Verdicts:
         for part in ("tree", "output", "deps"):
             (folder / part).mkdir()
         return folder
-

@@ -170,3 +170,19 @@ def test_stops_flushed_at_a_steps_start_wait_until_its_tickets_calls_are_under_w
     assert provider.started[0].stopped
     boxes.close()
     assert [e.data["sandbox"] for e in read_events(transcript.path) if e.kind == "sandbox.stop"] == ["T-1"]
+
+
+def test_sandboxes_released_before_their_held_start_leave_no_worker_waiting(tmp_path):
+    provider = LocalSandboxProvider()
+    boxes, _ = sandboxes(tmp_path, provider)
+    with boxes.urgent():
+        for n in range(8):  # as many as the pool has workers: verdicts that ended before their command
+            boxes.prepare(f"verdict:T-{n}", tmp_path, ahead=True, warm=lambda path: "true")
+            boxes.release(f"verdict:T-{n}", later=True)
+        # Needed now: a worker must be free for its start (with all eight waiting on held starts,
+        # none ever was: the held starts, released at last, queued behind the workers waiting on them).
+        ran = threading.Thread(target=boxes.exec, args=("T-9", tmp_path, "true"), daemon=True)
+        ran.start()
+        ran.join(3)
+        assert not ran.is_alive()
+    boxes.close()
